@@ -1,0 +1,202 @@
+//! `backup`: turns paths on disk into a snapshot.
+
+mod meta;
+mod walk;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use globset::GlobSet;
+
+use crate::error::{Error, Result};
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::tree::{Kind, Node};
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::repo::packer::Packer;
+use crate::sys;
+use walk::{Counters, Walker};
+
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    pub description: String,
+    pub excludes: GlobSet,
+    pub one_file_system: bool,
+    pub dry_run: bool,
+    /// Read every file even when the parent snapshot says it is unchanged.
+    pub force: bool,
+    pub with_atime: bool,
+    pub time_ns: Option<i64>,
+}
+
+pub struct BackupOutcome {
+    /// `None` on a dry run.
+    pub snapshot: Option<Id>,
+    pub parent: Option<Id>,
+    pub summary: Summary,
+    pub warnings: Vec<String>,
+    /// Paths given more than once or inside another given path, dropped.
+    pub dropped_paths: Vec<PathBuf>,
+}
+
+/// Absolute, lexically clean paths (like restic, `..` is resolved lexically and symlinks kept),
+/// without duplicates or paths nested in another given path.
+pub fn normalize_paths(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("current directory", e))?;
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let mut clean = PathBuf::from("/");
+        for c in cwd.join(p).components() {
+            match c {
+                Component::ParentDir => {
+                    clean.pop();
+                }
+                Component::Normal(n) => clean.push(n),
+                _ => {}
+            }
+        }
+        if std::fs::symlink_metadata(&clean).is_err() {
+            return Err(Error::Invalid(format!("path does not exist: {}", p.display())));
+        }
+        out.push(clean);
+    }
+    out.sort();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    let mut dropped = Vec::new();
+    for p in out {
+        if kept.iter().any(|k| p.starts_with(k)) {
+            dropped.push(p);
+        } else {
+            kept.push(p);
+        }
+    }
+    Ok((kept, dropped))
+}
+
+/// What to take from each directory on the way down to the given paths.
+#[derive(Default)]
+struct Plan {
+    whole: bool,
+    children: BTreeMap<Vec<u8>, Plan>,
+}
+
+impl Plan {
+    fn of(paths: &[PathBuf]) -> Plan {
+        let mut root = Plan::default();
+        for p in paths {
+            let mut at = &mut root;
+            for c in p.components() {
+                if let Component::Normal(n) = c {
+                    at = at.children.entry(std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec()).or_default();
+                }
+            }
+            at.whole = true;
+        }
+        if paths.iter().any(|p| p == Path::new("/")) {
+            root.whole = true;
+        }
+        root
+    }
+}
+
+pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let (paths, dropped_paths) = normalize_paths(&opts.paths)?;
+    let hostname = opts.host.clone().unwrap_or_else(sys::hostname);
+    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let parent = if opts.force {
+        None
+    } else {
+        let (snaps, _) = repo.snapshots()?;
+        snaps.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.paths == path_strings)
+    };
+    let walker = Walker {
+        repo,
+        packer: Packer::new(repo, opts.dry_run)?,
+        excludes: opts.excludes.clone(),
+        one_file_system: opts.one_file_system,
+        with_atime: opts.with_atime,
+        counters: Counters::default(),
+        warnings: Mutex::new(Vec::new()),
+    };
+    let root_tree = build(&walker, Path::new("/"), &Plan::of(&paths), parent.as_ref().map(|(_, s)| s.tree))?;
+    walker.packer.flush()?;
+    let c = &walker.counters;
+    let mut warnings = walker.warnings.into_inner().expect("poisoned");
+    warnings.sort();
+    let summary = Summary {
+        files_new: c.files_new.load(Relaxed),
+        files_changed: c.files_changed.load(Relaxed),
+        files_unchanged: c.files_unchanged.load(Relaxed),
+        dirs_new: c.dirs_new.load(Relaxed),
+        dirs_changed: c.dirs_changed.load(Relaxed),
+        dirs_unchanged: c.dirs_unchanged.load(Relaxed),
+        bytes_read: c.bytes_read.load(Relaxed),
+        data_blobs_added: walker.packer.data_blobs_added.load(Relaxed),
+        bytes_added: walker.packer.bytes_added.load(Relaxed),
+        total_files: c.total_files.load(Relaxed),
+        total_bytes: c.total_bytes.load(Relaxed),
+        errors: warnings.len() as u64,
+        duration_ns: started.elapsed().as_nanos() as u64,
+    };
+    let snap = Snapshot {
+        time_ns: opts.time_ns.unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as i64),
+        tree: root_tree,
+        parent: parent.as_ref().map(|(id, _)| *id),
+        hostname,
+        username: sys::user_name(sys::uid()),
+        uid: sys::uid(),
+        gid: sys::gid(),
+        paths: path_strings,
+        tags: opts.tags.clone(),
+        description: opts.description.clone(),
+        program_version: format!("snapfs {}", env!("CARGO_PKG_VERSION")),
+        summary: summary.clone(),
+    };
+    // The commit point: everything the snapshot references is durable and indexed by now.
+    let snapshot = if opts.dry_run { None } else { Some(repo.save_snapshot(&snap)?) };
+    Ok(BackupOutcome { snapshot, parent: snap.parent, summary, warnings, dropped_paths })
+}
+
+/// Builds the directories above and including the given paths; returns the tree id of `path`.
+fn build(w: &Walker, path: &Path, plan: &Plan, prev: Option<Id>) -> Result<Id> {
+    let root_dev = std::fs::symlink_metadata(path).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).unwrap_or(0);
+    if plan.whole {
+        return w.dir(path, prev, root_dev)?.ok_or_else(|| Error::Invalid(format!("cannot read {}", path.display())));
+    }
+    let parent = w.parent_dir(prev);
+    let mut nodes = Vec::new();
+    for (name, sub) in &plan.children {
+        let p = path.join(sys::os(name));
+        let md = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) => {
+                w.warn(format!("{}: {e}", p.display()));
+                continue;
+            }
+        };
+        let prev_node = parent.get(name);
+        if sub.whole {
+            let dev = std::os::unix::fs::MetadataExt::dev(&md);
+            if let Some(n) = w.entry(&p, name, &md, prev_node, dev)? {
+                nodes.push(n);
+            }
+            continue;
+        }
+        // An intermediate directory: its own metadata, but only the children on the way down.
+        let md =
+            if md.is_dir() { md } else { std::fs::metadata(&p).map_err(|e| Error::io(p.display().to_string(), e))? };
+        let (mut node, _) = meta::node_from(&p, name, &md, w.with_atime);
+        node.kind = Kind::Dir;
+        node.link_target.clear();
+        let sub_prev = prev_node.and_then(Node::subtree);
+        node.content = vec![build(w, &p, sub, sub_prev)?];
+        nodes.push(node);
+    }
+    w.store_tree(nodes)
+}

@@ -1,0 +1,227 @@
+//! The parallel walk: one task per directory entry on rayon's pool, change detection against
+//! the parent snapshot, and chunking of new file contents (parallel within large files too).
+
+use std::collections::HashMap;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use globset::GlobSet;
+use rayon::prelude::*;
+
+use super::meta::node_from;
+use crate::crypto::ObjType;
+use crate::error::Result;
+use crate::format::tree::{self, Kind, Node};
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::repo::packer::Packer;
+
+/// How much of a file is read at once; chunks are cut and sealed in parallel within it.
+const READ_BLOCK: usize = 32 << 20;
+
+#[derive(Default)]
+pub struct Counters {
+    pub files_new: AtomicU64,
+    pub files_changed: AtomicU64,
+    pub files_unchanged: AtomicU64,
+    pub dirs_new: AtomicU64,
+    pub dirs_changed: AtomicU64,
+    pub dirs_unchanged: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub total_files: AtomicU64,
+    pub total_bytes: AtomicU64,
+}
+
+pub struct Walker<'a> {
+    pub repo: &'a Repository,
+    pub packer: Packer<'a>,
+    pub excludes: GlobSet,
+    pub one_file_system: bool,
+    pub with_atime: bool,
+    pub counters: Counters,
+    pub warnings: Mutex<Vec<String>>,
+}
+
+/// Nodes of a directory in the parent snapshot, by name.
+pub type ParentDir = HashMap<Vec<u8>, Node>;
+
+impl Walker<'_> {
+    pub fn warn(&self, msg: String) {
+        self.warnings.lock().expect("poisoned").push(msg);
+    }
+
+    pub fn parent_dir(&self, tree: Option<Id>) -> ParentDir {
+        let Some(id) = tree else { return HashMap::new() };
+        match self.repo.load_tree(&id) {
+            Ok(nodes) => nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+            // A damaged parent only costs a full read of this directory.
+            Err(_) => HashMap::new(),
+        }
+    }
+
+    /// Archives one entry given its lstat; `Ok(None)` means skipped with a warning.
+    pub fn entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        md: &Metadata,
+        parent: Option<&Node>,
+        root_dev: u64,
+    ) -> Result<Option<Node>> {
+        let (mut node, warning) = node_from(path, name, md, self.with_atime);
+        if let Some(w) = warning {
+            self.warn(w);
+        }
+        match node.kind {
+            Kind::Dir => {
+                let prev = parent.filter(|p| p.kind == Kind::Dir).and_then(Node::subtree);
+                let tree = if self.one_file_system && md.dev() != root_dev {
+                    self.store_tree(Vec::new())?
+                } else {
+                    match self.dir(path, prev, root_dev)? {
+                        Some(t) => t,
+                        None => return Ok(None),
+                    }
+                };
+                let c = &self.counters;
+                match prev {
+                    Some(p) if p == tree => c.dirs_unchanged.fetch_add(1, Relaxed),
+                    Some(_) => c.dirs_changed.fetch_add(1, Relaxed),
+                    None => c.dirs_new.fetch_add(1, Relaxed),
+                };
+                node.content = vec![tree];
+            }
+            Kind::File => {
+                self.counters.total_files.fetch_add(1, Relaxed);
+                match parent.filter(|p| self.unchanged(p, &node)) {
+                    Some(p) => {
+                        node.content = p.content.clone();
+                        self.counters.files_unchanged.fetch_add(1, Relaxed);
+                    }
+                    None => {
+                        match self.file(path, md, &mut node) {
+                            Ok(()) => {}
+                            Err(FileError::Source(e)) => {
+                                self.warn(format!("{}: {e}", path.display()));
+                                return Ok(None);
+                            }
+                            Err(FileError::Repo(e)) => return Err(e),
+                        }
+                        let c = if parent.is_some() { &self.counters.files_changed } else { &self.counters.files_new };
+                        c.fetch_add(1, Relaxed);
+                    }
+                }
+                self.counters.total_bytes.fetch_add(node.size, Relaxed);
+            }
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn unchanged(&self, p: &Node, n: &Node) -> bool {
+        p.kind == Kind::File
+            && (p.size, p.mtime, p.ctime, p.ino, p.mode) == (n.size, n.mtime, n.ctime, n.ino, n.mode)
+            // Reuse a chunk list only while its blobs are still indexed.
+            && p.content.iter().all(|id| self.packer.has(id))
+    }
+
+    /// Archives a directory's contents; `None` when it could not be read at all.
+    pub fn dir(&self, path: &Path, prev: Option<Id>, root_dev: u64) -> Result<Option<Id>> {
+        let names = match fs::read_dir(path)
+            .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>())
+        {
+            Ok(n) => n,
+            Err(e) => {
+                self.warn(format!("{}: cannot read directory: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        let parent = self.parent_dir(prev);
+        let nodes: Vec<Option<Node>> = names
+            .par_iter()
+            .map(|name| {
+                let p = path.join(name);
+                if self.excludes.is_match(&p) || self.excludes.is_match(name) {
+                    return Ok(None);
+                }
+                let md = match fs::symlink_metadata(&p) {
+                    Ok(md) => md,
+                    Err(e) => {
+                        self.warn(format!("{}: {e}", p.display()));
+                        return Ok(None);
+                    }
+                };
+                self.entry(&p, name.as_bytes(), &md, parent.get(name.as_bytes()), root_dev)
+            })
+            .collect::<Result<_>>()?;
+        let mut nodes: Vec<Node> = nodes.into_iter().flatten().collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(self.store_tree(nodes)?))
+    }
+
+    pub fn store_tree(&self, nodes: Vec<Node>) -> Result<Id> {
+        self.packer.add(ObjType::Tree, &tree::encode(&nodes))
+    }
+
+    /// Reads, cuts and stores a file's contents into `node.content`.
+    fn file(&self, path: &Path, before: &Metadata, node: &mut Node) -> Result<(), FileError> {
+        let mut f = open_noatime(path).map_err(FileError::Source)?;
+        let chunker = self.repo.chunker();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut eof = false;
+        let mut total = 0u64;
+        let want = READ_BLOCK.max(2 * chunker.max_size());
+        // Small files get a small buffer; read_to_end fills it without zeroing it first.
+        buf.reserve_exact(want.min(before.size() as usize + 1));
+        while !eof {
+            let need = want - buf.len();
+            let n = (&mut f).take(need as u64).read_to_end(&mut buf).map_err(FileError::Source)?;
+            eof = n < need;
+            total += n as u64;
+            let mut cuts = Vec::new();
+            let mut off = 0;
+            while off < buf.len() && (eof || buf.len() - off >= chunker.max_size()) {
+                let n = chunker.next_len(&buf[off..], eof);
+                cuts.push((off, n));
+                off += n;
+            }
+            let ids: Vec<Id> = cuts
+                .par_iter()
+                .map(|&(o, n)| self.packer.add(ObjType::Data, &buf[o..o + n]))
+                .collect::<Result<_>>()
+                .map_err(FileError::Repo)?;
+            node.content.extend(ids);
+            buf.drain(..off);
+        }
+        self.counters.bytes_read.fetch_add(total, Relaxed);
+        node.size = total;
+        if let Ok(after) = f.metadata()
+            && (after.size() != before.size()
+                || after.mtime() != before.mtime()
+                || after.mtime_nsec() != before.mtime_nsec())
+        {
+            self.warn(format!("{}: file changed while it was read; stored as read", path.display()));
+        }
+        Ok(())
+    }
+}
+
+enum FileError {
+    /// The source file could not be read: skip it and go on.
+    Source(io::Error),
+    /// The repository failed: the backup cannot go on.
+    Repo(crate::error::Error),
+}
+
+/// O_NOATIME keeps the backup from changing what it backs up; it needs ownership, so fall back.
+fn open_noatime(path: &Path) -> io::Result<File> {
+    match File::options().read(true).custom_flags(libc::O_NOATIME).open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        r => r,
+    }
+}

@@ -1,0 +1,125 @@
+//! `snapfs backup`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::{Global, exit, globs, human};
+use snapfs::archiver::{BackupOptions, backup};
+use snapfs::timespec;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Files and directories to back up
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeat, or separate with commas)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Record this host name instead of this machine's
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// A free-form description stored with the snapshot
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Leave out entries whose absolute path or name matches this glob (repeatable)
+    #[arg(short, long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Read exclude globs from a file, one per line (# starts a comment)
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
+    /// Do not cross into other filesystems
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// Read and count everything, but write nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Read every file, even those the previous snapshot shows unchanged
+    #[arg(short, long)]
+    force: bool,
+    /// Also store access times (off by default: they change on every read)
+    #[arg(long)]
+    with_atime: bool,
+    /// Record this time instead of now (RFC 3339, or local YYYY-MM-DD[ HH:MM[:SS]])
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
+    /// Print the summary as one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<u8> {
+    let mut patterns = a.excludes.clone();
+    for f in &a.exclude_files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("read exclude file {}", f.display()))?;
+        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    let time_ns = match &a.time {
+        Some(t) => Some(timespec::parse_at(t)?.as_nanosecond() as i64),
+        None => None,
+    };
+    let opts = BackupOptions {
+        paths: a.paths.clone(),
+        tags: a.tags.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect(),
+        host: a.host.clone(),
+        description: a.description.clone(),
+        excludes: globs(&patterns)?,
+        one_file_system: a.one_file_system,
+        dry_run: a.dry_run,
+        force: a.force,
+        with_atime: a.with_atime,
+        time_ns,
+    };
+    // Fail on a missing path before asking for the password.
+    snapfs::archiver::normalize_paths(&opts.paths)?;
+    let (repo, _lock) = super::open(g, false, "backup")?;
+    let out = backup(&repo, &opts)?;
+    for p in &out.dropped_paths {
+        eprintln!("warning: {} is given twice or inside another given path; backed up once", p.display());
+    }
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
+    let s = &out.summary;
+    if a.json {
+        let mut obj = serde_json::Map::new();
+        obj.insert("snapshot_id".into(), json!(out.snapshot.map(|id| id.hex())));
+        obj.insert("parent".into(), json!(out.parent.map(|id| id.hex())));
+        obj.insert("dry_run".into(), json!(a.dry_run));
+        for (k, v) in s.named() {
+            obj.insert(k.into(), json!(v));
+        }
+        println!("{}", serde_json::Value::Object(obj));
+    } else if !g.quiet {
+        if let Some(p) = out.parent {
+            println!("using parent snapshot {}", p.short());
+        }
+        println!("files: {} new, {} changed, {} unchanged", s.files_new, s.files_changed, s.files_unchanged);
+        println!("dirs:  {} new, {} changed, {} unchanged", s.dirs_new, s.dirs_changed, s.dirs_unchanged);
+        let verb = if a.dry_run { "would add" } else { "added" };
+        println!(
+            "read {}, {verb} {} to the repository ({} new data blobs), {} files / {} in the snapshot, {:.2} s",
+            human(s.bytes_read),
+            human(s.bytes_added),
+            s.data_blobs_added,
+            s.total_files,
+            human(s.total_bytes),
+            s.duration_ns as f64 / 1e9
+        );
+        match out.snapshot {
+            Some(id) => println!("snapshot {id} saved"),
+            None => println!("dry run: nothing written"),
+        }
+    }
+    if !out.warnings.is_empty() {
+        eprintln!(
+            "snapfs: {} entr{} could not be backed up completely; the snapshot was saved without {}",
+            out.warnings.len(),
+            if out.warnings.len() == 1 { "y" } else { "ies" },
+            if out.warnings.len() == 1 { "it" } else { "them" }
+        );
+        return Ok(exit::INCOMPLETE);
+    }
+    Ok(0)
+}

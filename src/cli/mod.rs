@@ -1,0 +1,213 @@
+//! Command-line interface: argument definitions, password sources, exit codes.
+
+mod backup;
+mod restore;
+mod snapshots;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use snapfs::crypto::keyfile::KdfParams;
+use snapfs::repo::{Repository, lock};
+
+/// Exit codes, following restic where it has one.
+pub mod exit {
+    pub const ERROR: u8 = 1;
+    pub const INCOMPLETE: u8 = 3;
+    pub const NO_REPOSITORY: u8 = 10;
+    pub const LOCKED: u8 = 11;
+    pub const WRONG_PASSWORD: u8 = 12;
+}
+
+#[derive(Parser)]
+#[command(name = "snapfs", version, about = "Deduplicating, encrypted backups you can browse as filesystems")]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+pub struct Global {
+    /// Repository directory
+    #[arg(short = 'r', long, global = true, env = "SNAPFS_REPOSITORY", value_name = "DIR")]
+    repo: Option<PathBuf>,
+    /// Read the password from the first line of this file
+    #[arg(long, global = true, env = "SNAPFS_PASSWORD_FILE", value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the password
+    #[arg(long, global = true, value_name = "CMD")]
+    password_command: Option<String>,
+    /// Print only warnings and errors
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init,
+    /// Back up files and directories into a new snapshot
+    Backup(backup::Args),
+    /// List snapshots
+    Snapshots(snapshots::Args),
+    /// Restore a snapshot, or part of one, to a directory
+    Restore(restore::Args),
+    /// Remove stale locks (those of processes on this host that no longer run)
+    Unlock {
+        /// Remove every lock, also those of processes that may still run
+        #[arg(long)]
+        remove_all: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("snapfs: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(err) = cause.downcast_ref::<snapfs::Error>() {
+            return match err {
+                snapfs::Error::NoRepository(_) => exit::NO_REPOSITORY,
+                snapfs::Error::Locked(_) => exit::LOCKED,
+                snapfs::Error::WrongPassword => exit::WRONG_PASSWORD,
+                _ => exit::ERROR,
+            };
+        }
+    }
+    exit::ERROR
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init => init(g),
+        Command::Backup(a) => backup::run(g, a),
+        Command::Snapshots(a) => snapshots::run(g, a),
+        Command::Restore(a) => restore::run(g, a),
+        Command::Unlock { remove_all } => {
+            let root = repo_path(g)?;
+            if !root.join("config").exists() {
+                return Err(snapfs::Error::NoRepository(root.to_path_buf()).into());
+            }
+            let n = lock::remove(root, remove_all)?;
+            if !g.quiet {
+                println!("removed {n} lock{}", if n == 1 { "" } else { "s" });
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn repo_path(g: &Global) -> Result<&Path> {
+    g.repo.as_deref().context("no repository given: use --repo DIR or set SNAPFS_REPOSITORY")
+}
+
+fn init(g: &Global) -> Result<u8> {
+    let root = repo_path(g)?;
+    let pw = password(g, true)?;
+    let repo = Repository::init(root, pw.as_bytes(), KdfParams::DEFAULT)?;
+    if !g.quiet {
+        let id: String = repo.repo_id().iter().map(|b| format!("{b:02x}")).collect();
+        println!("created snapfs repository {id} at {}", root.display());
+        println!("Keep the password safe: without it the data cannot be read back.");
+    }
+    Ok(0)
+}
+
+/// Opens the repository named on the command line and takes a lock on it.
+pub fn open(g: &Global, exclusive: bool, command: &str) -> Result<(Repository, lock::Lock)> {
+    let root = repo_path(g)?;
+    if !root.join("config").exists() {
+        return Err(snapfs::Error::NoRepository(root.to_path_buf()).into());
+    }
+    let pw = password(g, false)?;
+    let repo = Repository::open(root, pw.as_bytes())?;
+    let l = lock::acquire(root, exclusive, command)?;
+    Ok((repo, l))
+}
+
+/// The password, from the first source that is set: `SNAPFS_PASSWORD`, a file, a command, or
+/// a prompt on the terminal (twice when creating a repository).
+fn password(g: &Global, confirm: bool) -> Result<Zeroizing<String>> {
+    if let Ok(p) = std::env::var("SNAPFS_PASSWORD") {
+        return Ok(Zeroizing::new(p));
+    }
+    if let Some(f) = &g.password_file {
+        let text =
+            Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?);
+        return Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_string()));
+    }
+    if let Some(cmd) = &g.password_command {
+        let out = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("run password command {cmd:?}"))?;
+        if !out.status.success() {
+            bail!("password command {cmd:?} failed with {}", out.status);
+        }
+        let text = Zeroizing::new(String::from_utf8(out.stdout).context("password command printed non-UTF-8")?);
+        return Ok(Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_string()));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given: set SNAPFS_PASSWORD, SNAPFS_PASSWORD_FILE, --password-file or --password-command");
+    }
+    let p = Zeroizing::new(rpassword::prompt_password("repository password: ").context("read password")?);
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("repeat password: ").context("read password")?);
+        if *again != *p {
+            bail!("the passwords do not match");
+        }
+        if p.is_empty() {
+            bail!("an empty password is not allowed");
+        }
+    }
+    Ok(p)
+}
+
+/// Builds a glob set from patterns, naming the bad one.
+pub fn globs(patterns: &[String]) -> Result<globset::GlobSet> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let g = globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .with_context(|| format!("bad pattern {p:?}"))?;
+        b.add(g);
+    }
+    Ok(b.build()?)
+}
+
+/// Sizes as people read them: 1.5 GiB.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

@@ -1,0 +1,130 @@
+//! `snapfs restore`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use super::{Global, globs, human};
+use snapfs::restore::{Overwrite, RestoreOptions, restore};
+use snapfs::select::{self, Filter};
+use snapfs::timespec;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot id prefix or `latest`, optionally followed by `:/path/inside`
+    #[arg(value_name = "SNAPSHOT[:PATH]", required_unless_present = "timestamp", conflicts_with = "timestamp")]
+    snapshot: Option<String>,
+    /// Restore the newest snapshot taken at or before this time (RFC 3339, or local
+    /// YYYY-MM-DD[ HH:MM[:SS]], a date meaning the end of that day)
+    #[arg(long, value_name = "TIME")]
+    timestamp: Option<String>,
+    /// Directory to restore into
+    #[arg(short, long, value_name = "DIR")]
+    target: PathBuf,
+    /// Restore only entries whose absolute snapshot path or name matches (repeatable)
+    #[arg(short, long = "include", value_name = "GLOB")]
+    includes: Vec<String>,
+    /// Leave out entries whose absolute snapshot path or name matches (repeatable)
+    #[arg(short, long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// List what would be written, write nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// What to do with files that already exist in the target
+    #[arg(long, value_enum, default_value = "never")]
+    overwrite: OverwriteArg,
+    /// Choose among snapshots with these tags (for `latest` and --timestamp)
+    #[arg(long = "tag", value_name = "TAGS")]
+    tags: Vec<String>,
+    /// Choose among snapshots of this host
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Choose among snapshots that include this path
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OverwriteArg {
+    Never,
+    Always,
+    IfChanged,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<u8> {
+    let until = a.timestamp.as_deref().map(timespec::parse_until).transpose()?;
+    let (name, subpath) = match &a.snapshot {
+        Some(s) => match s.split_once(':') {
+            Some((n, p)) => (n.to_string(), Some(PathBuf::from(p))),
+            None => (s.clone(), None),
+        },
+        None => (String::new(), None),
+    };
+    if subpath.as_ref().is_some_and(|p| !p.is_absolute()) {
+        bail!("the path after `:` must be absolute, as the snapshot stores it (e.g. latest:/home/me/docs)");
+    }
+    let (repo, _lock) = super::open(g, false, "restore")?;
+    let (snaps, bad) = repo.snapshots()?;
+    for (n, e) in &bad {
+        eprintln!("warning: snapshot {n} is damaged and was left out: {e}");
+    }
+    let filter = Filter { tags: a.tags, hosts: a.hosts, paths: a.paths };
+    let (id, snap) = match until {
+        Some(t) => select::at_or_before(&snaps, t, &filter)?,
+        None => select::by_name(&snaps, &name, &filter)?,
+    };
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        subpath,
+        includes: globs(&a.includes)?,
+        excludes: globs(&a.excludes)?,
+        dry_run: a.dry_run,
+        overwrite: match a.overwrite {
+            OverwriteArg::Never => Overwrite::Never,
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+        },
+    };
+    if !g.quiet {
+        println!("restoring snapshot {} of {} to {}", id.short(), timespec::local(snap.time_ns), a.target.display());
+    }
+    let started = Instant::now();
+    let out = restore(&repo, snap.tree, &opts)?;
+    if a.dry_run {
+        for line in &out.planned {
+            println!("{line}");
+        }
+        println!("dry run: {} entries, nothing written", out.planned.len());
+        return Ok(0);
+    }
+    if !g.quiet {
+        println!(
+            "restored {} files, {} directories, {} other entries, {} in {:.2} s",
+            out.files,
+            out.dirs,
+            out.others,
+            human(out.bytes),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if !out.skipped.is_empty() {
+        println!(
+            "skipped {} existing entries (use --overwrite always or if-changed to replace them):",
+            out.skipped.len()
+        );
+        for p in out.skipped.iter().take(20) {
+            println!("  {}", p.display());
+        }
+        if out.skipped.len() > 20 {
+            println!("  ...");
+        }
+    }
+    for e in &out.errors {
+        eprintln!("error: {e}");
+    }
+    if !out.errors.is_empty() {
+        bail!("{} entries could not be restored; everything else was", out.errors.len());
+    }
+    Ok(0)
+}

@@ -1,0 +1,90 @@
+//! `snapfs snapshots`.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{Global, human};
+use snapfs::format::snapshot::Snapshot;
+use snapfs::select::Filter;
+use snapfs::{Id, timespec};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only snapshots with these tags (comma-separated: all of them; repeat: any of the sets)
+    #[arg(long = "tag", value_name = "TAGS")]
+    tags: Vec<String>,
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Only snapshots that include this path (repeatable: all must be included)
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<String>,
+    /// Only the newest N snapshots
+    #[arg(long, value_name = "N")]
+    last: Option<usize>,
+    /// Print a JSON array
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn json_of(id: &Id, s: &Snapshot) -> serde_json::Value {
+    let summary: serde_json::Map<String, serde_json::Value> =
+        s.summary.named().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let mut v = json!({
+        "id": id.hex(),
+        "short_id": id.short(),
+        "time": timespec::rfc3339(s.time_ns),
+        "hostname": s.hostname,
+        "username": s.username,
+        "uid": s.uid,
+        "gid": s.gid,
+        "paths": s.paths,
+        "tags": s.tags,
+        "tree": s.tree.hex(),
+        "description": s.description,
+        "program_version": s.program_version,
+        "summary": summary,
+    });
+    if let Some(p) = s.parent {
+        v["parent"] = json!(p.hex());
+    }
+    v
+}
+
+pub fn run(g: &Global, a: Args) -> Result<u8> {
+    let (repo, _lock) = super::open(g, false, "snapshots")?;
+    let (snaps, bad) = repo.snapshots()?;
+    for (name, e) in &bad {
+        eprintln!("warning: snapshot {name} is damaged and was left out: {e}");
+    }
+    let filter = Filter { tags: a.tags, hosts: a.hosts, paths: a.paths };
+    let mut list: Vec<_> = snaps.iter().filter(|(_, s)| filter.matches(s)).collect();
+    if let Some(n) = a.last {
+        list = list.split_off(list.len().saturating_sub(n));
+    }
+    if a.json {
+        let arr: Vec<_> = list.iter().map(|(id, s)| json_of(id, s)).collect();
+        println!("{}", serde_json::Value::Array(arr));
+    } else {
+        println!("{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
+        for (id, s) in &list {
+            let paths = if s.paths.is_empty() { vec![String::new()] } else { s.paths.clone() };
+            println!(
+                "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {}",
+                id.short(),
+                timespec::local(s.time_ns),
+                s.hostname,
+                s.tags.join(","),
+                human(s.summary.total_bytes),
+                paths[0]
+            );
+            for p in &paths[1..] {
+                println!("{:>78}  {p}", "");
+            }
+        }
+        if !g.quiet {
+            println!("{} snapshot{}", list.len(), if list.len() == 1 { "" } else { "s" });
+        }
+    }
+    Ok(if bad.is_empty() { 0 } else { super::exit::ERROR })
+}

@@ -1,0 +1,108 @@
+//! Key slots: the master key wrapped under an Argon2id password key (format-spec §4).
+
+use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::KeyInit;
+use zeroize::Zeroizing;
+
+use super::{Keys, open_raw, random_bytes, seal_raw};
+use crate::error::{Error, Result};
+use crate::format::codec::{Dec, Enc};
+
+pub const MAGIC: &[u8; 8] = b"SNAPKEY\x01";
+
+/// Argon2id cost parameters, stored in every slot so they can be raised later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KdfParams {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl KdfParams {
+    /// RFC 9106's second recommended option: 64 MiB, 3 passes, 4 lanes.
+    pub const DEFAULT: KdfParams = KdfParams { m_kib: 64 * 1024, t: 3, p: 4 };
+
+    fn check(&self) -> Result<()> {
+        if !(8..=4 << 20).contains(&self.m_kib) || !(1..=64).contains(&self.t) || !(1..=64).contains(&self.p) {
+            return Err(Error::corrupt("key slot", format!("implausible Argon2 parameters {self:?}")));
+        }
+        Ok(())
+    }
+}
+
+/// What a slot says about itself, readable without the password.
+#[derive(Clone, Debug)]
+pub struct KeySlot {
+    pub kdf: KdfParams,
+    pub salt: [u8; 32],
+    pub created_ns: i64,
+    pub hostname: String,
+    pub username: String,
+    nonce_and_ct: Vec<u8>,
+    header_len: usize,
+    raw: Vec<u8>,
+}
+
+fn kek(password: &[u8], salt: &[u8; 32], kdf: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    kdf.check()?;
+    let params = argon2::Params::new(kdf.m_kib, kdf.t, kdf.p, Some(32))
+        .map_err(|e| Error::Invalid(format!("Argon2 parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon.hash_password_into(password, salt, out.as_mut()).map_err(|e| Error::Invalid(format!("Argon2: {e}")))?;
+    Ok(out)
+}
+
+/// Wraps the master key of `keys` under `password`, returning the slot file's bytes.
+pub fn wrap(
+    keys: &Keys,
+    password: &[u8],
+    kdf: KdfParams,
+    created_ns: i64,
+    hostname: &str,
+    username: &str,
+) -> Result<Vec<u8>> {
+    let mut salt = [0u8; 32];
+    random_bytes(&mut salt)?;
+    let mut e = Enc::default();
+    e.raw(MAGIC).u32(kdf.m_kib).u32(kdf.t).u32(kdf.p).raw(&salt).i64(created_ns);
+    e.str16(&hostname.as_bytes()[..hostname.len().min(1024)]);
+    e.str16(&username.as_bytes()[..username.len().min(1024)]);
+    let k = kek(password, &salt, kdf)?;
+    let cipher = XChaCha20Poly1305::new(&(*k).into());
+    let sealed = seal_raw(&cipher, &e.0, keys.master())?;
+    e.raw(&sealed);
+    Ok(e.0)
+}
+
+impl KeySlot {
+    pub fn parse(raw: &[u8]) -> Result<KeySlot> {
+        let mut d = Dec::new(raw, "key slot");
+        if d.take(8)? != MAGIC {
+            return Err(d.err("bad magic"));
+        }
+        let kdf = KdfParams { m_kib: d.u32()?, t: d.u32()?, p: d.u32()? };
+        kdf.check()?;
+        let salt = d.arr::<32>()?;
+        let created_ns = d.i64()?;
+        let hostname = String::from_utf8_lossy(d.str16()?).into_owned();
+        let username = String::from_utf8_lossy(d.str16()?).into_owned();
+        let header_len = raw.len() - d.remaining();
+        let nonce_and_ct = d.take(24 + 32 + 16)?.to_vec();
+        d.finish()?;
+        Ok(KeySlot { kdf, salt, created_ns, hostname, username, nonce_and_ct, header_len, raw: raw.to_vec() })
+    }
+
+    /// Derives the password key and unwraps the master key; `None` means a wrong password.
+    pub fn unwrap(&self, password: &[u8]) -> Result<Option<Keys>> {
+        let k = kek(password, &self.salt, self.kdf)?;
+        let cipher = XChaCha20Poly1305::new(&(*k).into());
+        let Some(master) = open_raw(&cipher, &self.raw[..self.header_len], &self.nonce_and_ct) else {
+            return Ok(None);
+        };
+        let master = Zeroizing::new(master);
+        let m: [u8; 32] =
+            master.as_slice().try_into().map_err(|_| Error::corrupt("key slot", "bad master key length"))?;
+        Ok(Some(Keys::from_master(m)))
+    }
+}

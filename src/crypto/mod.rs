@@ -1,0 +1,192 @@
+//! Keys, keyed ids and the sealed envelope (format-spec §2, §7).
+//! Nothing here does I/O; secrets live in zeroizing types and never reach an error message.
+
+pub mod keyfile;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+pub const FORMAT_VERSION: u8 = 1;
+pub const NONCE_LEN: usize = 24;
+pub const TAG_LEN: usize = 16;
+/// Nonce, tag and the compression byte.
+pub const ENVELOPE_OVERHEAD: usize = NONCE_LEN + TAG_LEN + 1;
+/// Upper bound on any decompressed payload (a chunk is at most 8 MiB; trees are bounded too).
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ObjType {
+    Data = 1,
+    Tree = 2,
+    Snapshot = 3,
+    PackHeader = 4,
+    Config = 5,
+}
+
+impl ObjType {
+    pub fn from_u8(v: u8) -> Option<ObjType> {
+        Some(match v {
+            1 => ObjType::Data,
+            2 => ObjType::Tree,
+            3 => ObjType::Snapshot,
+            4 => ObjType::PackHeader,
+            5 => ObjType::Config,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjType::Data => "data blob",
+            ObjType::Tree => "tree blob",
+            ObjType::Snapshot => "snapshot",
+            ObjType::PackHeader => "pack header",
+            ObjType::Config => "config",
+        }
+    }
+}
+
+/// The repository master key and the sub-keys derived from it.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Keys {
+    master: [u8; 32],
+    enc: [u8; 32],
+    data_id: [u8; 32],
+    tree_id: [u8; 32],
+    snapshot_id: [u8; 32],
+    chunker: [u8; 32],
+}
+
+impl Keys {
+    pub fn from_master(master: [u8; 32]) -> Keys {
+        let d = |ctx| blake3::derive_key(ctx, &master);
+        Keys {
+            enc: d("snapfs 2026-11 v1 encryption"),
+            data_id: d("snapfs 2026-11 v1 data blob id"),
+            tree_id: d("snapfs 2026-11 v1 tree blob id"),
+            snapshot_id: d("snapfs 2026-11 v1 snapshot id"),
+            chunker: d("snapfs 2026-11 v1 chunker gear"),
+            master,
+        }
+    }
+
+    pub fn random() -> Result<Keys> {
+        let mut m = Zeroizing::new([0u8; 32]);
+        random_bytes(m.as_mut())?;
+        Ok(Keys::from_master(*m))
+    }
+
+    pub fn master(&self) -> &[u8; 32] {
+        &self.master
+    }
+
+    pub fn chunker_key(&self) -> &[u8; 32] {
+        &self.chunker
+    }
+
+    /// The id of a blob or snapshot payload: keyed BLAKE3 with the key of its type.
+    pub fn id(&self, ty: ObjType, plaintext: &[u8]) -> Id {
+        let key = match ty {
+            ObjType::Data => &self.data_id,
+            ObjType::Tree => &self.tree_id,
+            ObjType::Snapshot => &self.snapshot_id,
+            ObjType::PackHeader | ObjType::Config => return Id::ZERO,
+        };
+        Id(*blake3::keyed_hash(key, plaintext).as_bytes())
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(&self.enc.into())
+    }
+
+    /// Compresses (when that helps) and encrypts a payload into an envelope.
+    pub fn seal(&self, ty: ObjType, id: &Id, payload: &[u8], zstd_level: i32, extra_aad: &[u8]) -> Result<Vec<u8>> {
+        let mut plain = Vec::with_capacity(payload.len() + 1);
+        plain.push(0);
+        if zstd_level > 0 && payload.len() > 64 {
+            let bound = payload.len().saturating_sub(payload.len() / 64);
+            if let Ok(z) = zstd::bulk::compress(payload, zstd_level)
+                && z.len() < bound
+            {
+                plain[0] = 1;
+                plain.extend_from_slice(&z);
+            }
+        }
+        if plain[0] == 0 {
+            plain.extend_from_slice(payload);
+        }
+        let plain = Zeroizing::new(plain);
+        seal_raw(&self.cipher(), &aad(ty, id, extra_aad), &plain)
+    }
+
+    /// Authenticates, decrypts and decompresses an envelope; `max_len` bounds the output.
+    pub fn open(&self, ty: ObjType, id: &Id, envelope: &[u8], max_len: usize, extra_aad: &[u8]) -> Result<Vec<u8>> {
+        let plain = open_raw(&self.cipher(), &aad(ty, id, extra_aad), envelope)
+            .ok_or_else(|| Error::corrupt(format!("{} {}", ty.name(), id.short()), "authentication failed"))?;
+        let plain = Zeroizing::new(plain);
+        let bad = |d: &str| Error::corrupt(format!("{} {}", ty.name(), id.short()), d.to_string());
+        match plain.first() {
+            Some(0) if plain.len() - 1 <= max_len => Ok(plain[1..].to_vec()),
+            Some(1) => {
+                let mut out = Vec::new();
+                let mut dec = zstd::stream::read::Decoder::new(&plain[1..]).map_err(|_| bad("bad zstd frame"))?;
+                let n = std::io::Read::read_to_end(&mut std::io::Read::take(&mut dec, max_len as u64 + 1), &mut out)
+                    .map_err(|_| bad("bad zstd frame"))?;
+                if n > max_len {
+                    return Err(bad("decompressed payload exceeds its bound"));
+                }
+                Ok(out)
+            }
+            Some(0) => Err(bad("payload exceeds its bound")),
+            _ => Err(bad("unknown compression")),
+        }
+    }
+
+    /// Opens an envelope and checks that its payload hashes to the id it is stored under.
+    pub fn open_verified(&self, ty: ObjType, id: &Id, envelope: &[u8], max_len: usize) -> Result<Vec<u8>> {
+        let plain = self.open(ty, id, envelope, max_len, &[])?;
+        if self.id(ty, &plain) != *id {
+            return Err(Error::corrupt(format!("{} {}", ty.name(), id.short()), "content does not match its id"));
+        }
+        Ok(plain)
+    }
+}
+
+fn aad(ty: ObjType, id: &Id, extra: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(40 + extra.len());
+    a.extend_from_slice(b"snapfs");
+    a.push(FORMAT_VERSION);
+    a.push(ty as u8);
+    a.extend_from_slice(&id.0);
+    a.extend_from_slice(extra);
+    a
+}
+
+pub(crate) fn seal_raw(cipher: &XChaCha20Poly1305, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
+    let mut nonce = [0u8; NONCE_LEN];
+    random_bytes(&mut nonce)?;
+    let ct = cipher
+        .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad })
+        .map_err(|_| Error::Invalid("encryption failed".into()))?;
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+pub(crate) fn open_raw(cipher: &XChaCha20Poly1305, aad: &[u8], envelope: &[u8]) -> Option<Vec<u8>> {
+    if envelope.len() < NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let (nonce, ct) = envelope.split_at(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+    cipher.decrypt(&XNonce::from(nonce), Payload { msg: ct, aad }).ok()
+}
+
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    getrandom::fill(buf).map_err(|e| Error::Invalid(format!("no randomness from the OS: {e}")))
+}

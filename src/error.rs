@@ -1,0 +1,72 @@
+//! The library's typed errors. Corruption is kept apart from I/O so callers can tell
+//! "the disk said no" from "the repository is damaged", and every variant names its object.
+
+use std::path::PathBuf;
+
+/// A shorthand used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no snapfs repository at {0}")]
+    NoRepository(PathBuf),
+    #[error("{0} is not empty; refusing to create a repository there")]
+    NotEmpty(PathBuf),
+    #[error("wrong password: no key slot in the repository opens with it")]
+    WrongPassword,
+    #[error("repository is locked by {0}")]
+    Locked(String),
+    #[error("unsupported repository format version {0}")]
+    UnsupportedVersion(u32),
+    #[error("corrupt {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("blob {0} is not in the index")]
+    MissingBlob(String),
+    #[error("no snapshot matches {0}")]
+    NoSnapshot(String),
+    #[error("snapshot prefix {0} is ambiguous")]
+    AmbiguousSnapshot(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("index database: {0}")]
+    Index(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+
+    pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Corrupt { what: what.into(), detail: detail.into() }
+    }
+}
+
+/// Attaches a path to an I/O error, the context every caller wants.
+pub trait IoContext<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(what(), e))
+    }
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Index(e.to_string())
+            }
+        }
+    )*};
+}
+redb_errors!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);

@@ -1,0 +1,107 @@
+//! Turns blobs into packs: dedup against the index, seal, append, and make each full pack
+//! durable before its blobs enter the index (format-spec §11).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Repository;
+use super::storage::{pack_path, write_atomic};
+use crate::crypto::ObjType;
+use crate::error::{Error, Result};
+use crate::format::pack::{self, PackEntry};
+use crate::id::Id;
+use crate::index::IndexReader;
+
+struct PackWriter {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// Shared by every ingest worker; each takes a writer from the pool, so no global lock is held
+/// while sealing or writing.
+pub struct Packer<'r> {
+    repo: &'r Repository,
+    known: IndexReader,
+    /// Blobs this session has already queued, so parallel workers don't store one twice.
+    added: Mutex<HashSet<Id>>,
+    pool: Mutex<Vec<PackWriter>>,
+    pub blobs_added: AtomicU64,
+    pub data_blobs_added: AtomicU64,
+    pub bytes_added: AtomicU64,
+    dry_run: bool,
+}
+
+impl<'r> Packer<'r> {
+    pub fn new(repo: &'r Repository, dry_run: bool) -> Result<Packer<'r>> {
+        Ok(Packer {
+            repo,
+            known: repo.index().reader()?,
+            added: Mutex::new(HashSet::new()),
+            pool: Mutex::new(Vec::new()),
+            blobs_added: AtomicU64::new(0),
+            data_blobs_added: AtomicU64::new(0),
+            bytes_added: AtomicU64::new(0),
+            dry_run,
+        })
+    }
+
+    /// Whether the repository has, or this session has queued, a blob.
+    pub fn has(&self, id: &Id) -> bool {
+        matches!(self.known.get(id), Ok(Some(_))) || self.added.lock().expect("poisoned").contains(id)
+    }
+
+    /// Stores a blob unless the repository already has it; returns its id.
+    pub fn add(&self, ty: ObjType, plain: &[u8]) -> Result<Id> {
+        let id = self.repo.keys().id(ty, plain);
+        if self.known.get(&id)?.is_some() || !self.added.lock().expect("poisoned").insert(id) {
+            return Ok(id);
+        }
+        let level = self.repo.params().zstd_level as i32;
+        let sealed = self.repo.keys().seal(ty, &id, plain, level, &[])?;
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        if ty == ObjType::Data {
+            self.data_blobs_added.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes_added.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        if self.dry_run {
+            return Ok(id);
+        }
+        let mut w =
+            self.pool.lock().expect("poisoned").pop().unwrap_or(PackWriter { buf: Vec::new(), entries: Vec::new() });
+        let entry =
+            PackEntry { ty, id, offset: w.buf.len() as u32, length: sealed.len() as u32, raw_len: plain.len() as u32 };
+        w.buf.extend_from_slice(&sealed);
+        w.entries.push(entry);
+        if w.buf.len() >= self.repo.params().pack_size as usize {
+            self.write_pack(w)?;
+        } else {
+            self.pool.lock().expect("poisoned").push(w);
+        }
+        Ok(id)
+    }
+
+    fn write_pack(&self, mut w: PackWriter) -> Result<()> {
+        if w.entries.is_empty() {
+            return Ok(());
+        }
+        let header = pack::encode_header(&w.entries);
+        let sealed = self.repo.keys().seal(ObjType::PackHeader, &Id::ZERO, &header, 0, &[])?;
+        let hlen = u32::try_from(sealed.len()).map_err(|_| Error::Invalid("pack header too large".into()))?;
+        w.buf.extend_from_slice(&sealed);
+        w.buf.extend_from_slice(&pack::encode_trailer(hlen));
+        let id = Id(*blake3::hash(&w.buf).as_bytes());
+        let root = self.repo.root();
+        write_atomic(root, &pack_path(root, &id), &w.buf)?;
+        self.repo.index().add_pack(&id, w.buf.len() as u64, &w.entries)
+    }
+
+    /// Writes every partly filled pack. Must be called before the snapshot that needs them.
+    pub fn flush(&self) -> Result<()> {
+        let writers = std::mem::take(&mut *self.pool.lock().expect("poisoned"));
+        for w in writers {
+            self.write_pack(w)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,340 @@
+//! `restore`: writes a snapshot (or part of it) back to disk with its metadata.
+//! Directories first, then files in parallel, then links and nodes, then directory metadata
+//! deepest first (so writing inside a read-only directory works and its mtime sticks).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use globset::GlobSet;
+use rayon::prelude::*;
+
+use crate::crypto::ObjType;
+use crate::error::{Error, Result};
+use crate::format::tree::{Kind, Node};
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::sys;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overwrite {
+    Never,
+    Always,
+    IfChanged,
+}
+
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Restore only this absolute path inside the snapshot: a directory's contents, or one entry.
+    pub subpath: Option<PathBuf>,
+    pub includes: GlobSet,
+    pub excludes: GlobSet,
+    pub dry_run: bool,
+    pub overwrite: Overwrite,
+}
+
+#[derive(Default, Debug)]
+pub struct RestoreOutcome {
+    pub files: u64,
+    pub dirs: u64,
+    pub others: u64,
+    pub bytes: u64,
+    /// Existing entries left alone, by destination path.
+    pub skipped: Vec<PathBuf>,
+    /// What a dry run would write.
+    pub planned: Vec<String>,
+    /// Entries that failed, each with the reason; everything else was restored.
+    pub errors: Vec<String>,
+}
+
+struct Item {
+    dest: PathBuf,
+    node: Node,
+}
+
+pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<RestoreOutcome> {
+    let mut items = Vec::new();
+    match &opts.subpath {
+        None => {
+            collect(repo, tree, Path::new("/"), &opts.target, opts, &mut items, false)?;
+        }
+        Some(sub) => {
+            let node = find(repo, tree, sub)?;
+            match node.subtree() {
+                Some(t) => {
+                    collect(repo, t, sub, &opts.target, opts, &mut items, false)?;
+                }
+                None => {
+                    let dest = opts.target.join(sys::os(&node.name));
+                    items.push(Item { dest, node });
+                }
+            }
+        }
+    }
+    let mut out = RestoreOutcome::default();
+    if opts.dry_run {
+        for it in &items {
+            let exists = fs::symlink_metadata(&it.dest).is_ok();
+            let action = match (exists, it.node.kind) {
+                (true, Kind::Dir) => "exists",
+                (true, _) if !replace(&it.dest, &it.node, opts.overwrite) => "skip (exists)",
+                (true, _) => "overwrite",
+                _ => "restore",
+            };
+            out.planned.push(format!("{action:<13} {}", it.dest.display()));
+        }
+        return Ok(out);
+    }
+    if !opts.target.exists() {
+        fs::create_dir_all(&opts.target).map_err(|e| Error::io(format!("create {}", opts.target.display()), e))?;
+    }
+    let errors = Mutex::new(Vec::new());
+    let fail = |it: &Item, e: &dyn std::fmt::Display| {
+        errors.lock().expect("poisoned").push(format!("{}: {e}", it.dest.display()))
+    };
+
+    // Directories, with owner write access until their real mode is set at the end.
+    let mut keep = vec![true; items.len()];
+    for (i, it) in items.iter().enumerate() {
+        if it.node.kind != Kind::Dir {
+            continue;
+        }
+        match fs::symlink_metadata(&it.dest) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) if opts.overwrite == Overwrite::Never => {
+                out.skipped.push(it.dest.clone());
+                keep[i] = false;
+                continue;
+            }
+            Ok(_) => {
+                let _ = fs::remove_file(&it.dest);
+            }
+            Err(_) => {}
+        }
+        if let Err(e) =
+            fs::create_dir_all(&it.dest).and_then(|_| fs::set_permissions(&it.dest, fs::Permissions::from_mode(0o700)))
+        {
+            fail(it, &e);
+            keep[i] = false;
+        } else {
+            out.dirs += 1;
+        }
+    }
+
+    // Which entries to write, and the first path of every hardlinked inode.
+    let mut first_link: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut work = Vec::new();
+    let mut links = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        if it.node.kind == Kind::Dir || !it.dest.parent().is_some_and(Path::exists) {
+            continue;
+        }
+        if fs::symlink_metadata(&it.dest).is_ok() {
+            if !replace(&it.dest, &it.node, opts.overwrite) {
+                out.skipped.push(it.dest.clone());
+                continue;
+            }
+            if let Err(e) = fs::remove_file(&it.dest) {
+                fail(it, &e);
+                continue;
+            }
+        }
+        if it.node.kind != Kind::Dir && it.node.nlink > 1 {
+            if let Some(&j) = first_link.get(&(it.node.dev, it.node.ino)) {
+                links.push((j, i));
+                continue;
+            }
+            first_link.insert((it.node.dev, it.node.ino), i);
+        }
+        work.push(i);
+    }
+
+    let written: Vec<(usize, u64)> = work
+        .par_iter()
+        .filter_map(|&i| {
+            let it = &items[i];
+            match write_entry(repo, it).and_then(|n| set_meta(&it.dest, &it.node).map(|_| n)) {
+                Ok(n) => Some((i, n)),
+                Err(e) => {
+                    fail(it, &e);
+                    None
+                }
+            }
+        })
+        .collect();
+    for (i, n) in &written {
+        if items[*i].node.kind == Kind::File {
+            out.files += 1;
+            out.bytes += n;
+        } else {
+            out.others += 1;
+        }
+    }
+    let ok: std::collections::HashSet<usize> = written.iter().map(|(i, _)| *i).collect();
+    for (j, i) in links {
+        if !ok.contains(&j) {
+            continue;
+        }
+        match fs::hard_link(&items[j].dest, &items[i].dest) {
+            Ok(()) => out.files += 1,
+            Err(e) => fail(&items[i], &e),
+        }
+    }
+    for (i, it) in items.iter().enumerate().rev() {
+        if it.node.kind == Kind::Dir
+            && keep[i]
+            && let Err(e) = set_meta(&it.dest, &it.node)
+        {
+            fail(it, &e);
+        }
+    }
+    out.errors = errors.into_inner().expect("poisoned");
+    Ok(out)
+}
+
+fn replace(dest: &Path, node: &Node, mode: Overwrite) -> bool {
+    match mode {
+        Overwrite::Never => false,
+        Overwrite::Always => true,
+        Overwrite::IfChanged => match fs::symlink_metadata(dest) {
+            Ok(m) => {
+                !(node.kind == Kind::File
+                    && m.is_file()
+                    && m.size() == node.size
+                    && (m.mtime(), m.mtime_nsec() as u32) == (node.mtime.sec, node.mtime.nsec))
+            }
+            Err(_) => true,
+        },
+    }
+}
+
+/// Resolves an absolute path inside a snapshot to its node.
+fn find(repo: &Repository, root: Id, path: &Path) -> Result<Node> {
+    let mut tree = root;
+    let mut node: Option<Node> = None;
+    for c in path.components().filter(|c| matches!(c, std::path::Component::Normal(_))) {
+        let t = match &node {
+            None => tree,
+            Some(n) => n
+                .subtree()
+                .ok_or_else(|| Error::Invalid(format!("{}: not a directory in the snapshot", path.display())))?,
+        };
+        tree = t;
+        let name = c.as_os_str().as_bytes();
+        node = Some(
+            repo.load_tree(&tree)?
+                .into_iter()
+                .find(|n| n.name == name)
+                .ok_or_else(|| Error::Invalid(format!("{}: no such path in the snapshot", path.display())))?,
+        );
+    }
+    node.ok_or_else(|| Error::Invalid("restore the whole snapshot without a path, or name a path below /".into()))
+}
+
+/// Gathers the entries to restore under `tree`; `forced` means an ancestor matched an include.
+/// Returns whether anything was selected, so directories leading to included paths are kept.
+fn collect(
+    repo: &Repository,
+    tree: Id,
+    at: &Path,
+    dest: &Path,
+    opts: &RestoreOptions,
+    out: &mut Vec<Item>,
+    forced: bool,
+) -> Result<bool> {
+    let mut any = false;
+    for node in repo.load_tree(&tree)? {
+        let name = sys::os(&node.name);
+        let snap_path = at.join(name);
+        if opts.excludes.is_match(&snap_path) || opts.excludes.is_match(name) {
+            continue;
+        }
+        let included =
+            forced || opts.includes.is_empty() || opts.includes.is_match(&snap_path) || opts.includes.is_match(name);
+        let d = dest.join(name);
+        if let Some(sub) = node.subtree() {
+            let at_dir = out.len();
+            out.push(Item { dest: d.clone(), node });
+            if collect(repo, sub, &snap_path, &d, opts, out, included)? || included {
+                any = true;
+            } else {
+                out.truncate(at_dir);
+            }
+        } else if included {
+            out.push(Item { dest: d, node });
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+/// Creates one non-directory entry; returns the bytes written.
+fn write_entry(repo: &Repository, it: &Item) -> Result<u64> {
+    let n = &it.node;
+    let io = |e| Error::io(it.dest.display().to_string(), e);
+    match n.kind {
+        Kind::File => write_file(repo, &it.dest, n),
+        Kind::Symlink => std::os::unix::fs::symlink(sys::os(&n.link_target), &it.dest).map(|_| 0).map_err(io),
+        Kind::Fifo => sys::mknod(&it.dest, libc::S_IFIFO | n.mode, 0).map(|_| 0).map_err(io),
+        Kind::CharDev => sys::mknod(&it.dest, libc::S_IFCHR | n.mode, n.rdev).map(|_| 0).map_err(io),
+        Kind::BlockDev => sys::mknod(&it.dest, libc::S_IFBLK | n.mode, n.rdev).map(|_| 0).map_err(io),
+        Kind::Socket => sys::mknod(&it.dest, libc::S_IFSOCK | n.mode, 0).map(|_| 0).map_err(io),
+        Kind::Dir => Ok(0),
+    }
+}
+
+/// Writes a file's chunks at their offsets, in parallel; all-zero chunks become holes.
+fn write_file(repo: &Repository, dest: &Path, node: &Node) -> Result<u64> {
+    let io = |e| Error::io(dest.display().to_string(), e);
+    let f = File::create_new(dest).map_err(io)?;
+    let reader = repo.index().reader()?;
+    let mut offsets = Vec::with_capacity(node.content.len());
+    let mut off = 0u64;
+    for id in &node.content {
+        let loc = reader.get(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
+        offsets.push((off, *id, loc));
+        off += loc.raw_len as u64;
+    }
+    let result = offsets.par_iter().try_for_each(|(o, id, loc)| {
+        if loc.ty != ObjType::Data {
+            return Err(Error::corrupt(format!("blob {}", id.short()), "not a data blob"));
+        }
+        let data = repo.read_blob_at(id, loc)?;
+        if data.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        f.write_all_at(&data, *o).map_err(io)
+    });
+    let result = result.and_then(|_| f.set_len(off).map_err(io));
+    if let Err(e) = result {
+        // A partly written file must not pass for a restored one.
+        let _ = fs::remove_file(dest);
+        return Err(e);
+    }
+    if off != node.size {
+        let _ = fs::remove_file(dest);
+        return Err(Error::corrupt(
+            format!("file {}", dest.display()),
+            format!("content is {off} bytes, metadata says {}", node.size),
+        ));
+    }
+    Ok(off)
+}
+
+/// Owner (when root), xattrs, mode, then times: each step can disturb the ones before it.
+fn set_meta(path: &Path, n: &Node) -> Result<()> {
+    let io = |e| Error::io(format!("{}: set metadata", path.display()), e);
+    if sys::uid() == 0 {
+        sys::lchown(path, n.uid, n.gid).map_err(io)?;
+    }
+    for (k, v) in &n.xattrs {
+        xattr::set(path, sys::os(k), v).map_err(io)?;
+    }
+    if n.kind != Kind::Symlink {
+        fs::set_permissions(path, fs::Permissions::from_mode(n.mode)).map_err(io)?;
+    }
+    sys::set_times(path, n.atime, n.mtime).map_err(io)
+}

@@ -1,0 +1,103 @@
+//! The libc boundary: the few system calls std does not expose. Every `unsafe` lives here.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::format::tree::Time;
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+pub fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+pub fn gid() -> u32 {
+    // SAFETY: getgid has no preconditions and cannot fail.
+    unsafe { libc::getgid() }
+}
+
+/// The name of a user id, or empty when the id has no passwd entry.
+pub fn user_name(uid: u32) -> String {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: a zeroed passwd is a valid out-parameter for getpwuid_r.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and buf's length is passed with it.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() || pw.pw_name.is_null() {
+        return String::new();
+    }
+    // SAFETY: getpwuid_r succeeded, so pw_name points at a NUL-terminated string inside buf.
+    unsafe { CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned()
+}
+
+/// The name of a group id, or empty when the id has no group entry.
+pub fn group_name(gid: u32) -> String {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: a zeroed group is a valid out-parameter for getgrgid_r.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and buf's length is passed with it.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() || gr.gr_name.is_null() {
+        return String::new();
+    }
+    // SAFETY: getgrgid_r succeeded, so gr_name points at a NUL-terminated string inside buf.
+    unsafe { CStr::from_ptr(gr.gr_name) }.to_string_lossy().into_owned()
+}
+
+/// Whether a process with this pid exists on this host (EPERM still means it exists).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn ts(t: Option<Time>) -> libc::timespec {
+    match t {
+        Some(t) => libc::timespec { tv_sec: t.sec as libc::time_t, tv_nsec: t.nsec as _ },
+        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT as _ },
+    }
+}
+
+/// Sets atime and mtime with nanoseconds without following a final symlink.
+pub fn set_times(path: &Path, atime: Option<Time>, mtime: Time) -> io::Result<()> {
+    let c = cpath(path)?;
+    let times = [ts(atime), ts(Some(mtime))];
+    // SAFETY: c is NUL-terminated and times has the two entries utimensat reads.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Creates a FIFO, device node or socket node.
+pub fn mknod(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: c is NUL-terminated; mknod only reads it.
+    let rc = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+pub fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
