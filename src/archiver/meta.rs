@@ -8,6 +8,8 @@ use std::path::Path;
 use crate::format::tree::{Kind, Node, Time};
 use crate::sys;
 
+type Xattr = (Vec<u8>, Vec<u8>);
+
 pub fn kind_of(md: &Metadata) -> Kind {
     let ft = md.file_type();
     if ft.is_dir() {
@@ -64,7 +66,7 @@ pub fn node_from(path: &Path, name: &[u8], md: &Metadata, with_atime: bool) -> (
 }
 
 /// Uses the l*xattr calls, so a symlink's own attributes are read, never its target's.
-fn read_xattrs(path: &Path) -> (Vec<(Vec<u8>, Vec<u8>)>, Option<String>) {
+fn read_xattrs(path: &Path) -> (Vec<Xattr>, Option<String>) {
     let names = match xattr::list(path) {
         Ok(n) => n,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return (Vec::new(), None),

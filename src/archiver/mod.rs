@@ -16,7 +16,7 @@ use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Kind, Node};
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::repo::packer::Packer;
+use crate::repo::packer::{self, Packer};
 use crate::sys;
 use walk::{Counters, Walker};
 
@@ -115,52 +115,64 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
         let (snaps, _) = repo.snapshots()?;
         snaps.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.paths == path_strings)
     };
-    let walker = Walker {
-        repo,
-        packer: Packer::new(repo, opts.dry_run)?,
-        excludes: opts.excludes.clone(),
-        one_file_system: opts.one_file_system,
-        with_atime: opts.with_atime,
-        counters: Counters::default(),
-        warnings: Mutex::new(Vec::new()),
-    };
-    let root_tree = build(&walker, Path::new("/"), &Plan::of(&paths), parent.as_ref().map(|(_, s)| s.tree))?;
-    walker.packer.flush()?;
-    let c = &walker.counters;
-    let mut warnings = walker.warnings.into_inner().expect("poisoned");
-    warnings.sort();
-    let summary = Summary {
-        files_new: c.files_new.load(Relaxed),
-        files_changed: c.files_changed.load(Relaxed),
-        files_unchanged: c.files_unchanged.load(Relaxed),
-        dirs_new: c.dirs_new.load(Relaxed),
-        dirs_changed: c.dirs_changed.load(Relaxed),
-        dirs_unchanged: c.dirs_unchanged.load(Relaxed),
-        bytes_read: c.bytes_read.load(Relaxed),
-        data_blobs_added: walker.packer.data_blobs_added.load(Relaxed),
-        bytes_added: walker.packer.bytes_added.load(Relaxed),
-        total_files: c.total_files.load(Relaxed),
-        total_bytes: c.total_bytes.load(Relaxed),
-        errors: warnings.len() as u64,
-        duration_ns: started.elapsed().as_nanos() as u64,
-    };
-    let snap = Snapshot {
-        time_ns: opts.time_ns.unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as i64),
-        tree: root_tree,
-        parent: parent.as_ref().map(|(id, _)| *id),
-        hostname,
-        username: sys::user_name(sys::uid()),
-        uid: sys::uid(),
-        gid: sys::gid(),
-        paths: path_strings,
-        tags: opts.tags.clone(),
-        description: opts.description.clone(),
-        program_version: format!("snapfs {}", env!("CARGO_PKG_VERSION")),
-        summary: summary.clone(),
-    };
-    // The commit point: everything the snapshot references is durable and indexed by now.
-    let snapshot = if opts.dry_run { None } else { Some(repo.save_snapshot(&snap)?) };
-    Ok(BackupOutcome { snapshot, parent: snap.parent, summary, warnings, dropped_paths })
+    let (tx, rx) = std::sync::mpsc::sync_channel(packer::QUEUE);
+    std::thread::scope(|scope| -> Result<BackupOutcome> {
+        let finisher = (!opts.dry_run).then(|| scope.spawn(|| packer::finish_packs(repo, rx)));
+        let walker = Walker {
+            repo,
+            packer: Packer::new(repo, (!opts.dry_run).then_some(tx))?,
+            excludes: opts.excludes.clone(),
+            one_file_system: opts.one_file_system,
+            with_atime: opts.with_atime,
+            counters: Counters::default(),
+            warnings: Mutex::new(Vec::new()),
+        };
+        let root_tree = build(&walker, Path::new("/"), &Plan::of(&paths), parent.as_ref().map(|(_, s)| s.tree));
+        // Stop the pack writer on every path out, so a failed walk does not leave it waiting.
+        // Close the queue on every path out, so a failed walk does not leave the finisher waiting.
+        let sent = walker.packer.finish();
+        let written = finisher
+            .map_or(Ok(()), |h| h.join().unwrap_or_else(|_| Err(Error::Invalid("pack writer panicked".into()))));
+        // The finisher's error is the cause when both failed.
+        written?;
+        let root_tree = root_tree?;
+        sent?;
+        let c = &walker.counters;
+        let mut warnings = walker.warnings.into_inner().expect("poisoned");
+        warnings.sort();
+        let summary = Summary {
+            files_new: c.files_new.load(Relaxed),
+            files_changed: c.files_changed.load(Relaxed),
+            files_unchanged: c.files_unchanged.load(Relaxed),
+            dirs_new: c.dirs_new.load(Relaxed),
+            dirs_changed: c.dirs_changed.load(Relaxed),
+            dirs_unchanged: c.dirs_unchanged.load(Relaxed),
+            bytes_read: c.bytes_read.load(Relaxed),
+            data_blobs_added: walker.packer.data_blobs_added.load(Relaxed),
+            bytes_added: walker.packer.bytes_added.load(Relaxed),
+            total_files: c.total_files.load(Relaxed),
+            total_bytes: c.total_bytes.load(Relaxed),
+            errors: warnings.len() as u64,
+            duration_ns: started.elapsed().as_nanos() as u64,
+        };
+        let snap = Snapshot {
+            time_ns: opts.time_ns.unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as i64),
+            tree: root_tree,
+            parent: parent.as_ref().map(|(id, _)| *id),
+            hostname,
+            username: sys::user_name(sys::uid()),
+            uid: sys::uid(),
+            gid: sys::gid(),
+            paths: path_strings,
+            tags: opts.tags.clone(),
+            description: opts.description.clone(),
+            program_version: format!("snapfs {}", env!("CARGO_PKG_VERSION")),
+            summary: summary.clone(),
+        };
+        // The commit point: everything the snapshot references is durable and indexed by now.
+        let snapshot = if opts.dry_run { None } else { Some(repo.save_snapshot(&snap)?) };
+        Ok(BackupOutcome { snapshot, parent: snap.parent, summary, warnings, dropped_paths })
+    })
 }
 
 /// Builds the directories above and including the given paths; returns the tree id of `path`.

@@ -74,6 +74,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     // Fail on a missing path before asking for the password.
     snapfs::archiver::normalize_paths(&opts.paths)?;
     let (repo, _lock) = super::open(g, false, "backup")?;
+    snapfs::repo::storage::clean_tmp(repo.root(), std::time::Duration::from_secs(3600))?;
     let out = backup(&repo, &opts)?;
     for p in &out.dropped_paths {
         eprintln!("warning: {} is given twice or inside another given path; backed up once", p.display());

@@ -37,14 +37,15 @@ impl Params {
         };
         d.finish()?;
         use fastcdc::v2020 as f;
-        let in_range = |v: u32, lo: usize, hi: usize| (lo..=hi).contains(&(v as usize)) && v % 2 == 0;
-        if !in_range(p.chunk_min, f::MINIMUM_MIN, f::MINIMUM_MAX)
-            || !in_range(p.chunk_avg, f::AVERAGE_MIN, f::AVERAGE_MAX)
-            || !in_range(p.chunk_max, f::MAXIMUM_MIN, f::MAXIMUM_MAX)
-            || !(p.chunk_min <= p.chunk_avg && p.chunk_avg <= p.chunk_max)
-            || !(1..=22).contains(&p.zstd_level)
-            || p.pack_size < 1 << 20
-        {
+        let in_range = |v: u32, lo: usize, hi: usize| (lo..=hi).contains(&(v as usize)) && v.is_multiple_of(2);
+        let ok = in_range(p.chunk_min, f::MINIMUM_MIN, f::MINIMUM_MAX)
+            && in_range(p.chunk_avg, f::AVERAGE_MIN, f::AVERAGE_MAX)
+            && in_range(p.chunk_max, f::MAXIMUM_MIN, f::MAXIMUM_MAX)
+            && p.chunk_min <= p.chunk_avg
+            && p.chunk_avg <= p.chunk_max
+            && (1..=22).contains(&p.zstd_level)
+            && p.pack_size >= 1 << 20;
+        if !ok {
             return Err(Error::corrupt("config", format!("parameters out of range: {p:?}")));
         }
         Ok(p)

@@ -25,6 +25,9 @@ const SUBDIRS: [&str; 5] = ["keys", "packs", "snapshots", "locks", "tmp"];
 /// Open pack handles kept for reads; enough for restore's parallel workers and a mount.
 const OPEN_PACKS: usize = 64;
 
+/// Readable snapshots oldest first, and the names of damaged ones with why.
+pub type SnapshotListing = (Vec<(Id, snapshot::Snapshot)>, Vec<(String, Error)>);
+
 pub struct Repository {
     root: PathBuf,
     keys: Keys,
@@ -196,7 +199,7 @@ impl Repository {
     }
 
     /// Every snapshot, oldest first; damaged ones are returned separately, never dropped silently.
-    pub fn snapshots(&self) -> Result<(Vec<(Id, snapshot::Snapshot)>, Vec<(String, Error)>)> {
+    pub fn snapshots(&self) -> Result<SnapshotListing> {
         let dir = self.root.join("snapshots");
         let mut good = Vec::new();
         let mut bad = Vec::new();

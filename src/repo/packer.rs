@@ -1,9 +1,14 @@
 //! Turns blobs into packs: dedup against the index, seal, append, and make each full pack
 //! durable before its blobs enter the index (format-spec §11).
+//!
+//! Workers seal and append; full packs go through a small bounded queue to one finisher thread
+//! that writes, fsyncs and indexes them, so an fsync never stalls the CPU-bound workers and at
+//! most a few packs wait in memory.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use super::Repository;
 use super::storage::{pack_path, write_atomic};
@@ -13,10 +18,13 @@ use crate::format::pack::{self, PackEntry};
 use crate::id::Id;
 use crate::index::IndexReader;
 
-struct PackWriter {
+pub struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
 }
+
+/// Full packs waiting for the finisher; two keep the disk busy while workers fill the next.
+pub const QUEUE: usize = 2;
 
 /// Shared by every ingest worker; each takes a writer from the pool, so no global lock is held
 /// while sealing or writing.
@@ -26,6 +34,8 @@ pub struct Packer<'r> {
     /// Blobs this session has already queued, so parallel workers don't store one twice.
     added: Mutex<HashSet<Id>>,
     pool: Mutex<Vec<PackWriter>>,
+    /// Where full packs go ([`finish_packs`] on another thread); `None` after `finish`.
+    queue: Mutex<Option<SyncSender<PackWriter>>>,
     pub blobs_added: AtomicU64,
     pub data_blobs_added: AtomicU64,
     pub bytes_added: AtomicU64,
@@ -33,12 +43,15 @@ pub struct Packer<'r> {
 }
 
 impl<'r> Packer<'r> {
-    pub fn new(repo: &'r Repository, dry_run: bool) -> Result<Packer<'r>> {
+    /// `queue` is `None` for a dry run: blobs are sealed and counted, never written.
+    pub fn new(repo: &'r Repository, queue: Option<SyncSender<PackWriter>>) -> Result<Packer<'r>> {
+        let dry_run = queue.is_none();
         Ok(Packer {
             repo,
             known: repo.index().reader()?,
             added: Mutex::new(HashSet::new()),
             pool: Mutex::new(Vec::new()),
+            queue: Mutex::new(queue),
             blobs_added: AtomicU64::new(0),
             data_blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
@@ -74,34 +87,51 @@ impl<'r> Packer<'r> {
         w.buf.extend_from_slice(&sealed);
         w.entries.push(entry);
         if w.buf.len() >= self.repo.params().pack_size as usize {
-            self.write_pack(w)?;
+            self.send(w)?;
         } else {
             self.pool.lock().expect("poisoned").push(w);
         }
         Ok(id)
     }
 
-    fn write_pack(&self, mut w: PackWriter) -> Result<()> {
-        if w.entries.is_empty() {
-            return Ok(());
+    fn send(&self, w: PackWriter) -> Result<()> {
+        let tx = self.queue.lock().expect("poisoned").clone();
+        match tx {
+            Some(tx) if tx.send(w).is_ok() => Ok(()),
+            // The finisher's own result says why it stopped.
+            _ => Err(Error::Invalid("the pack writer stopped".into())),
         }
-        let header = pack::encode_header(&w.entries);
-        let sealed = self.repo.keys().seal(ObjType::PackHeader, &Id::ZERO, &header, 0, &[])?;
-        let hlen = u32::try_from(sealed.len()).map_err(|_| Error::Invalid("pack header too large".into()))?;
-        w.buf.extend_from_slice(&sealed);
-        w.buf.extend_from_slice(&pack::encode_trailer(hlen));
-        let id = Id(*blake3::hash(&w.buf).as_bytes());
-        let root = self.repo.root();
-        write_atomic(root, &pack_path(root, &id), &w.buf)?;
-        self.repo.index().add_pack(&id, w.buf.len() as u64, &w.entries)
     }
 
-    /// Writes every partly filled pack. Must be called before the snapshot that needs them.
-    pub fn flush(&self) -> Result<()> {
+    /// Hands every partly filled pack to the finisher and closes the queue; the finisher's
+    /// result then says whether every pack is durable and indexed.
+    pub fn finish(&self) -> Result<()> {
         let writers = std::mem::take(&mut *self.pool.lock().expect("poisoned"));
-        for w in writers {
-            self.write_pack(w)?;
-        }
-        Ok(())
+        let sent = writers.into_iter().filter(|_| !self.dry_run).try_for_each(|w| self.send(w));
+        self.queue.lock().expect("poisoned").take();
+        sent
     }
+}
+
+/// The finisher: writes each full pack durably, then indexes it (format-spec §11).
+pub fn finish_packs(repo: &Repository, rx: Receiver<PackWriter>) -> Result<()> {
+    for w in rx {
+        write_pack(repo, w)?;
+    }
+    Ok(())
+}
+
+fn write_pack(repo: &Repository, mut w: PackWriter) -> Result<()> {
+    if w.entries.is_empty() {
+        return Ok(());
+    }
+    let header = pack::encode_header(&w.entries);
+    let sealed = repo.keys().seal(ObjType::PackHeader, &Id::ZERO, &header, 0, &[])?;
+    let hlen = u32::try_from(sealed.len()).map_err(|_| Error::Invalid("pack header too large".into()))?;
+    w.buf.extend_from_slice(&sealed);
+    w.buf.extend_from_slice(&pack::encode_trailer(hlen));
+    let id = Id(*blake3::hash(&w.buf).as_bytes());
+    let root = repo.root();
+    write_atomic(root, &pack_path(root, &id), &w.buf)?;
+    repo.index().add_pack(&id, w.buf.len() as u64, &w.entries)
 }

@@ -46,3 +46,18 @@ pub fn write_atomic(root: &Path, dest: &Path, data: &[u8]) -> Result<()> {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).ctx(|| format!("fsync directory {}", dir.display()))
 }
+
+/// Removes temp files left by killed processes. Only files older than `min_age` go: a live
+/// writer renames its temp file within seconds, so an old one has no owner.
+pub fn clean_tmp(root: &Path, min_age: std::time::Duration) -> Result<usize> {
+    let dir = root.join("tmp");
+    let mut n = 0;
+    for e in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
+        let Ok(e) = e else { continue };
+        let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a >= min_age));
+        if old && fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
