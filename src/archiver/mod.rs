@@ -1,6 +1,7 @@
 //! `backup`: turns paths on disk into a snapshot.
 
 mod meta;
+pub mod progress;
 mod walk;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,8 @@ use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::packer::{self, Packer};
 use crate::sys;
-use walk::{Counters, Walker};
+use progress::Progress;
+use walk::Walker;
 
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
@@ -32,6 +34,8 @@ pub struct BackupOptions {
     pub force: bool,
     pub with_atime: bool,
     pub time_ns: Option<i64>,
+    /// Updated as the backup goes, for a progress display.
+    pub progress: std::sync::Arc<Progress>,
 }
 
 pub struct BackupOutcome {
@@ -124,7 +128,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
             excludes: opts.excludes.clone(),
             one_file_system: opts.one_file_system,
             with_atime: opts.with_atime,
-            counters: Counters::default(),
+            counters: &opts.progress,
             warnings: Mutex::new(Vec::new()),
         };
         let root_tree = build(&walker, Path::new("/"), &Plan::of(&paths), parent.as_ref().map(|(_, s)| s.tree));
@@ -137,7 +141,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
         written?;
         let root_tree = root_tree?;
         sent?;
-        let c = &walker.counters;
+        let c = walker.counters;
         let mut warnings = walker.warnings.into_inner().expect("poisoned");
         warnings.sort();
         let summary = Summary {

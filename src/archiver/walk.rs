@@ -8,12 +8,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use globset::GlobSet;
 use rayon::prelude::*;
 
 use super::meta::node_from;
+use super::progress::Progress;
 use crate::crypto::ObjType;
 use crate::error::Result;
 use crate::format::tree::{self, Kind, Node};
@@ -24,26 +25,13 @@ use crate::repo::packer::Packer;
 /// How much of a file is read at once; chunks are cut and sealed in parallel within it.
 const READ_BLOCK: usize = 32 << 20;
 
-#[derive(Default)]
-pub struct Counters {
-    pub files_new: AtomicU64,
-    pub files_changed: AtomicU64,
-    pub files_unchanged: AtomicU64,
-    pub dirs_new: AtomicU64,
-    pub dirs_changed: AtomicU64,
-    pub dirs_unchanged: AtomicU64,
-    pub bytes_read: AtomicU64,
-    pub total_files: AtomicU64,
-    pub total_bytes: AtomicU64,
-}
-
 pub struct Walker<'a> {
     pub repo: &'a Repository,
     pub packer: Packer<'a>,
     pub excludes: GlobSet,
     pub one_file_system: bool,
     pub with_atime: bool,
-    pub counters: Counters,
+    pub counters: &'a Progress,
     pub warnings: Mutex<Vec<String>>,
 }
 
@@ -97,7 +85,6 @@ impl Walker<'_> {
                 node.content = vec![tree];
             }
             Kind::File => {
-                self.counters.total_files.fetch_add(1, Relaxed);
                 match parent.filter(|p| self.unchanged(p, &node)) {
                     Some(p) => {
                         node.content = p.content.clone();
@@ -116,6 +103,7 @@ impl Walker<'_> {
                         c.fetch_add(1, Relaxed);
                     }
                 }
+                self.counters.total_files.fetch_add(1, Relaxed);
                 self.counters.total_bytes.fetch_add(node.size, Relaxed);
             }
             _ => {}
@@ -170,6 +158,7 @@ impl Walker<'_> {
 
     /// Reads, cuts and stores a file's contents into `node.content`.
     fn file(&self, path: &Path, before: &Metadata, node: &mut Node) -> Result<(), FileError> {
+        self.counters.set_current(path);
         let mut f = open_noatime(path).map_err(FileError::Source)?;
         let chunker = self.repo.chunker();
         let mut buf: Vec<u8> = Vec::new();

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{Global, exit, globs, human};
+use super::{Global, exit, globs, human, progress};
 use snapfs::archiver::{BackupOptions, backup};
 use snapfs::timespec;
 
@@ -44,9 +46,12 @@ pub struct Args {
     /// Record this time instead of now (RFC 3339, or local YYYY-MM-DD[ HH:MM[:SS]])
     #[arg(long, value_name = "TIME")]
     time: Option<String>,
-    /// Print the summary as one JSON object
+    /// Print JSON lines: status every second, then a summary (`message_type` tells them apart)
     #[arg(long)]
     json: bool,
+    /// Skip the quick pre-scan that gives the progress display its totals and ETA
+    #[arg(long)]
+    no_scan: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
@@ -70,12 +75,26 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         force: a.force,
         with_atime: a.with_atime,
         time_ns,
+        progress: Default::default(),
     };
     // Fail on a missing path before asking for the password.
     snapfs::archiver::normalize_paths(&opts.paths)?;
     let (repo, _lock) = super::open(g, false, "backup")?;
     snapfs::repo::storage::clean_tmp(repo.root(), std::time::Duration::from_secs(3600))?;
-    let out = backup(&repo, &opts)?;
+    let mode = progress::Mode::choose(g.quiet, a.json);
+    let done = AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        if mode != progress::Mode::Off && !a.no_scan {
+            let (paths, _) = snapfs::archiver::normalize_paths(&opts.paths)?;
+            let (excludes, counters) = (&opts.excludes, &opts.progress);
+            s.spawn(move || snapfs::archiver::progress::prescan(&paths, excludes, counters));
+        }
+        s.spawn(|| progress::report(&opts.progress, mode, &done));
+        let out = backup(&repo, &opts);
+        done.store(true, Ordering::Relaxed);
+        opts.progress.stop.store(true, Ordering::Relaxed);
+        out
+    })?;
     for p in &out.dropped_paths {
         eprintln!("warning: {} is given twice or inside another given path; backed up once", p.display());
     }
@@ -85,6 +104,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let s = &out.summary;
     if a.json {
         let mut obj = serde_json::Map::new();
+        obj.insert("message_type".into(), json!("summary"));
         obj.insert("snapshot_id".into(), json!(out.snapshot.map(|id| id.hex())));
         obj.insert("parent".into(), json!(out.parent.map(|id| id.hex())));
         obj.insert("dry_run".into(), json!(a.dry_run));

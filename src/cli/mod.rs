@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions, password sources, exit codes.
 
 mod backup;
+mod progress;
 mod restore;
 mod snapshots;
 
