@@ -54,16 +54,20 @@ pub struct Index {
 impl Index {
     pub fn open(path: &Path) -> Result<Index> {
         let db = redb::Builder::new().set_concurrency_mode(ConcurrencyMode::MultiWriter).create(path)?;
-        let tx = db.begin_write()?;
-        {
-            tx.open_table(BLOBS)?;
-            tx.open_table(PACKS)?;
-            let mut meta = tx.open_table(META)?;
-            if meta.get("version")?.is_none() {
-                meta.insert("version", &1u32.to_le_bytes()[..])?;
+        // A write transaction costs an fsync; only a new index needs one.
+        let exists = db.begin_read()?.open_table(META).is_ok();
+        if !exists {
+            let tx = db.begin_write()?;
+            {
+                tx.open_table(BLOBS)?;
+                tx.open_table(PACKS)?;
+                let mut meta = tx.open_table(META)?;
+                if meta.get("version")?.is_none() {
+                    meta.insert("version", &1u32.to_le_bytes()[..])?;
+                }
             }
+            tx.commit()?;
         }
-        tx.commit()?;
         Ok(Index { db })
     }
 
