@@ -336,5 +336,7 @@ fn set_meta(path: &Path, n: &Node) -> Result<()> {
     if n.kind != Kind::Symlink {
         fs::set_permissions(path, fs::Permissions::from_mode(n.mode)).map_err(io)?;
     }
-    sys::set_times(path, n.atime, n.mtime).map_err(io)
+    // Without a stored atime, use mtime as tar does: restored metadata then does not depend on
+    // when the restore ran.
+    sys::set_times(path, Some(n.atime.unwrap_or(n.mtime)), n.mtime).map_err(io)
 }
