@@ -83,9 +83,9 @@ mod tests {
     fn civil_times_cover_their_unit() {
         let day_start = parse_at("2026-11-23").unwrap();
         let day_end = parse_until("2026-11-23").unwrap();
-        assert_eq!((day_end - day_start).get_hours(), 23);
+        assert_eq!((day_end - day_start).as_hours(), 23);
         let m = parse_until("2026-11-23 14:05").unwrap();
-        assert_eq!((m - parse_at("2026-11-23 14:05").unwrap()).get_seconds(), 59);
+        assert_eq!((m - parse_at("2026-11-23 14:05").unwrap()).as_secs(), 59);
         let s = parse_until("2026-11-23 14:05:09").unwrap();
         assert_eq!(s.subsec_nanosecond(), 999_999_999);
     }
