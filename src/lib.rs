@@ -6,12 +6,14 @@
 //! [`restore::restore`] reads one back.
 
 pub mod archiver;
+pub mod cache;
 pub mod chunker;
 pub mod crypto;
 pub mod error;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod reader;
 pub mod repo;
 pub mod restore;
 pub mod select;
