@@ -3,7 +3,8 @@
 //!
 //! The repository format is specified in `format-spec/README.md`; this crate implements it.
 //! [`repo::Repository`] opens or creates a repository; [`archiver::backup`] writes a snapshot;
-//! [`restore::restore`] reads one back.
+//! [`restore::restore`] reads one back; [`vfs::Vfs`] shows snapshots as a
+//! filesystem.
 
 pub mod archiver;
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod restore;
 pub mod select;
 pub mod sys;
 pub mod timespec;
+pub mod vfs;
 
 pub use error::{Error, Result};
 pub use id::Id;
