@@ -3,8 +3,8 @@
 //!
 //! The repository format is specified in `format-spec/README.md`; this crate implements it.
 //! [`repo::Repository`] opens or creates a repository; [`archiver::backup`] writes a snapshot;
-//! [`restore::restore`] reads one back; [`vfs::Vfs`] shows snapshots as a
-//! filesystem.
+//! [`restore::restore`] reads one back; [`vfs::Vfs`] shows snapshots as a filesystem, which
+//! [`fuse`] mounts.
 
 pub mod archiver;
 pub mod cache;
@@ -12,6 +12,7 @@ pub mod chunker;
 pub mod crypto;
 pub mod error;
 pub mod format;
+pub mod fuse;
 pub mod id;
 pub mod index;
 pub mod reader;
