@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions, password sources, exit codes.
 
 mod backup;
+mod mount;
 mod progress;
 mod restore;
 mod snapshots;
@@ -60,6 +61,8 @@ enum Command {
     Snapshots(snapshots::Args),
     /// Restore a snapshot, or part of one, to a directory
     Restore(restore::Args),
+    /// Browse snapshots as a read-only filesystem (in the foreground, until unmounted)
+    Mount(mount::Args),
     /// Remove stale locks (those of processes on this host that no longer run)
     Unlock {
         /// Remove every lock, also those of processes that may still run
@@ -107,6 +110,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Backup(a) => backup::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Restore(a) => restore::run(g, a),
+        Command::Mount(a) => mount::run(g, a),
         Command::Unlock { remove_all } => {
             let root = repo_path(g)?;
             if !root.join("config").exists() {
