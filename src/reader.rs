@@ -1,4 +1,4 @@
-//! The read path shared by mount (and, later, restore): a file's byte ranges mapped to its
+//! The read path shared by mount and restore: a file's byte ranges mapped to its
 //! chunks through the index's raw lengths, chunks fetched, authenticated and decompressed once
 //! and kept in a bounded LRU of plaintext, and the next chunks of a sequential reader fetched
 //! ahead in the background.
@@ -106,6 +106,11 @@ impl FileMap {
 
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
+    }
+
+    /// Every chunk with its offset in the file, in order.
+    pub fn chunks(&self) -> impl Iterator<Item = (u64, &Id, &BlobLoc)> + '_ {
+        self.chunks.iter().zip(&self.starts).map(|((id, loc), &off)| (off, id, loc))
     }
 
     /// Plaintext length of chunk `i` (0 past the end).
