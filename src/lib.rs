@@ -6,6 +6,7 @@
 //! [`restore::restore`] reads one back.
 
 pub mod archiver;
+pub mod check;
 pub mod chunker;
 pub mod crypto;
 pub mod error;

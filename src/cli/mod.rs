@@ -1,7 +1,9 @@
 //! Command-line interface: argument definitions, password sources, exit codes.
 
 mod backup;
+mod check;
 mod progress;
+mod repair;
 mod restore;
 mod snapshots;
 
@@ -60,6 +62,11 @@ enum Command {
     Snapshots(snapshots::Args),
     /// Restore a snapshot, or part of one, to a directory
     Restore(restore::Args),
+    /// Verify the repository: structure, and with --read-data every blob
+    Check(check::Args),
+    /// Repair the repository
+    #[command(subcommand)]
+    Repair(repair::Args),
     /// Remove stale locks (those of processes on this host that no longer run)
     Unlock {
         /// Remove every lock, also those of processes that may still run
@@ -107,6 +114,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Backup(a) => backup::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Restore(a) => restore::run(g, a),
+        Command::Check(a) => check::run(g, a),
+        Command::Repair(a) => repair::run(g, a),
         Command::Unlock { remove_all } => {
             let root = repo_path(g)?;
             if !root.join("config").exists() {
