@@ -243,8 +243,10 @@ enum Damage {
     SwapPack,
 }
 
-/// Applies one random damage; returns the snapshot to restore afterwards (one that survives).
-fn damage(f: &Fixture, repo: &Path, kind: Damage, rng: &mut Rng) -> usize {
+/// Applies one random damage; returns the snapshot to restore afterwards (one that survives) and
+/// the pack damaged, if one was.
+fn damage(f: &Fixture, repo: &Path, kind: Damage, rng: &mut Rng) -> (usize, Option<PathBuf>) {
+    let mut hit = None;
     let packs = packs_of(repo);
     let rebase = |p: &Path| repo.join(p.strip_prefix(&f.repo).unwrap());
     let pick_blob = |rng: &mut Rng, ty: ObjType| {
@@ -256,10 +258,12 @@ fn damage(f: &Fixture, repo: &Path, kind: Damage, rng: &mut Rng) -> usize {
             let p = &packs[rng.below(packs.len() as u64) as usize];
             let len = fs::metadata(p).unwrap().len();
             flip(p, rng.below(len), rng.below(8) as u8);
+            hit = Some(p.clone());
         }
         Damage::DataBlobFlip | Damage::TreeBlobFlip => {
             let b = pick_blob(rng, if matches!(kind, Damage::DataBlobFlip) { ObjType::Data } else { ObjType::Tree });
             flip(&rebase(&b.pack), b.offset + rng.below(b.length), rng.below(8) as u8);
+            hit = Some(rebase(&b.pack));
         }
         Damage::SnapshotFlip => {
             // Not the newest: the newest survives to be restored and compared.
@@ -285,8 +289,13 @@ fn damage(f: &Fixture, repo: &Path, kind: Damage, rng: &mut Rng) -> usize {
             let p = &packs[rng.below(packs.len() as u64) as usize];
             let len = fs::metadata(p).unwrap().len();
             fs::OpenOptions::new().write(true).open(p).unwrap().set_len(rng.below(len)).unwrap();
+            hit = Some(p.clone());
         }
-        Damage::DeletePack => fs::remove_file(&packs[rng.below(packs.len() as u64) as usize]).unwrap(),
+        Damage::DeletePack => {
+            let p = &packs[rng.below(packs.len() as u64) as usize];
+            fs::remove_file(p).unwrap();
+            hit = Some(p.clone());
+        }
         Damage::DeleteIndex => fs::remove_file(repo.join("index.redb")).unwrap(),
         Damage::GarbleIndex => {
             // Its database header: random bytes over redb's magic and commit slots.
@@ -304,9 +313,10 @@ fn damage(f: &Fixture, repo: &Path, kind: Damage, rng: &mut Rng) -> usize {
             let a = rng.below(packs.len() as u64) as usize;
             let b = (a + 1 + rng.below(packs.len() as u64 - 1) as usize) % packs.len();
             fs::copy(&packs[b], &packs[a]).unwrap();
+            hit = Some(packs[a].clone());
         }
     }
-    2
+    (2, hit)
 }
 
 #[test]
@@ -334,7 +344,7 @@ fn corruption_matrix() {
             trials += 1;
             let scratch = tempfile::tempdir().unwrap();
             let repo = copy_repo(f, scratch.path());
-            let restore_idx = damage(f, &repo, kind, &mut rng);
+            let (restore_idx, hit) = damage(f, &repo, kind, &mut rng);
             let out = snapfs(&repo, &["check", "--read-data", "--json"]);
             assert!(out.stderr.is_empty() || !text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
             let report = json(&out);
@@ -351,6 +361,14 @@ fn corruption_matrix() {
                 ok(&repo, &["check", "--read-data"]);
             } else {
                 assert!(!index_only, "{kind:?}: no damage named: {}", text(&out.stdout));
+            }
+            if let Some(p) = hit {
+                let name = p.file_name().unwrap().to_str().unwrap().to_string();
+                assert!(
+                    report["problems"].as_array().unwrap().iter().any(|x| x["pack"] == name.as_str()),
+                    "{kind:?}: damaged pack {name} not named: {}",
+                    text(&out.stdout)
+                );
             }
             if matches!(kind, Damage::SnapshotFlip) {
                 assert!(report["problems"].as_array().unwrap().iter().any(|p| p["kind"] == "snapshot"));

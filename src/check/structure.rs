@@ -232,7 +232,8 @@ pub(super) fn walk(repo: &Repository, facts: &Facts, snaps: &[(Id, Snapshot)], l
             let nodes = match nodes {
                 Ok(n) => n,
                 Err(e) => {
-                    let pack = facts.locations(&id).first().map(|l| l.pack);
+                    let indexed = facts.index.as_ref().and_then(|i| i.blobs.get(&id)).map(|l| l.pack);
+                    let pack = facts.locations(&id).first().map(|l| l.pack).or(indexed);
                     lost.insert(id, Lost { ty: ObjType::Tree, pack, detail: e.to_string() });
                     continue;
                 }
@@ -251,7 +252,12 @@ pub(super) fn walk(repo: &Repository, facts: &Facts, snaps: &[(Id, Snapshot)], l
     for id in &w.data {
         let locs = facts.locations(id);
         if locs.is_empty() {
-            lost.insert(*id, Lost { ty: ObjType::Data, pack: None, detail: "in no pack".into() });
+            let indexed = facts.index.as_ref().and_then(|i| i.blobs.get(id)).map(|l| l.pack);
+            let detail = match indexed {
+                Some(p) => format!("in no readable pack (the index places it in pack {}, which lacks it)", p.short()),
+                None => "in no pack".into(),
+            };
+            lost.insert(*id, Lost { ty: ObjType::Data, pack: indexed, detail });
         } else if !locs.iter().any(|l| l.ty == ObjType::Data) {
             let detail = "stored as a tree blob, referenced as file data".into();
             lost.insert(*id, Lost { ty: ObjType::Data, pack: Some(locs[0].pack), detail });
