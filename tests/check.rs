@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use snapfs::crypto::ObjType;
@@ -200,6 +201,7 @@ fn packs_of(repo: &Path) -> Vec<PathBuf> {
 fn restore_matches(f: &Fixture, repo: &Path, scratch: &Path, idx: usize, report: &Value) -> usize {
     let target = scratch.join(format!("restore-{idx}"));
     let out = snapfs(repo, &["restore", &f.snapshot_ids[idx], "--target", target.to_str().unwrap()]);
+    assert!(!text(&out.stderr).contains("panicked"), "restore panicked: {}", text(&out.stderr));
     let affected: Vec<String> = report["affected"]
         .as_array()
         .unwrap()
@@ -319,16 +321,52 @@ fn damage(f: &Fixture, repo: &Path, kind: Damage, rng: &mut Rng) -> (usize, Opti
     (2, hit)
 }
 
+/// One damaged copy: check must detect it and name the damage; returns how many files it named
+/// as lost in the restored snapshot (all others must restore intact).
+fn trial(f: &Fixture, kind: Damage, rng: &mut Rng) -> usize {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = copy_repo(f, scratch.path());
+    let (restore_idx, hit) = damage(f, &repo, kind, rng);
+    let out = snapfs(&repo, &["check", "--read-data", "--json"]);
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(1), "{kind:?} not detected: {}", text(&out.stdout));
+    assert_eq!(report["ok"], false);
+    let index_only = report["problems"].as_array().unwrap().is_empty();
+    if matches!(kind, Damage::IndexFlip | Damage::DeleteIndex | Damage::GarbleIndex | Damage::TruncateIndex) {
+        assert!(index_only, "{kind:?}: the data is intact: {}", text(&out.stdout));
+        assert_eq!(report["index"]["repair_recommended"], true);
+        let human = snapfs(&repo, &["check"]);
+        assert!(text(&human.stdout).contains("snapfs repair index"), "{}", text(&human.stdout));
+        ok(&repo, &["repair", "index"]);
+        ok(&repo, &["check", "--read-data"]);
+    } else {
+        assert!(!index_only, "{kind:?}: no damage named: {}", text(&out.stdout));
+    }
+    if let Some(p) = hit {
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(
+            report["problems"].as_array().unwrap().iter().any(|x| x["pack"] == name.as_str()),
+            "{kind:?}: damaged pack {name} not named: {}",
+            text(&out.stdout)
+        );
+    }
+    if matches!(kind, Damage::SnapshotFlip) {
+        assert!(report["problems"].as_array().unwrap().iter().any(|p| p["kind"] == "snapshot"));
+    }
+    restore_matches(f, &repo, scratch.path(), restore_idx, &report)
+}
+
 #[test]
 fn corruption_matrix() {
     let f = fixture();
     let mut rng = Rng(0xdead_beef_0bad_f00d);
     let plan: &[(Damage, usize)] = &[
-        (Damage::PackFlip, 8),
-        (Damage::DataBlobFlip, 5),
-        (Damage::TreeBlobFlip, 5),
-        (Damage::SnapshotFlip, 2),
-        (Damage::IndexFlip, 3),
+        (Damage::PackFlip, 14),
+        (Damage::DataBlobFlip, 8),
+        (Damage::TreeBlobFlip, 8),
+        (Damage::SnapshotFlip, 3),
+        (Damage::IndexFlip, 5),
         (Damage::TruncatePack, 3),
         (Damage::DeletePack, 2),
         (Damage::DeleteIndex, 1),
@@ -336,46 +374,24 @@ fn corruption_matrix() {
         (Damage::TruncateIndex, 1),
         (Damage::SwapPack, 2),
     ];
-    let mut trials = 0;
-    let mut detected = 0;
-    let mut files_named = 0;
-    for &(kind, n) in plan {
-        for _ in 0..n {
-            trials += 1;
-            let scratch = tempfile::tempdir().unwrap();
-            let repo = copy_repo(f, scratch.path());
-            let (restore_idx, hit) = damage(f, &repo, kind, &mut rng);
-            let out = snapfs(&repo, &["check", "--read-data", "--json"]);
-            assert!(out.stderr.is_empty() || !text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
-            let report = json(&out);
-            assert_eq!(out.status.code(), Some(1), "{kind:?} not detected: {}", text(&out.stdout));
-            assert_eq!(report["ok"], false);
-            detected += 1;
-            let index_only = report["problems"].as_array().unwrap().is_empty();
-            if matches!(kind, Damage::IndexFlip | Damage::DeleteIndex | Damage::GarbleIndex | Damage::TruncateIndex) {
-                assert!(index_only, "{kind:?}: the data is intact: {}", text(&out.stdout));
-                assert_eq!(report["index"]["repair_recommended"], true);
-                let human = snapfs(&repo, &["check"]);
-                assert!(text(&human.stdout).contains("snapfs repair index"), "{}", text(&human.stdout));
-                ok(&repo, &["repair", "index"]);
-                ok(&repo, &["check", "--read-data"]);
-            } else {
-                assert!(!index_only, "{kind:?}: no damage named: {}", text(&out.stdout));
-            }
-            if let Some(p) = hit {
-                let name = p.file_name().unwrap().to_str().unwrap().to_string();
-                assert!(
-                    report["problems"].as_array().unwrap().iter().any(|x| x["pack"] == name.as_str()),
-                    "{kind:?}: damaged pack {name} not named: {}",
-                    text(&out.stdout)
-                );
-            }
-            if matches!(kind, Damage::SnapshotFlip) {
-                assert!(report["problems"].as_array().unwrap().iter().any(|p| p["kind"] == "snapshot"));
-            }
-            files_named += restore_matches(f, &repo, scratch.path(), restore_idx, &report);
+    // Each trial has its own seed, so the set of trials is fixed however they are scheduled.
+    let trials: Vec<(Damage, u64)> =
+        plan.iter().flat_map(|&(kind, n)| (0..n).map(move |_| kind)).map(|k| (k, rng.next())).collect();
+    let next = AtomicUsize::new(0);
+    let detected = AtomicUsize::new(0);
+    let files_named = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while let Some(&(kind, seed)) = trials.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let named = trial(f, kind, &mut Rng(seed | 1));
+                    detected.fetch_add(1, Ordering::Relaxed);
+                    files_named.fetch_add(named, Ordering::Relaxed);
+                }
+            });
         }
-    }
+    });
+    let (trials, detected, files_named) = (trials.len(), detected.into_inner(), files_named.into_inner());
     eprintln!("corruption matrix: {detected} of {trials} trials detected; {files_named} damaged files named");
     assert_eq!(detected, trials);
     assert!(files_named > 0, "no trial damaged any file: the matrix is too weak");
