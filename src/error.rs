@@ -37,6 +37,15 @@ pub enum Error {
     Invalid(String),
     #[error("index database: {0}")]
     Index(String),
+    /// A blob that could not be read, with where it lives, so a log line can name both.
+    #[error("{kind} {blob} in pack {pack}: {source}")]
+    Blob {
+        kind: &'static str,
+        blob: String,
+        pack: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {

@@ -3,21 +3,26 @@
 //!
 //! The repository format is specified in `format-spec/README.md`; this crate implements it.
 //! [`repo::Repository`] opens or creates a repository; [`archiver::backup`] writes a snapshot;
-//! [`restore::restore`] reads one back.
+//! [`restore::restore`] reads one back; [`vfs::Vfs`] shows snapshots as a filesystem, which
+//! [`fuse`] mounts.
 
 pub mod archiver;
+pub mod cache;
 pub mod check;
 pub mod chunker;
 pub mod crypto;
 pub mod error;
 pub mod format;
+pub mod fuse;
 pub mod id;
 pub mod index;
+pub mod reader;
 pub mod repo;
 pub mod restore;
 pub mod select;
 pub mod sys;
 pub mod timespec;
+pub mod vfs;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -16,6 +16,7 @@ use crate::crypto::ObjType;
 use crate::error::{Error, Result};
 use crate::format::tree::{Kind, Node};
 use crate::id::Id;
+use crate::reader::FileMap;
 use crate::repo::Repository;
 use crate::sys;
 
@@ -297,39 +298,28 @@ fn write_entry(repo: &Repository, it: &Item) -> Result<u64> {
 /// Writes a file's chunks at their offsets, in parallel; all-zero chunks become holes.
 fn write_file(repo: &Repository, dest: &Path, node: &Node) -> Result<u64> {
     let io = |e| Error::io(dest.display().to_string(), e);
+    let map = FileMap::new(&repo.index().reader()?, &node.content, node.size)?;
     let f = File::create_new(dest).map_err(io)?;
-    let reader = repo.index().reader()?;
-    let mut offsets = Vec::with_capacity(node.content.len());
-    let mut off = 0u64;
-    for id in &node.content {
-        let loc = reader.get(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
-        offsets.push((off, *id, loc));
-        off += loc.raw_len as u64;
-    }
-    let result = offsets.par_iter().try_for_each(|(o, id, loc)| {
-        if loc.ty != ObjType::Data {
-            return Err(Error::corrupt(format!("blob {}", id.short()), "not a data blob"));
-        }
-        let data = repo.read_blob_at(id, loc)?;
-        if data.iter().all(|&b| b == 0) {
-            return Ok(());
-        }
-        f.write_all_at(&data, *o).map_err(io)
-    });
-    let result = result.and_then(|_| f.set_len(off).map_err(io));
+    let chunks: Vec<_> = map.chunks().collect();
+    let result = chunks
+        .par_iter()
+        .try_for_each(|&(off, id, loc)| {
+            if loc.ty != ObjType::Data {
+                return Err(Error::corrupt(format!("blob {}", id.short()), "not a data blob"));
+            }
+            let data = repo.read_blob_at(id, loc)?;
+            if data.iter().all(|&b| b == 0) {
+                return Ok(());
+            }
+            f.write_all_at(&data, off).map_err(io)
+        })
+        .and_then(|_| f.set_len(map.size()).map_err(io));
     if let Err(e) = result {
         // A partly written file must not pass for a restored one.
         let _ = fs::remove_file(dest);
         return Err(e);
     }
-    if off != node.size {
-        let _ = fs::remove_file(dest);
-        return Err(Error::corrupt(
-            format!("file {}", dest.display()),
-            format!("content is {off} bytes, metadata says {}", node.size),
-        ));
-    }
-    Ok(off)
+    Ok(map.size())
 }
 
 /// Owner (when root), xattrs, mode, then times: each step can disturb the ones before it.
@@ -344,5 +334,7 @@ fn set_meta(path: &Path, n: &Node) -> Result<()> {
     if n.kind != Kind::Symlink {
         fs::set_permissions(path, fs::Permissions::from_mode(n.mode)).map_err(io)?;
     }
-    sys::set_times(path, n.atime, n.mtime).map_err(io)
+    // Without a stored atime, use mtime as tar does: restored metadata then does not depend on
+    // when the restore ran.
+    sys::set_times(path, Some(n.atime.unwrap_or(n.mtime)), n.mtime).map_err(io)
 }

@@ -130,7 +130,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         );
         match out.snapshot {
             Some(id) => println!("snapshot {id} saved"),
-            None => println!("dry run: nothing written"),
+            None => println!("dry run: {} would be added to the repository; nothing was written", human(s.bytes_added)),
         }
     }
     if !out.warnings.is_empty() {

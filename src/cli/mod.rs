@@ -2,6 +2,7 @@
 
 mod backup;
 mod check;
+mod mount;
 mod progress;
 mod repair;
 mod restore;
@@ -67,6 +68,8 @@ enum Command {
     /// Repair the repository
     #[command(subcommand)]
     Repair(repair::Args),
+    /// Browse snapshots as a read-only filesystem (in the foreground, until unmounted)
+    Mount(mount::Args),
     /// Remove stale locks (those of processes on this host that no longer run)
     Unlock {
         /// Remove every lock, also those of processes that may still run
@@ -116,6 +119,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Repair(a) => repair::run(g, a),
+        Command::Mount(a) => mount::run(g, a),
         Command::Unlock { remove_all } => {
             let root = repo_path(g)?;
             if !root.join("config").exists() {

@@ -82,18 +82,21 @@ pub fn remove(root: &Path, all: bool) -> Result<usize> {
     Ok(n)
 }
 
+/// The first live lock that conflicts with ours; stale locks met on the way are removed, so
+/// those of killed processes do not pile up.
 fn conflict(root: &Path, exclusive: bool, own: Option<&Path>) -> Result<Option<LockInfo>> {
+    let mut found = None;
     for l in list(root)? {
-        if Some(l.path.as_path()) == own || !(exclusive || l.exclusive) {
+        if Some(l.path.as_path()) == own {
             continue;
         }
         if l.is_stale() {
             let _ = fs::remove_file(&l.path);
-            continue;
+        } else if (exclusive || l.exclusive) && found.is_none() {
+            found = Some(l);
         }
-        return Ok(Some(l));
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// Takes a lock. Checks before and after writing ours so two racing processes cannot both win.

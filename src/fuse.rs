@@ -1,0 +1,271 @@
+//! The thin fuser adapter over [`crate::vfs::Vfs`]: converts requests to calls, results to
+//! replies and errors to errnos. Writes never get here: the mount is read-only, so the kernel
+//! answers them with EROFS itself.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyXattr, Request, Session, SessionACL,
+};
+
+use crate::format::tree::Time;
+use crate::vfs::{Attr, FileKind, Vfs, VfsError, VfsResult};
+
+pub struct MountOptions {
+    /// Let other users in (their access then checked against the stored modes).
+    pub allow_other: bool,
+    /// Request-serving threads.
+    pub threads: usize,
+}
+
+/// Mounts `vfs` at `mountpoint`; the returned session serves it once `run` is called.
+pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> std::io::Result<Session<SnapFs>> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("snapfs".into()),
+        MountOption::Subtype("snapfs".into()),
+        // Stored setuid bits and device nodes are shown, never honoured.
+        MountOption::NoSuid,
+        MountOption::NoDev,
+    ];
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+        // Without this every user could read every file, whatever its stored mode.
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    Session::new(SnapFs { vfs }, mountpoint, &config)
+}
+
+pub struct SnapFs {
+    vfs: Arc<Vfs>,
+}
+
+/// Runs a handler body, turning a panic (a bug) into EIO instead of a dead session thread.
+fn guard<T>(op: &str, f: impl FnOnce() -> VfsResult<T>) -> Result<T, Errno> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(errno(op, e)),
+        Err(_) => {
+            eprintln!("snapfs: internal error in {op}; answered EIO");
+            Err(Errno::EIO)
+        }
+    }
+}
+
+fn errno(op: &str, e: VfsError) -> Errno {
+    match e {
+        VfsError::NotFound => Errno::ENOENT,
+        VfsError::NotDir => Errno::ENOTDIR,
+        VfsError::NotLink => Errno::EINVAL,
+        VfsError::IsDir => Errno::EISDIR,
+        VfsError::NoXattr => Errno::NO_XATTR,
+        VfsError::BadHandle => Errno::EBADF,
+        VfsError::Io(e) => {
+            // The one place damage is reported: the caller only sees EIO.
+            eprintln!("snapfs: {op}: {e}");
+            Errno::EIO
+        }
+    }
+}
+
+fn system_time(t: Time) -> SystemTime {
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    } else {
+        // Before 1970: whole seconds back, then the nanoseconds forward.
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(u64::from(t.nsec))
+    }
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::Dir => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+        FileKind::Socket => FileType::Socket,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: system_time(a.atime),
+        mtime: system_time(a.mtime),
+        ctime: system_time(a.ctime),
+        crtime: system_time(a.mtime),
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: 128 * 1024,
+        flags: 0,
+    }
+}
+
+/// Replies to getxattr/listxattr: the size when asked for it, ERANGE when it does not fit.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: Result<Vec<u8>, Errno>) {
+    match data {
+        Ok(d) if size == 0 => reply.size(d.len() as u32),
+        Ok(d) if d.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(d) => reply.data(&d),
+        Err(e) => reply.error(e),
+    }
+}
+
+impl fuser::Filesystem for SnapFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Ask for as much read-ahead as the kernel allows; it says how much that is.
+        if let Err(max) = config.set_max_readahead(u32::MAX) {
+            let _ = config.set_max_readahead(max);
+        }
+        // Each is an optimisation: take whichever the kernel offers.
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            // Safe: a symlink's inode number includes its target.
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            let _ = config.add_capabilities(flag);
+        }
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match guard("lookup", || self.vfs.lookup(parent.0, name.as_bytes())) {
+            Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _ = guard("forget", || {
+            self.vfs.forget(ino.0, nlookup);
+            Ok(())
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match guard("getattr", || self.vfs.getattr(ino.0)) {
+            Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match guard("readlink", || self.vfs.readlink(ino.0)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match guard("open", || self.vfs.open(ino.0)) {
+            // Contents never change: the page cache may outlive this open.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match guard(&format!("read of inode {}", ino.0), || self.vfs.read(fh.0, offset, size)) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Listings inside snapshots never change: let the kernel cache them across opens.
+        let flags = if self.vfs.is_snapshot_dir(ino.0) {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        reply.opened(FileHandle(0), flags);
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let r = guard("readdir", || {
+            self.vfs.readdir(ino.0, offset, false, &mut |off, e| {
+                reply.add(INodeNo(e.ino), off, file_type(e.kind), OsStr::from_bytes(e.name))
+            })
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let r = guard("readdirplus", || {
+            self.vfs.readdir(ino.0, offset, true, &mut |off, e| {
+                let Some(entry) = e.entry else { return true };
+                let ttl = entry.entry_ttl.min(entry.attr_ttl);
+                reply.add(INodeNo(e.ino), off, OsStr::from_bytes(e.name), &ttl, &file_attr(&entry.attr), Generation(0))
+            })
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, size, guard("getxattr", || self.vfs.getxattr(ino.0, name.as_bytes())));
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, size, guard("listxattr", || self.vfs.listxattr(ino.0)));
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Only reached without default_permissions, where the owner may read everything; writing
+        // is refused for the whole (read-only) mount.
+        if mask.contains(fuser::AccessFlags::W_OK) { reply.error(Errno::EROFS) } else { reply.ok() }
+    }
+}

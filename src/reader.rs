@@ -1,0 +1,170 @@
+//! The read path shared by mount and restore: a file's byte ranges mapped to its
+//! chunks through the index's raw lengths, chunks fetched, authenticated and decompressed once
+//! and kept in a bounded LRU of plaintext, and the next chunks of a sequential reader fetched
+//! ahead in the background.
+
+use std::ops::{Deref, Range};
+use std::sync::Arc;
+
+use crate::cache::LoadingLru;
+use crate::crypto::ObjType;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{BlobLoc, IndexReader};
+use crate::repo::Repository;
+
+/// A chunk's plaintext, shared between the cache and readers.
+pub type Chunk = Arc<[u8]>;
+
+/// Fetches chunks through a bounded cache of decompressed chunks.
+pub struct ChunkReader {
+    repo: Arc<Repository>,
+    cache: LoadingLru<Id, Chunk>,
+}
+
+impl ChunkReader {
+    /// A reader whose cache holds at most `cache_bytes` of plaintext (plus the chunk last read).
+    pub fn new(repo: Arc<Repository>, cache_bytes: usize) -> ChunkReader {
+        ChunkReader { repo, cache: LoadingLru::new(cache_bytes, |c: &Chunk| c.len()) }
+    }
+
+    pub fn repo(&self) -> &Arc<Repository> {
+        &self.repo
+    }
+
+    /// One data chunk's plaintext. Errors name the blob and its pack.
+    pub fn chunk(&self, id: &Id, loc: &BlobLoc) -> Result<Chunk> {
+        self.cache.get_or_load(id, || {
+            let wrap =
+                |e: Error| Error::Blob { kind: "data blob", blob: id.hex(), pack: loc.pack.hex(), source: Box::new(e) };
+            if loc.ty != ObjType::Data {
+                return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
+            }
+            let data = self.repo.read_blob_at(id, loc).map_err(wrap)?;
+            if data.len() != loc.raw_len as usize {
+                return Err(wrap(Error::corrupt("blob", "length differs from the index")));
+            }
+            Ok(Chunk::from(data))
+        })
+    }
+
+    pub fn is_cached(&self, id: &Id) -> bool {
+        self.cache.contains(id)
+    }
+
+    /// Bytes of plaintext held in the cache now.
+    pub fn cached_bytes(&self) -> usize {
+        self.cache.weight()
+    }
+
+    /// Loads chunks `range` of `map` into the cache on the rayon pool, so a sequential reader
+    /// finds them decompressed when it gets there. Failures are left for the real read to report.
+    pub fn prefetch(self: &Arc<Self>, map: &Arc<FileMap>, range: Range<usize>) {
+        for i in range {
+            let Some((id, loc)) = map.chunks.get(i).copied() else { break };
+            if self.is_cached(&id) {
+                continue;
+            }
+            let me = self.clone();
+            rayon::spawn(move || {
+                let _ = me.chunk(&id, &loc);
+            });
+        }
+    }
+}
+
+/// Where each of a file's chunks lies, in the file and in the repository.
+pub struct FileMap {
+    chunks: Vec<(Id, BlobLoc)>,
+    /// `starts[i]` is chunk i's offset in the file; one more entry holds the file's size.
+    starts: Vec<u64>,
+}
+
+impl FileMap {
+    /// Looks up every chunk of a file's `content`; `size` is the length its metadata records,
+    /// which the chunks must add up to.
+    pub fn new(index: &IndexReader, content: &[Id], size: u64) -> Result<FileMap> {
+        let mut chunks = Vec::with_capacity(content.len());
+        let mut starts = Vec::with_capacity(content.len() + 1);
+        let mut off = 0u64;
+        for id in content {
+            let loc = index.get(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
+            chunks.push((*id, loc));
+            starts.push(off);
+            off += u64::from(loc.raw_len);
+        }
+        starts.push(off);
+        if off != size {
+            return Err(Error::corrupt("file content", format!("chunks add up to {off} bytes, metadata says {size}")));
+        }
+        Ok(FileMap { chunks, starts })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Every chunk with its offset in the file, in order.
+    pub fn chunks(&self) -> impl Iterator<Item = (u64, &Id, &BlobLoc)> + '_ {
+        self.chunks.iter().zip(&self.starts).map(|((id, loc), &off)| (off, id, loc))
+    }
+
+    /// Plaintext length of chunk `i` (0 past the end).
+    pub fn chunk_len(&self, i: usize) -> u64 {
+        self.chunks.get(i).map_or(0, |(_, loc)| u64::from(loc.raw_len))
+    }
+
+    /// The chunk holding byte `offset` (which must be below the size).
+    fn chunk_at(&self, offset: u64) -> usize {
+        self.starts.partition_point(|&s| s <= offset) - 1
+    }
+
+    /// The plaintext of `[offset, offset + len)`, cut short at the end of the file. Also returns
+    /// the index of the last chunk touched, for read-ahead.
+    pub fn read(&self, reader: &ChunkReader, offset: u64, len: usize) -> Result<(ReadData, usize)> {
+        let end = self.size().min(offset.saturating_add(len as u64));
+        if offset >= end {
+            return Ok((ReadData::Owned(Vec::new()), self.chunks.len()));
+        }
+        let first = self.chunk_at(offset);
+        let last = self.chunk_at(end - 1);
+        let piece = |i: usize| -> Result<(Chunk, Range<usize>)> {
+            let (id, loc) = &self.chunks[i];
+            let data = reader.chunk(id, loc)?;
+            let lo = offset.max(self.starts[i]) - self.starts[i];
+            let hi = end.min(self.starts[i + 1]) - self.starts[i];
+            Ok((data, lo as usize..hi as usize))
+        };
+        if first == last {
+            // The common case: one chunk, no copy.
+            let (data, r) = piece(first)?;
+            return Ok((ReadData::Shared(data, r), last));
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for i in first..=last {
+            let (data, r) = piece(i)?;
+            out.extend_from_slice(&data[r]);
+        }
+        Ok((ReadData::Owned(out), last))
+    }
+}
+
+/// Bytes read from a file: a slice of a cached chunk, or a copy spanning several.
+pub enum ReadData {
+    Shared(Chunk, Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl Deref for ReadData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Shared(c, r) => &c[r.clone()],
+            ReadData::Owned(v) => v,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Helpers for tests that run the real `snapfs` binary and mount it with the real kernel.
+
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Whether FUSE tests can run here. In CI they must: a missing /dev/fuse fails the test there.
+pub fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists()
+        && Command::new("fusermount3").arg("-V").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("FUSE is required in CI: /dev/fuse or fusermount3 is missing (install fuse3)");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: FUSE mount test needs /dev/fuse and fusermount3 (install fuse3) !!!!!!!!\n");
+    }
+    ok
+}
+
+/// A repository in a temporary directory, driven through the CLI.
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl TestRepo {
+    pub fn new() -> TestRepo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("repo");
+        let t = TestRepo { dir, path };
+        t.ok(&["init"]);
+        t
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_snapfs"));
+        c.args(args).env("SNAPFS_REPOSITORY", &self.path).env("SNAPFS_PASSWORD", PASSWORD);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run snapfs")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "snapfs {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A fresh empty directory inside the test's temporary directory.
+    pub fn subdir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::create_dir_all(&p).expect("mkdir");
+        p
+    }
+
+    pub fn mount(&self, args: &[&str]) -> Mounted {
+        let mp = self.subdir("mnt");
+        let log = self.dir.path().join("mount.log");
+        let mut c = self.cmd(&["mount"]);
+        c.arg(&mp).args(args).stdout(Stdio::null()).stderr(File::create(&log).expect("log file"));
+        let child = c.spawn().expect("spawn snapfs mount");
+        let mut m = Mounted { child, mp, log };
+        m.wait_ready();
+        m
+    }
+}
+
+pub fn is_mounted(mp: &Path) -> bool {
+    let info = fs::read("/proc/self/mountinfo").unwrap_or_default();
+    let needle = mp.as_os_str().as_bytes();
+    info.split(|&b| b == b'\n').any(|l| l.split(|&b| b == b' ').nth(4) == Some(needle))
+}
+
+/// A running `snapfs mount`; unmounted and reaped on drop, also when the test fails.
+pub struct Mounted {
+    pub child: Child,
+    pub mp: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Mounted {
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("snapfs mount exited with {status}: {}", self.log_text());
+            }
+            if is_mounted(&self.mp) && self.mp.join("snapshots").is_dir() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the mount did not come up within 30 s: {}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `snapshots/latest` followed by the absolute source path: where a backed-up tree appears.
+    pub fn latest(&self, src: &Path) -> PathBuf {
+        self.mp.join("snapshots/latest").join(src.strip_prefix("/").expect("absolute"))
+    }
+
+    /// Waits for the process to exit by itself, returning its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if is_mounted(&self.mp) {
+            let ok = Command::new("fusermount3").arg("-u").arg(&self.mp).status().is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("fusermount3").arg("-uz").arg(&self.mp).status();
+            }
+        }
+        if self.wait_exit(Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+pub fn set_mtime(p: &Path, secs: i64, nanos: u32) {
+    let t = if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nanos)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nanos.into())
+    };
+    File::open(p).expect("open for times").set_modified(t).expect("set mtime");
+}
+
+pub fn mode(p: &Path, m: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(m)).expect("chmod");
+}
+
+pub fn sh(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+pub fn now_ns() -> i128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as i128
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
