@@ -11,6 +11,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod support;
+
 use serde_json::Value;
 use snapfs::crypto::ObjType;
 use snapfs::repo::Repository;
@@ -202,18 +204,12 @@ fn restore_matches(f: &Fixture, repo: &Path, scratch: &Path, idx: usize, report:
     let target = scratch.join(format!("restore-{idx}"));
     let out = snapfs(repo, &["restore", &f.snapshot_ids[idx], "--target", target.to_str().unwrap()]);
     assert!(!text(&out.stderr).contains("panicked"), "restore panicked: {}", text(&out.stderr));
-    let affected: Vec<String> = report["affected"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["snapshot"] == f.snapshot_ids[idx].as_str())
-        .flat_map(|a| a["paths"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap().to_string()))
-        .collect();
+    let affected = affected_in(f, report, idx);
     let base = target.join(f.src.strip_prefix("/").unwrap());
     let mut named = 0;
     for (rel, data) in &f.states[idx] {
         let abs = f.src.join(rel).display().to_string();
-        let hit = affected.iter().any(|p| p == "/" || abs == *p || abs.starts_with(&format!("{p}/")));
+        let hit = is_affected(&affected, &abs);
         let restored = fs::read(base.join(rel)).ok();
         if hit {
             named += 1;
@@ -228,6 +224,40 @@ fn restore_matches(f: &Fixture, repo: &Path, scratch: &Path, idx: usize, report:
         }
     }
     named
+}
+
+/// The paths `check` named as affected in snapshot `idx`.
+fn affected_in(f: &Fixture, report: &Value, idx: usize) -> Vec<String> {
+    report["affected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["snapshot"] == f.snapshot_ids[idx].as_str())
+        .flat_map(|a| a["paths"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn is_affected(affected: &[String], abs: &str) -> bool {
+    affected.iter().any(|p| p == "/" || abs == p || abs.starts_with(&format!("{p}/")))
+}
+
+/// Mounts the damaged repository: files `check` did not name read back intact through the
+/// kernel, and the ones it named fail to read.
+fn mount_matches(f: &Fixture, scratch: tempfile::TempDir, repo: PathBuf, report: &Value) {
+    let t = support::TestRepo { dir: scratch, path: repo };
+    let m = t.mount(&[]);
+    let affected = affected_in(f, report, 2);
+    let base = m.latest(&f.src);
+    for (rel, data) in &f.states[2] {
+        let abs = f.src.join(rel).display().to_string();
+        let read = fs::read(base.join(rel));
+        if is_affected(&affected, &abs) {
+            assert!(read.is_err(), "{abs} was named as damaged but reads through the mount");
+        } else {
+            let read = read.unwrap_or_else(|e| panic!("{abs} not named as damaged, but the mount says {e}"));
+            assert!(read == *data, "{abs} reads different bytes through the mount");
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -354,8 +384,16 @@ fn trial(f: &Fixture, kind: Damage, rng: &mut Rng) -> usize {
     if matches!(kind, Damage::SnapshotFlip) {
         assert!(report["problems"].as_array().unwrap().iter().any(|p| p["kind"] == "snapshot"));
     }
-    restore_matches(f, &repo, scratch.path(), restore_idx, &report)
+    let named = restore_matches(f, &repo, scratch.path(), restore_idx, &report);
+    let index_damage =
+        matches!(kind, Damage::IndexFlip | Damage::DeleteIndex | Damage::GarbleIndex | Damage::TruncateIndex);
+    if !index_damage && *FUSE.get_or_init(support::fuse_available) {
+        mount_matches(f, scratch, repo, &report);
+    }
+    named
 }
+
+static FUSE: OnceLock<bool> = OnceLock::new();
 
 #[test]
 fn corruption_matrix() {
