@@ -53,7 +53,14 @@ pub struct Index {
 
 impl Index {
     pub fn open(path: &Path) -> Result<Index> {
-        let db = redb::Builder::new().set_concurrency_mode(ConcurrencyMode::MultiWriter).create(path)?;
+        // redb trusts its file and can panic on an altered one ("Malformed allocator state");
+        // the index is a cache, so that must become an error that names the fix.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            redb::Builder::new().set_concurrency_mode(ConcurrencyMode::MultiWriter).create(path)
+        }));
+        let db = opened.map_err(|_| {
+            Error::Index(format!("{} is damaged; run `snapfs repair index` to rebuild it", path.display()))
+        })??;
         // A write transaction costs an fsync; only a new index needs one.
         let exists = db.begin_read()?.open_table(META).is_ok();
         if !exists {
