@@ -53,7 +53,14 @@ pub struct Index {
 
 impl Index {
     pub fn open(path: &Path) -> Result<Index> {
-        let db = redb::Builder::new().set_concurrency_mode(ConcurrencyMode::MultiWriter).create(path)?;
+        // redb trusts its file and can panic on an altered one ("Malformed allocator state");
+        // the index is a cache, so that must become an error that names the fix.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            redb::Builder::new().set_concurrency_mode(ConcurrencyMode::MultiWriter).create(path)
+        }));
+        let db = opened.map_err(|_| {
+            Error::Index(format!("{} is damaged; run `snapfs repair index` to rebuild it", path.display()))
+        })??;
         // A write transaction costs an fsync; only a new index needs one.
         let exists = db.begin_read()?.open_table(META).is_ok();
         if !exists {
@@ -68,6 +75,18 @@ impl Index {
             }
             tx.commit()?;
         }
+        Ok(Index { db })
+    }
+
+    /// An empty index in memory, for a repository opened without its index file.
+    pub fn in_memory() -> Result<Index> {
+        let db = redb::Builder::new().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        let tx = db.begin_write()?;
+        {
+            tx.open_table(BLOBS)?;
+            tx.open_table(PACKS)?;
+        }
+        tx.commit()?;
         Ok(Index { db })
     }
 
@@ -103,6 +122,107 @@ impl Index {
 
     pub fn blob_count(&self) -> Result<u64> {
         Ok(self.db.begin_read()?.open_table(BLOBS)?.len()?)
+    }
+
+    /// Opens an index that must already exist, checking every page's checksum: `check` and
+    /// `repair` must learn that the file was altered instead of trusting it (or creating an
+    /// empty one in place of a lost index).
+    pub fn open_existing(path: &Path) -> Result<Index> {
+        if !path.exists() {
+            return Err(Error::Index(format!("{} is missing", path.display())));
+        }
+        let db = redb::Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .set_check_integrity_on_open(true)
+            .open(path)?;
+        let tx = db.begin_read()?;
+        tx.open_table(BLOBS)?;
+        tx.open_table(PACKS)?;
+        drop(tx);
+        Ok(Index { db })
+    }
+
+    /// Every blob entry. Entries that fail to decode are returned as errors, not dropped.
+    pub fn blobs(&self) -> Result<Vec<(Id, Result<BlobLoc>)>> {
+        let table = self.db.begin_read()?.open_table(BLOBS)?;
+        let mut out = Vec::with_capacity(table.len()? as usize);
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push((Id(k.value()), BlobLoc::decode(&v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Every pack the index knows.
+    pub fn packs(&self) -> Result<Vec<(Id, PackInfo)>> {
+        let table = self.db.begin_read()?.open_table(PACKS)?;
+        let mut out = Vec::with_capacity(table.len()? as usize);
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push((Id(k.value()), PackInfo::decode(&v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Records when packs were last verified in full, so short runs can start with the others.
+    pub fn set_verified(&self, packs: &[(Id, i64)]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(PACKS)?;
+            for (id, t) in packs {
+                let Some(old) = table.get(id.0)?.map(|v| v.value()) else { continue };
+                let mut v = old;
+                v[12..20].copy_from_slice(&t.to_le_bytes());
+                table.insert(id.0, v)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Adds many packs in one transaction: what `repair index` writes into a fresh file.
+    pub fn add_packs(&self, packs: &[(Id, PackInfo, &[PackEntry])]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut blobs = tx.open_table(BLOBS)?;
+            let mut table = tx.open_table(PACKS)?;
+            for (pack, info, entries) in packs {
+                for e in *entries {
+                    let loc = BlobLoc { pack: *pack, offset: e.offset, length: e.length, raw_len: e.raw_len, ty: e.ty };
+                    blobs.insert(e.id.0, loc.encode())?;
+                }
+                table.insert(pack.0, info.encode())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// A `packs` table value (format-spec §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PackInfo {
+    pub size: u64,
+    pub blobs: u32,
+    /// Nanoseconds since the Unix epoch of the last full verification; 0 = never.
+    pub last_verified: i64,
+}
+
+impl PackInfo {
+    fn encode(&self) -> [u8; 20] {
+        let mut v = [0u8; 20];
+        v[..8].copy_from_slice(&self.size.to_le_bytes());
+        v[8..12].copy_from_slice(&self.blobs.to_le_bytes());
+        v[12..20].copy_from_slice(&self.last_verified.to_le_bytes());
+        v
+    }
+
+    fn decode(v: &[u8; 20]) -> PackInfo {
+        PackInfo {
+            size: u64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
+            blobs: u32::from_le_bytes(v[8..12].try_into().expect("4 bytes")),
+            last_verified: i64::from_le_bytes(v[12..20].try_into().expect("8 bytes")),
+        }
     }
 }
 

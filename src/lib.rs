@@ -8,6 +8,7 @@
 
 pub mod archiver;
 pub mod cache;
+pub mod check;
 pub mod chunker;
 pub mod crypto;
 pub mod error;

@@ -58,15 +58,17 @@ struct Item {
 
 pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let mut items = Vec::new();
+    // Directories whose listing is damaged: reported, and everything else is still restored.
+    let mut unreadable = Vec::new();
     match &opts.subpath {
         None => {
-            collect(repo, tree, Path::new("/"), &opts.target, opts, &mut items, false)?;
+            collect(repo, tree, Path::new("/"), &opts.target, opts, &mut items, false, &mut unreadable)?;
         }
         Some(sub) => {
             let node = find(repo, tree, sub)?;
             match node.subtree() {
                 Some(t) => {
-                    collect(repo, t, sub, &opts.target, opts, &mut items, false)?;
+                    collect(repo, t, sub, &opts.target, opts, &mut items, false, &mut unreadable)?;
                 }
                 None => {
                     let dest = opts.target.join(sys::os(&node.name));
@@ -75,7 +77,7 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
             }
         }
     }
-    let mut out = RestoreOutcome::default();
+    let mut out = RestoreOutcome { errors: unreadable, ..Default::default() };
     if opts.dry_run {
         for it in &items {
             let exists = fs::symlink_metadata(&it.dest).is_ok();
@@ -192,7 +194,7 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
             fail(it, &e);
         }
     }
-    out.errors = errors.into_inner().expect("poisoned");
+    out.errors.extend(errors.into_inner().expect("poisoned"));
     Ok(out)
 }
 
@@ -237,6 +239,8 @@ fn find(repo: &Repository, root: Id, path: &Path) -> Result<Node> {
 
 /// Gathers the entries to restore under `tree`; `forced` means an ancestor matched an include.
 /// Returns whether anything was selected, so directories leading to included paths are kept.
+/// A subdirectory whose tree cannot be read is left out and recorded in `unreadable`.
+#[allow(clippy::too_many_arguments)]
 fn collect(
     repo: &Repository,
     tree: Id,
@@ -245,6 +249,7 @@ fn collect(
     opts: &RestoreOptions,
     out: &mut Vec<Item>,
     forced: bool,
+    unreadable: &mut Vec<String>,
 ) -> Result<bool> {
     let mut any = false;
     for node in repo.load_tree(&tree)? {
@@ -259,10 +264,13 @@ fn collect(
         if let Some(sub) = node.subtree() {
             let at_dir = out.len();
             out.push(Item { dest: d.clone(), node });
-            if collect(repo, sub, &snap_path, &d, opts, out, included)? || included {
-                any = true;
-            } else {
-                out.truncate(at_dir);
+            match collect(repo, sub, &snap_path, &d, opts, out, included, unreadable) {
+                Ok(selected) if selected || included => any = true,
+                Ok(_) => out.truncate(at_dir),
+                Err(e) => {
+                    out.truncate(at_dir);
+                    unreadable.push(format!("{}: directory not restored: {e}", d.display()));
+                }
             }
         } else if included {
             out.push(Item { dest: d, node });

@@ -1,8 +1,10 @@
 //! Command-line interface: argument definitions, password sources, exit codes.
 
 mod backup;
+mod check;
 mod mount;
 mod progress;
+mod repair;
 mod restore;
 mod snapshots;
 
@@ -61,6 +63,11 @@ enum Command {
     Snapshots(snapshots::Args),
     /// Restore a snapshot, or part of one, to a directory
     Restore(restore::Args),
+    /// Verify the repository: structure, and with --read-data every blob
+    Check(check::Args),
+    /// Repair the repository
+    #[command(subcommand)]
+    Repair(repair::Args),
     /// Browse snapshots as a read-only filesystem (in the foreground, until unmounted)
     Mount(mount::Args),
     /// Remove stale locks (those of processes on this host that no longer run)
@@ -110,6 +117,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Backup(a) => backup::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Restore(a) => restore::run(g, a),
+        Command::Check(a) => check::run(g, a),
+        Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
         Command::Unlock { remove_all } => {
             let root = repo_path(g)?;

@@ -2,6 +2,7 @@
 
 pub mod lock;
 pub mod packer;
+pub mod packs;
 pub mod storage;
 
 use std::collections::HashMap;
@@ -70,6 +71,19 @@ impl Repository {
     }
 
     pub fn open(root: &Path, password: &[u8]) -> Result<Repository> {
+        let (keys, params, repo_id) = Self::unseal(root, password)?;
+        Self::assemble(root, keys, params, repo_id)
+    }
+
+    /// Opens a repository without touching `index.redb`: `check` and `repair index` must work
+    /// when the index is the missing or damaged part. Its [`Repository::index`] is empty (in
+    /// memory); callers open the real one with [`Index::open_existing`].
+    pub fn open_without_index(root: &Path, password: &[u8]) -> Result<Repository> {
+        let (keys, params, repo_id) = Self::unseal(root, password)?;
+        Self::assemble_with(root, keys, params, repo_id, Index::in_memory()?)
+    }
+
+    fn unseal(root: &Path, password: &[u8]) -> Result<(Keys, Params, [u8; 16])> {
         let cfg_path = root.join("config");
         let cfg = match fs::read(&cfg_path) {
             Ok(c) => c,
@@ -84,7 +98,7 @@ impl Repository {
         let header = &cfg[..config::HEADER_LEN];
         let params = keys.open(ObjType::Config, &Id::ZERO, &cfg[config::HEADER_LEN..], 1024, header)?;
         let params = Params::decode(&params)?;
-        Self::assemble(root, keys, params, repo_id)
+        Ok((keys, params, repo_id))
     }
 
     fn unlock(root: &Path, password: &[u8]) -> Result<Keys> {
@@ -111,6 +125,10 @@ impl Repository {
 
     fn assemble(root: &Path, keys: Keys, params: Params, repo_id: [u8; 16]) -> Result<Repository> {
         let index = Index::open(&root.join("index.redb"))?;
+        Self::assemble_with(root, keys, params, repo_id, index)
+    }
+
+    fn assemble_with(root: &Path, keys: Keys, params: Params, repo_id: [u8; 16], index: Index) -> Result<Repository> {
         let chunker = Chunker::new(keys.chunker_key(), &params);
         Ok(Repository {
             root: root.to_path_buf(),

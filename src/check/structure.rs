@@ -1,0 +1,295 @@
+//! The structure pass: key slots, pack headers, the index against them, and every tree every
+//! snapshot reaches. Reads no blob contents except trees.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::{Coverage, Lost, Problem, Report};
+use crate::crypto::ObjType;
+use crate::crypto::keyfile::KeySlot;
+use crate::error::{Error, Result};
+use crate::format::pack::PackEntry;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{self, Node};
+use crate::id::Id;
+use crate::index::{BlobLoc, Index, PackInfo};
+use crate::repo::Repository;
+use crate::repo::packs::{Header, PackFile, list_packs, read_header};
+
+/// The index's contents, read once.
+pub(super) struct IndexData {
+    pub index: Index,
+    pub blobs: HashMap<Id, BlobLoc>,
+    pub packs: HashMap<Id, PackInfo>,
+}
+
+/// What the repository holds, from the pack files and (when usable) the index.
+pub(super) struct Facts {
+    pub files: Vec<PackFile>,
+    pub headers: HashMap<Id, Vec<PackEntry>>,
+    pub index: Option<IndexData>,
+    /// Blob id → its locations according to the readable pack headers.
+    pub locs: HashMap<Id, Vec<BlobLoc>>,
+    pub now_ns: i64,
+}
+
+impl Facts {
+    /// Where a blob can be read: every pack header listing it, and the index's entry when its
+    /// pack's header is unreadable (the headers are authenticated, the index is not).
+    pub fn locations(&self, id: &Id) -> Vec<BlobLoc> {
+        let mut out = self.locs.get(id).cloned().unwrap_or_default();
+        if let Some(loc) = self.index.as_ref().and_then(|i| i.blobs.get(id))
+            && !self.headers.contains_key(&loc.pack)
+            && self.files.iter().any(|f| f.id == loc.pack && loc.offset as u64 + loc.length as u64 <= f.size)
+        {
+            out.push(*loc);
+        }
+        out
+    }
+
+    /// Reads a tree from the first location that yields an authentic copy.
+    pub fn load_tree(&self, repo: &Repository, id: &Id) -> Result<Vec<Node>> {
+        let locs: Vec<BlobLoc> = self.locations(id).into_iter().filter(|l| l.ty == ObjType::Tree).collect();
+        let mut last = Error::MissingBlob(id.hex());
+        for loc in locs {
+            match repo.read_blob_at(id, &loc).and_then(|b| tree::decode(&b)) {
+                Ok(nodes) => return Ok(nodes),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    pub fn coverage(&self, days: u64) -> Coverage {
+        let since = self.now_ns.saturating_sub((days * 86_400) as i64 * 1_000_000_000);
+        let recent = self
+            .index
+            .as_ref()
+            .map(|i| self.files.iter().filter(|f| i.packs.get(&f.id).is_some_and(|p| p.last_verified >= since)).count())
+            .unwrap_or(0);
+        Coverage { packs: self.files.len() as u64, verified_recently: recent as u64, days }
+    }
+}
+
+/// Every key slot must parse; the password opened one of them already.
+pub(super) fn key_slots(root: &Path, report: &mut Report) {
+    let dir = root.join("keys");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        report.problems.push(problem("key_slot", None, format!("cannot read {}", dir.display())));
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Err(err) = fs::read(e.path())
+            .map_err(|e| e.to_string())
+            .and_then(|raw| KeySlot::parse(&raw).map(|_| ()).map_err(|e| e.to_string()))
+        {
+            report.problems.push(problem("key_slot", None, format!("key slot {name}: {err}")));
+        }
+    }
+}
+
+fn problem(kind: &'static str, pack: Option<Id>, detail: String) -> Problem {
+    Problem { kind, pack, blob: None, detail }
+}
+
+/// Reads every pack header and the index, and reports where they disagree.
+pub(super) fn gather(repo: &Repository, report: &mut Report) -> Result<Facts> {
+    let (files, strays) = list_packs(repo.root())?;
+    report.stray_files = strays.iter().map(|p| p.display().to_string()).collect();
+    report.packs = files.len() as u64;
+    report.pack_bytes = files.iter().map(|f| f.size).sum();
+
+    let read: Vec<(Id, Result<Header>)> = files.par_iter().map(|p| (p.id, read_header(repo.keys(), &p.path))).collect();
+    let mut headers = HashMap::new();
+    let mut locs: HashMap<Id, Vec<BlobLoc>> = HashMap::new();
+    for (pack, h) in read {
+        match h {
+            Ok((entries, _)) => {
+                for e in &entries {
+                    let loc = BlobLoc { pack, offset: e.offset, length: e.length, raw_len: e.raw_len, ty: e.ty };
+                    locs.entry(e.id).or_default().push(loc);
+                }
+                headers.insert(pack, entries);
+            }
+            Err(e) => report.problems.push(problem("pack_header", Some(pack), e.to_string())),
+        }
+    }
+
+    let index = match open_index(repo.root()) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            report.index.unusable = true;
+            report.index.problems.push(e.to_string());
+            None
+        }
+    };
+    let facts = Facts { files, headers, index, locs, now_ns: jiff::Timestamp::now().as_nanosecond() as i64 };
+    if let Some(ix) = &facts.index {
+        compare_index(&facts, ix, report);
+    }
+    Ok(facts)
+}
+
+fn open_index(root: &Path) -> Result<IndexData> {
+    let index = Index::open_existing(&root.join("index.redb"))?;
+    let mut blobs = HashMap::new();
+    for (id, loc) in index.blobs()? {
+        blobs.insert(id, loc.map_err(|e| Error::Index(format!("entry of blob {}: {e}", id.short())))?);
+    }
+    let packs = index.packs()?.into_iter().collect();
+    Ok(IndexData { index, blobs, packs })
+}
+
+/// Every index entry must lie inside an existing pack of the right size and match its header.
+fn compare_index(facts: &Facts, ix: &IndexData, report: &mut Report) {
+    let sizes: HashMap<Id, u64> = facts.files.iter().map(|f| (f.id, f.size)).collect();
+    let mut per_pack: HashMap<Id, u64> = HashMap::new();
+    for (id, loc) in &ix.blobs {
+        *per_pack.entry(loc.pack).or_default() += 1;
+        match sizes.get(&loc.pack) {
+            None if !ix.packs.contains_key(&loc.pack) => report.index.problems.push(format!(
+                "blob {} is in pack {}, which neither the index nor the disk has",
+                id.short(),
+                loc.pack
+            )),
+            None => {} // reported once per pack below
+            Some(&size) if loc.offset as u64 + loc.length as u64 > size => {}
+            Some(_) => {
+                if let Some(h) = facts.headers.get(&loc.pack) {
+                    let listed = h.iter().any(|e| {
+                        e.id == *id
+                            && e.offset == loc.offset
+                            && e.length == loc.length
+                            && e.raw_len == loc.raw_len
+                            && e.ty == loc.ty
+                    });
+                    if !listed && facts.locs.contains_key(id) {
+                        report.index.problems.push(format!(
+                            "blob {}: the index places it in pack {} where that pack's header does not",
+                            id.short(),
+                            loc.pack.short()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (pack, info) in &ix.packs {
+        match sizes.get(pack) {
+            None => report.problems.push(problem(
+                "pack_missing",
+                Some(*pack),
+                format!("pack {pack} is missing ({} blobs were in it)", info.blobs),
+            )),
+            Some(&size) if size != info.size => report.problems.push(problem(
+                "pack_size",
+                Some(*pack),
+                format!("pack {pack} is {size} bytes, the index recorded {}", info.size),
+            )),
+            Some(_) => {
+                let n = per_pack.get(pack).copied().unwrap_or(0);
+                if let Some(h) = facts.headers.get(pack)
+                    && (h.len() as u64 != info.blobs as u64 || h.len() as u64 != n)
+                {
+                    report.index.problems.push(format!(
+                        "pack {}: header lists {} blobs, index recorded {} and holds {n}",
+                        pack.short(),
+                        h.len(),
+                        info.blobs
+                    ));
+                }
+            }
+        }
+    }
+    for pack in per_pack.keys() {
+        if !ix.packs.contains_key(pack) && sizes.contains_key(pack) {
+            report.index.problems.push(format!("pack {}: has blob entries but no pack entry", pack.short()));
+        }
+    }
+    report.index.unindexed_packs = facts.files.iter().filter(|f| !ix.packs.contains_key(&f.id)).count() as u64;
+}
+
+/// What the walked snapshots reference.
+#[derive(Default)]
+pub(super) struct Walk {
+    pub trees: HashSet<Id>,
+    pub data: HashSet<Id>,
+}
+
+/// Reads every tree reachable from the snapshots, level by level in parallel, each tree once.
+pub(super) fn walk(repo: &Repository, facts: &Facts, snaps: &[(Id, Snapshot)], lost: &mut HashMap<Id, Lost>) -> Walk {
+    let mut w = Walk::default();
+    let mut frontier: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).filter(|t| w.trees.insert(*t)).collect();
+    while !frontier.is_empty() {
+        let loaded: Vec<(Id, Result<Vec<Node>>)> =
+            frontier.par_iter().map(|id| (*id, facts.load_tree(repo, id))).collect();
+        frontier = Vec::new();
+        for (id, nodes) in loaded {
+            let nodes = match nodes {
+                Ok(n) => n,
+                Err(e) => {
+                    let indexed = facts.index.as_ref().and_then(|i| i.blobs.get(&id)).map(|l| l.pack);
+                    let pack = facts.locations(&id).first().map(|l| l.pack).or(indexed);
+                    lost.insert(id, Lost { ty: ObjType::Tree, pack, detail: e.to_string() });
+                    continue;
+                }
+            };
+            for n in nodes {
+                if let Some(sub) = n.subtree() {
+                    if w.trees.insert(sub) {
+                        frontier.push(sub);
+                    }
+                } else {
+                    w.data.extend(n.content);
+                }
+            }
+        }
+    }
+    for id in &w.data {
+        let locs = facts.locations(id);
+        if locs.is_empty() {
+            let indexed = facts.index.as_ref().and_then(|i| i.blobs.get(id)).map(|l| l.pack);
+            let detail = match indexed {
+                Some(p) => format!("in no readable pack (the index places it in pack {}, which lacks it)", p.short()),
+                None => "in no pack".into(),
+            };
+            lost.insert(*id, Lost { ty: ObjType::Data, pack: indexed, detail });
+        } else if !locs.iter().any(|l| l.ty == ObjType::Data) {
+            let detail = "stored as a tree blob, referenced as file data".into();
+            lost.insert(*id, Lost { ty: ObjType::Data, pack: Some(locs[0].pack), detail });
+        }
+    }
+    w
+}
+
+/// Restore reads through the index: a referenced blob it lacks is unreadable until a repair.
+pub(super) fn referenced_in_index(facts: &Facts, w: &Walk, lost: &HashMap<Id, Lost>, report: &mut Report) {
+    let Some(ix) = &facts.index else { return };
+    let mut missing = 0u64;
+    let mut first = None;
+    for id in w.trees.iter().chain(w.data.iter()) {
+        if !ix.blobs.contains_key(id) && !lost.contains_key(id) {
+            missing += 1;
+            first.get_or_insert(*id);
+        }
+    }
+    if let Some(id) = first {
+        report.index.problems.push(format!(
+            "{missing} referenced blobs are in packs but not in the index (e.g. {}); restore cannot find them",
+            id.short()
+        ));
+    }
+}
+
+/// Counts packs and blobs no walked snapshot needs.
+pub(super) fn unreferenced(facts: &Facts, w: &Walk, report: &mut Report) {
+    let used = |id: &Id| w.trees.contains(id) || w.data.contains(id);
+    report.unreferenced_blobs = facts.locs.keys().filter(|id| !used(id)).count() as u64;
+    report.unreferenced_packs =
+        facts.headers.values().filter(|entries| !entries.is_empty() && !entries.iter().any(|e| used(&e.id))).count()
+            as u64;
+}

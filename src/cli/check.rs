@@ -1,0 +1,238 @@
+//! `snapfs check`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use super::{Global, exit, human};
+use snapfs::check::{CheckOptions, Report, Subset, check, parse_subset};
+use snapfs::repo::{Repository, lock};
+use snapfs::select::{self, Filter};
+use snapfs::timespec;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also read every pack in full: authenticate, decompress and re-hash every blob
+    #[arg(long)]
+    read_data: bool,
+    /// Read only part of the packs: `N%` (least recently verified first) or `n/m` (a fixed slice)
+    #[arg(long, value_name = "N%|n/m")]
+    read_data_subset: Option<String>,
+    /// Stop starting new packs after this long (e.g. 10m, 1h30m); implies --read-data, least
+    /// recently verified packs first
+    #[arg(long, value_name = "DURATION")]
+    max_duration: Option<String>,
+    /// Check only what this snapshot (id prefix or `latest`) needs
+    #[arg(long, value_name = "ID")]
+    snapshot: Option<String>,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<u8> {
+    let subset = match &a.read_data_subset {
+        Some(s) => Some(parse_subset(s).with_context(|| format!("bad --read-data-subset {s:?}: use N% or n/m"))?),
+        None if a.read_data || a.max_duration.is_some() => Some(Subset::All),
+        None => None,
+    };
+    let max_duration = a.max_duration.as_deref().map(parse_duration).transpose()?;
+    let root = super::repo_path(g)?;
+    if !root.join("config").exists() {
+        return Err(snapfs::Error::NoRepository(root.to_path_buf()).into());
+    }
+    let pw = super::password(g, false)?;
+    // Without the index: a missing or damaged index is something to report, not a reason to stop.
+    let repo = Repository::open_without_index(root, pw.as_bytes())?;
+    let _lock = lock::acquire(root, false, "check")?;
+    let snapshot = match &a.snapshot {
+        None => None,
+        Some(name) => {
+            let (snaps, _) = repo.snapshots()?;
+            Some(select::by_name(&snaps, name, &Filter::default())?.0)
+        }
+    };
+    let opts = CheckOptions { read_data: subset, max_duration, snapshot };
+    let report = check(&repo, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
+    } else {
+        print_text(&report, g.quiet);
+    }
+    Ok(if report.is_clean() { 0 } else { exit::ERROR })
+}
+
+/// `90s`, `10m`, `1h30m`, `2d`.
+fn parse_duration(s: &str) -> Result<Duration> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => bail!("bad duration {s:?}: use e.g. 90s, 10m, 1h30m"),
+        };
+        let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        num.clear();
+    }
+    if !num.is_empty() || total == 0 {
+        bail!("bad duration {s:?}: use e.g. 90s, 10m, 1h30m");
+    }
+    Ok(Duration::from_secs(total))
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 100.0 } else { part as f64 * 100.0 / whole as f64 }
+}
+
+fn print_text(r: &Report, quiet: bool) {
+    if !quiet {
+        println!(
+            "checked {} snapshots: {} trees, {} data blobs, in {} packs ({})",
+            r.snapshots,
+            r.trees,
+            r.data_blobs,
+            r.packs,
+            human(r.pack_bytes)
+        );
+        if let Some(d) = &r.read {
+            let rate = if d.seconds > 0.0 { d.bytes as f64 / d.seconds } else { 0.0 };
+            println!(
+                "read {} of {} selected packs ({}, {} blobs) in {:.2} s, {}/s{}",
+                d.packs,
+                d.packs_selected,
+                human(d.bytes),
+                d.blobs,
+                d.seconds,
+                human(rate as u64),
+                if d.complete { "" } else { "; stopped at --max-duration" }
+            );
+        }
+        let c = &r.coverage;
+        println!(
+            "coverage: {:.0}% of packs ({} of {}) verified in the last {} days",
+            percent(c.verified_recently, c.packs),
+            c.verified_recently,
+            c.packs,
+            c.days
+        );
+        if r.unreferenced_packs + r.unreferenced_blobs > 0 {
+            println!(
+                "unreferenced: {} packs, {} blobs that no snapshot needs (not damage)",
+                r.unreferenced_packs, r.unreferenced_blobs
+            );
+        }
+        if r.index.unindexed_packs > 0 {
+            println!("{} packs are not in the index (left by an interrupted backup?)", r.index.unindexed_packs);
+        }
+        for s in &r.stray_files {
+            println!("note: {s} is not a pack file");
+        }
+    }
+    if !r.problems.is_empty() {
+        println!("DAMAGE: {} problems", r.problems.len());
+        for p in &r.problems {
+            match p.blob {
+                Some((id, ty)) => println!("  {:<12} {} {id}: {}", p.kind, ty.name(), p.detail),
+                None => println!("  {:<12} {}", p.kind, p.detail),
+            }
+        }
+    }
+    for a in &r.affected {
+        println!(
+            "snapshot {} of {}: {} paths affected (everything else in it restores):",
+            a.snapshot.short(),
+            timespec::local(a.time_ns),
+            a.paths.len()
+        );
+        for p in &a.paths {
+            println!("  {:<10} {}", p.kind, p.path);
+        }
+    }
+    if r.index.needs_repair() {
+        println!(
+            "INDEX: {} problems; run `snapfs repair index` to rebuild it from the pack headers",
+            r.index.problems.len()
+        );
+        for p in &r.index.problems {
+            println!("  {p}");
+        }
+    }
+    if r.is_clean() {
+        if !quiet {
+            println!("no damage found");
+        }
+    } else if r.problems.is_empty() {
+        println!("the data is intact; only the index needs repair");
+    }
+}
+
+fn to_json(r: &Report) -> Value {
+    let problems: Vec<Value> = r
+        .problems
+        .iter()
+        .map(|p| {
+            json!({
+                "kind": p.kind,
+                "pack": p.pack.map(|id| id.hex()),
+                "blob": p.blob.map(|(id, _)| id.hex()),
+                "blob_type": p.blob.map(|(_, ty)| if ty == snapfs::crypto::ObjType::Tree { "tree" } else { "data" }),
+                "detail": p.detail,
+            })
+        })
+        .collect();
+    let affected: Vec<Value> = r
+        .affected
+        .iter()
+        .map(|a| {
+            let paths: Vec<Value> =
+                a.paths.iter().map(|p| json!({"path": p.path, "kind": p.kind, "blob": p.blob.hex()})).collect();
+            json!({"snapshot": a.snapshot.hex(), "time": timespec::rfc3339(a.time_ns), "paths": paths})
+        })
+        .collect();
+    let read = r.read.as_ref().map(|d| {
+        json!({
+            "packs": d.packs,
+            "packs_selected": d.packs_selected,
+            "bytes": d.bytes,
+            "blobs": d.blobs,
+            "seconds": d.seconds,
+            "complete": d.complete,
+        })
+    });
+    let c = &r.coverage;
+    json!({
+        "ok": r.is_clean(),
+        "snapshots": r.snapshots,
+        "trees": r.trees,
+        "data_blobs": r.data_blobs,
+        "packs": r.packs,
+        "pack_bytes": r.pack_bytes,
+        "problems": problems,
+        "affected": affected,
+        "index": {
+            "ok": !r.index.needs_repair(),
+            "unusable": r.index.unusable,
+            "repair_recommended": r.index.needs_repair(),
+            "problems": r.index.problems,
+            "unindexed_packs": r.index.unindexed_packs,
+        },
+        "unreferenced": {"packs": r.unreferenced_packs, "blobs": r.unreferenced_blobs},
+        "stray_files": r.stray_files,
+        "read_data": read,
+        "coverage": {
+            "packs": c.packs,
+            "verified_recently": c.verified_recently,
+            "days": c.days,
+            "percent": percent(c.verified_recently, c.packs),
+        },
+    })
+}
