@@ -3,6 +3,8 @@
 
 pub mod keyfile;
 
+use std::cell::RefCell;
+
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -109,7 +111,7 @@ impl Keys {
         plain.push(0);
         if zstd_level > 0 && payload.len() > 64 {
             let bound = payload.len().saturating_sub(payload.len() / 64);
-            if let Ok(z) = zstd::bulk::compress(payload, zstd_level)
+            if let Ok(z) = compress(payload, zstd_level)
                 && z.len() < bound
             {
                 plain[0] = 1;
@@ -131,16 +133,7 @@ impl Keys {
         let bad = |d: &str| Error::corrupt(format!("{} {}", ty.name(), id.short()), d.to_string());
         match plain.first() {
             Some(0) if plain.len() - 1 <= max_len => Ok(plain[1..].to_vec()),
-            Some(1) => {
-                let mut out = Vec::new();
-                let mut dec = zstd::stream::read::Decoder::new(&plain[1..]).map_err(|_| bad("bad zstd frame"))?;
-                let n = std::io::Read::read_to_end(&mut std::io::Read::take(&mut dec, max_len as u64 + 1), &mut out)
-                    .map_err(|_| bad("bad zstd frame"))?;
-                if n > max_len {
-                    return Err(bad("decompressed payload exceeds its bound"));
-                }
-                Ok(out)
-            }
+            Some(1) => decompress(&plain[1..], max_len).map_err(|_| bad("bad zstd frame, or larger than its bound")),
             Some(0) => Err(bad("payload exceeds its bound")),
             _ => Err(bad("unknown compression")),
         }
@@ -154,6 +147,32 @@ impl Keys {
         }
         Ok(plain)
     }
+}
+
+thread_local! {
+    // A zstd context costs far more to set up than to compress one small file with: keep one
+    // per thread (rayon's workers live as long as the process).
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|c| {
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        c.as_mut().expect("set above").1.compress(data)
+    })
+}
+
+/// Decompresses into a buffer of the frame's recorded size, refusing anything over `max_len`.
+fn decompress(frame: &[u8], max_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|d| {
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut().expect("set above").decompress(frame, max_len)
+    })
 }
 
 fn aad(ty: ObjType, id: &Id, extra: &[u8]) -> Vec<u8> {
