@@ -22,8 +22,10 @@ use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::packer::Packer;
 
-/// How much of a file is read at once; chunks are cut and sealed in parallel within it.
-const READ_BLOCK: usize = 32 << 20;
+/// How much of a file is read at once; chunks are cut and sealed in parallel within it. Work
+/// stealing can put several files in flight per thread, so this multiplies: 16 MiB (twice the
+/// largest chunk, the least the chunker needs) keeps peak memory down.
+const READ_BLOCK: usize = 16 << 20;
 
 pub struct Walker<'a> {
     pub repo: &'a Repository,

@@ -10,7 +10,6 @@ use nix::sys::signal::{SigSet, Signal};
 
 use super::Global;
 use snapfs::fuse::{self, MountOptions};
-use snapfs::select::Filter;
 use snapfs::vfs::{Options, Vfs};
 
 #[derive(clap::Args)]
@@ -22,15 +21,8 @@ pub struct Args {
     /// needs `user_allow_other` in /etc/fuse.conf unless run as root
     #[arg(long)]
     allow_other: bool,
-    /// Show only snapshots with these tags (comma-separated: all of them; repeat: any set)
-    #[arg(long = "tag", value_name = "TAGS")]
-    tags: Vec<String>,
-    /// Show only snapshots of this host (repeatable)
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Show only snapshots that include this path (repeatable)
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: super::FilterArgs,
     /// Memory for decompressed file contents, in MiB
     #[arg(long, value_name = "MIB", default_value_t = 32)]
     cache_size: usize,
@@ -66,19 +58,7 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Keeps the process's memory near what the caches hold. glibc raises its mmap threshold after
-/// large frees, after which every freed ~1 MiB chunk buffer stays in the heap: measured, RSS after
-/// reading a 200 MB file fell from 89 MB to 45 MB with the threshold fixed at 256 KiB.
-fn bound_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
-    }
-}
-
 pub fn run(g: &Global, a: Args) -> Result<u8> {
-    bound_malloc();
     // Block the signals before any thread starts (opening the repository starts rayon's pool for
     // Argon2): every thread inherits the mask, so they reach only the waiter below, which unmounts.
     let mut signals = SigSet::empty();
@@ -92,7 +72,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let (repo, lock) = super::open(g, false, "mount")?;
     let lock = Arc::new(Mutex::new(Some(lock)));
     let opts = Options {
-        filter: Filter { tags: a.tags, hosts: a.hosts, paths: a.paths },
+        filter: a.filter.into(),
         chunk_cache: a.cache_size.max(1) << 20,
         tree_cache: 16 << 20,
         warn: Box::new(|m| eprintln!("snapfs: warning: {m}")),

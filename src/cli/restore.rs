@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 
 use super::{Global, globs, human};
 use snapfs::restore::{Overwrite, RestoreOptions, restore};
-use snapfs::select::{self, Filter};
+use snapfs::select;
 use snapfs::timespec;
 
 #[derive(clap::Args)]
@@ -34,15 +34,8 @@ pub struct Args {
     /// What to do with files that already exist in the target
     #[arg(long, value_enum, default_value = "never")]
     overwrite: OverwriteArg,
-    /// Choose among snapshots with these tags (for `latest` and --timestamp)
-    #[arg(long = "tag", value_name = "TAGS")]
-    tags: Vec<String>,
-    /// Choose among snapshots of this host
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Choose among snapshots that include this path
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: super::FilterArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -69,7 +62,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     for (n, e) in &bad {
         eprintln!("warning: snapshot {n} is damaged and was left out: {e}");
     }
-    let filter = Filter { tags: a.tags, hosts: a.hosts, paths: a.paths };
+    let filter: snapfs::select::Filter = a.filter.into();
     let (id, snap) = match until {
         Some(t) => select::at_or_before(&snaps, t, &filter)?,
         None => select::by_name(&snaps, &name, &filter)?,

@@ -5,20 +5,12 @@ use serde_json::json;
 
 use super::{Global, human};
 use snapfs::format::snapshot::Snapshot;
-use snapfs::select::Filter;
 use snapfs::{Id, timespec};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Only snapshots with these tags (comma-separated: all of them; repeat: any of the sets)
-    #[arg(long = "tag", value_name = "TAGS")]
-    tags: Vec<String>,
-    /// Only snapshots of this host (repeatable)
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Only snapshots that include this path (repeatable: all must be included)
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: super::FilterArgs,
     /// Only the newest N snapshots
     #[arg(long, value_name = "N")]
     last: Option<usize>,
@@ -57,7 +49,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     for (name, e) in &bad {
         eprintln!("warning: snapshot {name} is damaged and was left out: {e}");
     }
-    let filter = Filter { tags: a.tags, hosts: a.hosts, paths: a.paths };
+    let filter: snapfs::select::Filter = a.filter.into();
     let mut list: Vec<_> = snaps.iter().filter(|(_, s)| filter.matches(s)).collect();
     if let Some(n) = a.last {
         list = list.split_off(list.len().saturating_sub(n));

@@ -80,13 +80,20 @@ impl<'r> Packer<'r> {
         if self.dry_run {
             return Ok(id);
         }
-        let mut w =
-            self.pool.lock().expect("poisoned").pop().unwrap_or(PackWriter { buf: Vec::new(), entries: Vec::new() });
+        let pack_size = self.repo.params().pack_size as usize;
+        let mut w = self
+            .pool
+            .lock()
+            .expect("poisoned")
+            .pop()
+            .unwrap_or_else(|| PackWriter { buf: Vec::with_capacity(pack_size), entries: Vec::new() });
+        // Grow exactly: doubling past the pack size would hold twice the memory per writer.
+        w.buf.reserve_exact(sealed.len());
         let entry =
             PackEntry { ty, id, offset: w.buf.len() as u32, length: sealed.len() as u32, raw_len: plain.len() as u32 };
         w.buf.extend_from_slice(&sealed);
         w.entries.push(entry);
-        if w.buf.len() >= self.repo.params().pack_size as usize {
+        if w.buf.len() >= pack_size {
             self.send(w)?;
         } else {
             self.pool.lock().expect("poisoned").push(w);
