@@ -79,7 +79,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     };
     // Fail on a missing path before asking for the password.
     snapfs::archiver::normalize_paths(&opts.paths)?;
-    let (repo, _lock) = super::open(g, false, "backup")?;
+    let (mut repo, _lock) = super::open(g, false, "backup")?;
     snapfs::repo::storage::clean_tmp(repo.root(), std::time::Duration::from_secs(3600))?;
     let mode = progress::Mode::choose(g.quiet, a.json);
     let done = AtomicBool::new(false);
@@ -95,6 +95,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         opts.progress.stop.store(true, Ordering::Relaxed);
         out
     })?;
+    if out.snapshot.is_some() {
+        repo.compact_index();
+    }
     for p in &out.dropped_paths {
         eprintln!("warning: {} is given twice or inside another given path; backed up once", p.display());
     }

@@ -156,6 +156,12 @@ impl Repository {
     pub fn index(&self) -> &Index {
         &self.index
     }
+    /// See [`Index::compact_if_bloated`]; call when no transaction of ours is open.
+    pub fn compact_index(&mut self) -> bool {
+        let path = self.root.join("index.redb");
+        self.index.compact_if_bloated(&path)
+    }
+
     pub fn chunker(&self) -> &Chunker {
         &self.chunker
     }
