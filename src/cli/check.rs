@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Global, exit, human};
 use snapfs::check::{CheckOptions, Report, Subset, check, parse_subset};
-use snapfs::repo::{Repository, lock};
+use snapfs::repo::Repository;
 use snapfs::select::{self, Filter};
 use snapfs::timespec;
 
@@ -38,14 +38,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         None => None,
     };
     let max_duration = a.max_duration.as_deref().map(parse_duration).transpose()?;
-    let root = super::repo_path(g)?;
-    if !root.join("config").exists() {
-        return Err(snapfs::Error::NoRepository(root.to_path_buf()).into());
-    }
-    let pw = super::password(g, false)?;
     // Without the index: a missing or damaged index is something to report, not a reason to stop.
-    let repo = Repository::open_without_index(root, pw.as_bytes())?;
-    let _lock = lock::acquire(root, false, "check")?;
+    let (repo, _lock) = super::open_with(g, false, "check", Repository::open_without_index)?;
     let snapshot = match &a.snapshot {
         None => None,
         Some(name) => {

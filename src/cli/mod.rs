@@ -165,12 +165,23 @@ fn init(g: &Global) -> Result<u8> {
 
 /// Opens the repository named on the command line and takes a lock on it.
 pub fn open(g: &Global, exclusive: bool, command: &str) -> Result<(Repository, lock::Lock)> {
+    open_with(g, exclusive, command, Repository::open)
+}
+
+/// As [`open`], with the function that opens the repository (e.g. one that tolerates a damaged
+/// index, for `check` and `repair`).
+pub fn open_with(
+    g: &Global,
+    exclusive: bool,
+    command: &str,
+    opener: fn(&Path, &[u8]) -> snapfs::Result<Repository>,
+) -> Result<(Repository, lock::Lock)> {
     let root = repo_path(g)?;
     if !root.join("config").exists() {
         return Err(snapfs::Error::NoRepository(root.to_path_buf()).into());
     }
     let pw = password(g, false)?;
-    let repo = Repository::open(root, pw.as_bytes())?;
+    let repo = opener(root, pw.as_bytes())?;
     let l = lock::acquire(root, exclusive, command)?;
     Ok((repo, l))
 }

@@ -3,8 +3,8 @@
 use anyhow::{Context, Result};
 
 use super::{Global, exit};
+use snapfs::repo::Repository;
 use snapfs::repo::packs::rebuild_index;
-use snapfs::repo::{Repository, lock};
 
 #[derive(clap::Subcommand)]
 pub enum Args {
@@ -19,13 +19,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
 }
 
 fn index(g: &Global) -> Result<u8> {
-    let root = super::repo_path(g)?;
-    if !root.join("config").exists() {
-        return Err(snapfs::Error::NoRepository(root.to_path_buf()).into());
-    }
-    let pw = super::password(g, false)?;
-    let repo = Repository::open_without_index(root, pw.as_bytes())?;
-    let _lock = lock::acquire(root, true, "repair index")?;
+    let (repo, _lock) = super::open_with(g, true, "repair index", Repository::open_without_index)?;
     let out = rebuild_index(&repo).context("rebuild the index")?;
     if let Some(e) = &out.old_index
         && !g.quiet
