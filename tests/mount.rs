@@ -286,7 +286,9 @@ fn damaged_blob_gives_eio_for_exactly_the_files_using_it() {
     let repo = TestRepo::new();
     let src = repo.subdir("src").canonicalize().unwrap();
     let mut rng = Rng::new(42);
-    let victim = rng.bytes(3 << 20);
+    // Longer than the largest chunk (8 MiB), so the victim has a second, undamaged chunk whatever
+    // the repository's keyed chunk boundaries turn out to be.
+    let victim = rng.bytes(10 << 20);
     fs::write(src.join("victim"), &victim).unwrap();
     fs::create_dir(src.join("sub")).unwrap();
     fs::write(src.join("sub/same-content"), &victim).unwrap();
@@ -304,7 +306,9 @@ fn damaged_blob_gives_eio_for_exactly_the_files_using_it() {
         tree = nodes.iter().find(|n| n.name == c.as_os_str().as_bytes()).unwrap().subtree().unwrap();
     }
     let nodes = r.load_tree(&tree).unwrap();
-    let chunk = nodes.iter().find(|n| n.name == b"victim").unwrap().content[0];
+    let content = &nodes.iter().find(|n| n.name == b"victim").unwrap().content;
+    assert!(content.len() >= 2, "victim has {} chunk(s)", content.len());
+    let chunk = content[0];
     let loc = r.index().lookup(&chunk).unwrap().unwrap();
     let pack = repo.path.join("packs").join(&loc.pack.hex()[..2]).join(loc.pack.hex());
     let mut bytes = fs::read(&pack).unwrap();
