@@ -51,12 +51,19 @@ pub struct Index {
     db: Database,
 }
 
+/// redb's page cache (1 GiB by default) kept every page a backup wrote, so memory grew with the
+/// index: cap it, and let the kernel's page cache serve lookups beyond it.
+const CACHE_SIZE: usize = 32 << 20;
+
 impl Index {
     pub fn open(path: &Path) -> Result<Index> {
         // redb trusts its file and can panic on an altered one ("Malformed allocator state");
         // the index is a cache, so that must become an error that names the fix.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            redb::Builder::new().set_concurrency_mode(ConcurrencyMode::MultiWriter).create(path)
+            redb::Builder::new()
+                .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+                .set_cache_size(CACHE_SIZE)
+                .create(path)
         }));
         let db = opened.map_err(|_| {
             Error::Index(format!("{} is damaged; run `snapfs repair index` to rebuild it", path.display()))
@@ -149,6 +156,7 @@ impl Index {
         let db = redb::Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_SIZE)
             .open(path)?;
         let tx = db.begin_read()?;
         tx.open_table(BLOBS)?;
