@@ -120,19 +120,20 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
         snaps.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.paths == path_strings)
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(packer::QUEUE);
+    let spares = packer::Spares::default();
     std::thread::scope(|scope| -> Result<BackupOutcome> {
-        let finisher = (!opts.dry_run).then(|| scope.spawn(|| packer::finish_packs(repo, rx)));
+        let finisher = (!opts.dry_run).then(|| scope.spawn(|| packer::finish_packs(repo, rx, &spares)));
         let walker = Walker {
             repo,
-            packer: Packer::new(repo, (!opts.dry_run).then_some(tx))?,
+            packer: Packer::new(repo, (!opts.dry_run).then_some(tx), &spares)?,
             excludes: opts.excludes.clone(),
             one_file_system: opts.one_file_system,
             with_atime: opts.with_atime,
             counters: &opts.progress,
             warnings: Mutex::new(Vec::new()),
+            buffers: Mutex::new(Vec::new()),
         };
         let root_tree = build(&walker, Path::new("/"), &Plan::of(&paths), parent.as_ref().map(|(_, s)| s.tree));
-        // Stop the pack writer on every path out, so a failed walk does not leave it waiting.
         // Close the queue on every path out, so a failed walk does not leave the finisher waiting.
         let sent = walker.packer.finish();
         let written = finisher

@@ -5,7 +5,7 @@ pub mod keyfile;
 
 use std::cell::RefCell;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -19,6 +19,8 @@ pub const TAG_LEN: usize = 16;
 pub const ENVELOPE_OVERHEAD: usize = NONCE_LEN + TAG_LEN + 1;
 /// Upper bound on any decompressed payload (a chunk is at most 8 MiB; trees are bounded too).
 pub const MAX_PAYLOAD: usize = 64 << 20;
+/// Per-thread scratch kept between blobs: room for the largest chunk (8 MiB).
+const SCRATCH_KEEP: usize = 9 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -107,29 +109,60 @@ impl Keys {
 
     /// Compresses (when that helps) and encrypts a payload into an envelope.
     pub fn seal(&self, ty: ObjType, id: &Id, payload: &[u8], zstd_level: i32, extra_aad: &[u8]) -> Result<Vec<u8>> {
-        let mut plain = Vec::with_capacity(payload.len() + 1);
-        plain.push(0);
-        if zstd_level > 0 && payload.len() > 64 {
-            let bound = payload.len().saturating_sub(payload.len() / 64);
-            if let Ok(z) = compress(payload, zstd_level)
-                && z.len() < bound
-            {
-                plain[0] = 1;
-                plain.extend_from_slice(&z);
+        let mut out = Vec::new();
+        self.seal_into(ty, id, payload, zstd_level, extra_aad, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Keys::seal`] appending to `out`: the backup seals straight into its pack buffer, so a
+    /// chunk costs no allocation (each one was a page-faulted mmap at backup sizes).
+    pub fn seal_into(
+        &self,
+        ty: ObjType,
+        id: &Id,
+        payload: &[u8],
+        zstd_level: i32,
+        extra_aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce)?;
+        let start = out.len();
+        out.reserve_exact(ENVELOPE_OVERHEAD + payload.len());
+        out.extend_from_slice(&nonce);
+        // Stored compressed only when that saves at least 1/64: below that, reading it back
+        // would cost decompression for nothing.
+        let compressed = zstd_level > 0
+            && payload.len() > 64
+            && compress_with(payload, zstd_level, payload.len() - payload.len() / 64 - 1, |z| {
+                out.push(1);
+                out.extend_from_slice(z);
+            });
+        if !compressed {
+            out.push(0);
+            out.extend_from_slice(payload);
+        }
+        let tag = self.cipher().encrypt_inout_detached(
+            &XNonce::from(nonce),
+            &aad(ty, id, extra_aad),
+            (&mut out[start + NONCE_LEN..]).into(),
+        );
+        match tag {
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                Ok(())
+            }
+            Err(_) => {
+                out.truncate(start);
+                Err(Error::Invalid("encryption failed".into()))
             }
         }
-        if plain[0] == 0 {
-            plain.extend_from_slice(payload);
-        }
-        let plain = Zeroizing::new(plain);
-        seal_raw(&self.cipher(), &aad(ty, id, extra_aad), &plain)
     }
 
     /// Authenticates, decrypts and decompresses an envelope; `max_len` bounds the output.
     pub fn open(&self, ty: ObjType, id: &Id, envelope: &[u8], max_len: usize, extra_aad: &[u8]) -> Result<Vec<u8>> {
         let plain = open_raw(&self.cipher(), &aad(ty, id, extra_aad), envelope)
             .ok_or_else(|| Error::corrupt(format!("{} {}", ty.name(), id.short()), "authentication failed"))?;
-        let plain = Zeroizing::new(plain);
         let bad = |d: &str| Error::corrupt(format!("{} {}", ty.name(), id.short()), d.to_string());
         match plain.first() {
             Some(0) if plain.len() - 1 <= max_len => Ok(plain[1..].to_vec()),
@@ -152,16 +185,37 @@ impl Keys {
 thread_local! {
     // A zstd context costs far more to set up than to compress one small file with: keep one
     // per thread (rayon's workers live as long as the process).
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    // The scratch buffer beside it receives each frame, so compressing allocates nothing.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+/// Compresses `data` into this thread's scratch buffer and hands the frame to `f`; false (and
+/// `f` not called) when the frame would not fit in `limit` bytes, which zstd finds out early.
+fn compress_with(data: &[u8], level: i32, limit: usize, f: impl FnOnce(&[u8])) -> bool {
     COMPRESSOR.with_borrow_mut(|c| {
-        if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        if c.as_ref().is_none_or(|(l, _, _)| *l != level) {
+            match zstd::bulk::Compressor::new(level) {
+                Ok(z) => *c = Some((level, z, Vec::new())),
+                Err(_) => return false,
+            }
         }
-        c.as_mut().expect("set above").1.compress(data)
+        let (_, z, scratch) = c.as_mut().expect("set above");
+        if scratch.len() < limit {
+            scratch.resize(limit, 0);
+        }
+        let done = match z.compress_to_buffer(data, &mut scratch[..limit]) {
+            Ok(n) => {
+                f(&scratch[..n]);
+                true
+            }
+            Err(_) => false,
+        };
+        // One huge tree must not pin its buffer for the rest of the process.
+        if scratch.len() > SCRATCH_KEEP {
+            *scratch = Vec::new();
+        }
+        done
     })
 }
 
@@ -208,4 +262,28 @@ pub(crate) fn open_raw(cipher: &XChaCha20Poly1305, aad: &[u8], envelope: &[u8]) 
 
 pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| Error::Invalid(format!("no randomness from the OS: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_into_appends_an_envelope_that_opens() {
+        let keys = Keys::from_master([7; 32]);
+        let text = b"the same line again and again\n".repeat(4000);
+        let mut noise = vec![0u8; 100_000];
+        random_bytes(&mut noise).unwrap();
+        let mut out = b"earlier blob".to_vec();
+        for (payload, compressed) in [(&text[..], true), (&noise[..], false)] {
+            let id = keys.id(ObjType::Data, payload);
+            let start = out.len();
+            keys.seal_into(ObjType::Data, &id, payload, 3, &[], &mut out).unwrap();
+            let env = &out[start..];
+            assert_eq!(env.len() < payload.len(), compressed);
+            assert_eq!(keys.open_verified(ObjType::Data, &id, env, payload.len()).unwrap(), payload);
+            assert!(keys.open_verified(ObjType::Tree, &id, env, payload.len()).is_err());
+        }
+        assert!(out.starts_with(b"earlier blob"));
+    }
 }

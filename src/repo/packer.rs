@@ -26,6 +26,26 @@ pub struct PackWriter {
 /// Full packs waiting for the finisher; two keep the disk busy while workers fill the next.
 pub const QUEUE: usize = 2;
 
+/// Pack buffers the finisher has written, for workers to fill again: a fresh 16 MiB buffer is
+/// a fresh mmap, and faulting its pages in cost more CPU than sealing into it.
+#[derive(Default)]
+pub struct Spares(Mutex<Vec<Vec<u8>>>);
+
+impl Spares {
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        self.0.lock().expect("poisoned").pop().unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut v = self.0.lock().expect("poisoned");
+        // As many as the queue holds: more would only pin memory the peak already counts.
+        if v.len() < QUEUE {
+            v.push(buf);
+        }
+    }
+}
+
 /// Shared by every ingest worker; each takes a writer from the pool, so no global lock is held
 /// while sealing or writing.
 pub struct Packer<'r> {
@@ -36,6 +56,7 @@ pub struct Packer<'r> {
     pool: Mutex<Vec<PackWriter>>,
     /// Where full packs go ([`finish_packs`] on another thread); `None` after `finish`.
     queue: Mutex<Option<SyncSender<PackWriter>>>,
+    spares: &'r Spares,
     pub blobs_added: AtomicU64,
     pub data_blobs_added: AtomicU64,
     pub bytes_added: AtomicU64,
@@ -44,7 +65,7 @@ pub struct Packer<'r> {
 
 impl<'r> Packer<'r> {
     /// `queue` is `None` for a dry run: blobs are sealed and counted, never written.
-    pub fn new(repo: &'r Repository, queue: Option<SyncSender<PackWriter>>) -> Result<Packer<'r>> {
+    pub fn new(repo: &'r Repository, queue: Option<SyncSender<PackWriter>>, spares: &'r Spares) -> Result<Packer<'r>> {
         let dry_run = queue.is_none();
         Ok(Packer {
             repo,
@@ -52,6 +73,7 @@ impl<'r> Packer<'r> {
             added: Mutex::new(HashSet::new()),
             pool: Mutex::new(Vec::new()),
             queue: Mutex::new(queue),
+            spares,
             blobs_added: AtomicU64::new(0),
             data_blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
@@ -71,28 +93,31 @@ impl<'r> Packer<'r> {
             return Ok(id);
         }
         let level = self.repo.params().zstd_level as i32;
-        let sealed = self.repo.keys().seal(ty, &id, plain, level, &[])?;
-        self.blobs_added.fetch_add(1, Ordering::Relaxed);
-        if ty == ObjType::Data {
-            self.data_blobs_added.fetch_add(1, Ordering::Relaxed);
-        }
-        self.bytes_added.fetch_add(sealed.len() as u64, Ordering::Relaxed);
-        if self.dry_run {
-            return Ok(id);
-        }
         let pack_size = self.repo.params().pack_size as usize;
         let mut w = self
             .pool
             .lock()
             .expect("poisoned")
             .pop()
-            .unwrap_or_else(|| PackWriter { buf: Vec::with_capacity(pack_size), entries: Vec::new() });
-        // Grow exactly: doubling past the pack size would hold twice the memory per writer.
-        w.buf.reserve_exact(sealed.len());
-        let entry =
-            PackEntry { ty, id, offset: w.buf.len() as u32, length: sealed.len() as u32, raw_len: plain.len() as u32 };
-        w.buf.extend_from_slice(&sealed);
-        w.entries.push(entry);
+            .unwrap_or_else(|| PackWriter { buf: self.spares.take(pack_size), entries: Vec::new() });
+        let offset = w.buf.len();
+        let sealed = self.repo.keys().seal_into(ty, &id, plain, level, &[], &mut w.buf);
+        let length = w.buf.len() - offset;
+        if let Err(e) = sealed {
+            self.pool.lock().expect("poisoned").push(w);
+            return Err(e);
+        }
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        if ty == ObjType::Data {
+            self.data_blobs_added.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes_added.fetch_add(length as u64, Ordering::Relaxed);
+        if self.dry_run {
+            w.buf.truncate(offset);
+            self.pool.lock().expect("poisoned").push(w);
+            return Ok(id);
+        }
+        w.entries.push(PackEntry { ty, id, offset: offset as u32, length: length as u32, raw_len: plain.len() as u32 });
         if w.buf.len() >= pack_size {
             self.send(w)?;
         } else {
@@ -121,17 +146,17 @@ impl<'r> Packer<'r> {
 }
 
 /// The finisher: writes each full pack durably, then indexes it (format-spec §11).
-pub fn finish_packs(repo: &Repository, rx: Receiver<PackWriter>) -> Result<()> {
-    for w in rx {
-        write_pack(repo, w)?;
+pub fn finish_packs(repo: &Repository, rx: Receiver<PackWriter>, spares: &Spares) -> Result<()> {
+    for mut w in rx {
+        if !w.entries.is_empty() {
+            write_pack(repo, &mut w)?;
+        }
+        spares.give(w.buf);
     }
     Ok(())
 }
 
-fn write_pack(repo: &Repository, mut w: PackWriter) -> Result<()> {
-    if w.entries.is_empty() {
-        return Ok(());
-    }
+fn write_pack(repo: &Repository, w: &mut PackWriter) -> Result<()> {
     let header = pack::encode_header(&w.entries);
     let sealed = repo.keys().seal(ObjType::PackHeader, &Id::ZERO, &header, 0, &[])?;
     let hlen = u32::try_from(sealed.len()).map_err(|_| Error::Invalid("pack header too large".into()))?;
