@@ -6,7 +6,7 @@ pub mod keyfile;
 use std::cell::RefCell;
 
 use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
@@ -180,6 +180,30 @@ impl Keys {
         }
         Ok(plain)
     }
+
+    /// [`Keys::open_verified`] without allocating: decrypts in place and decompresses into this
+    /// thread's scratch buffer, for reading every blob of a repository (`check --read-data`).
+    pub fn verify_in_place(&self, ty: ObjType, id: &Id, envelope: &mut [u8], max_len: usize) -> Result<()> {
+        let bad = |d: &str| Error::corrupt(format!("{} {}", ty.name(), id.short()), d.to_string());
+        if envelope.len() < NONCE_LEN + TAG_LEN {
+            return Err(bad("authentication failed"));
+        }
+        let (nonce, rest) = envelope.split_at_mut(NONCE_LEN);
+        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let nonce = XNonce::try_from(&*nonce).map_err(|_| bad("authentication failed"))?;
+        let tag = Tag::try_from(&*tag).map_err(|_| bad("authentication failed"))?;
+        self.cipher()
+            .decrypt_inout_detached(&nonce, &aad(ty, id, &[]), (&mut *body).into(), &tag)
+            .map_err(|_| bad("authentication failed"))?;
+        let matches = match body.split_first() {
+            Some((0, p)) if p.len() <= max_len => self.id(ty, p) == *id,
+            Some((0, _)) => return Err(bad("payload exceeds its bound")),
+            Some((1, frame)) => decompress_with(frame, max_len, |p| self.id(ty, p) == *id)
+                .map_err(|_| bad("bad zstd frame, or larger than its bound"))?,
+            _ => return Err(bad("unknown compression")),
+        };
+        if matches { Ok(()) } else { Err(bad("content does not match its id")) }
+    }
 }
 
 thread_local! {
@@ -188,6 +212,7 @@ thread_local! {
     // The scratch buffer beside it receives each frame, so compressing allocates nothing.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Compresses `data` into this thread's scratch buffer and hands the frame to `f`; false (and
@@ -226,6 +251,28 @@ fn decompress(frame: &[u8], max_len: usize) -> std::io::Result<Vec<u8>> {
             *d = Some(zstd::bulk::Decompressor::new()?);
         }
         d.as_mut().expect("set above").decompress(frame, max_len)
+    })
+}
+
+/// Decompresses into this thread's scratch buffer (at most `max_len` bytes) and hands the
+/// payload to `f`.
+fn decompress_with<R>(frame: &[u8], max_len: usize, f: impl FnOnce(&[u8]) -> R) -> std::io::Result<R> {
+    DECOMPRESSOR.with_borrow_mut(|d| {
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let d = d.as_mut().expect("set above");
+        DECOMPRESSED.with_borrow_mut(|scratch| {
+            if scratch.len() < max_len {
+                scratch.resize(max_len, 0);
+            }
+            let n = d.decompress_to_buffer(frame, &mut scratch[..max_len]);
+            let r = n.map(|n| f(&scratch[..n]));
+            if scratch.len() > SCRATCH_KEEP {
+                *scratch = Vec::new();
+            }
+            r
+        })
     })
 }
 
@@ -283,6 +330,11 @@ mod tests {
             assert_eq!(env.len() < payload.len(), compressed);
             assert_eq!(keys.open_verified(ObjType::Data, &id, env, payload.len()).unwrap(), payload);
             assert!(keys.open_verified(ObjType::Tree, &id, env, payload.len()).is_err());
+            keys.verify_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len()).unwrap();
+            let mut flipped = env.to_vec();
+            flipped[30] ^= 1;
+            assert!(keys.verify_in_place(ObjType::Data, &id, &mut flipped, payload.len()).is_err());
+            assert!(keys.verify_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len() - 1).is_err());
         }
         assert!(out.starts_with(b"earlier blob"));
     }
