@@ -101,10 +101,10 @@ fn pack_write(c: &mut Criterion) {
         b.iter(|| {
             round += 1;
             let (tx, rx) = std::sync::mpsc::sync_channel(packer::QUEUE);
-            let spares = packer::Spares::default();
+            let shared = packer::Shared::new(&repo).unwrap();
             std::thread::scope(|s| {
-                let fin = s.spawn(|| packer::finish_packs(&repo, rx, &spares));
-                let p = Packer::new(&repo, Some(tx), &spares).unwrap();
+                let fin = s.spawn(|| packer::finish_packs(&repo, rx, &shared));
+                let p = Packer::new(&repo, Some(tx), &shared);
                 // A distinct prefix per round so every blob is new.
                 buf.par_chunks(1 << 20).for_each(|c| {
                     let mut v = round.to_le_bytes().to_vec();

@@ -119,3 +119,26 @@ fn inserting_100_bytes_in_a_40mib_file_adds_few_chunks() {
     s.restore("latest", &target, &[]);
     assert!(fs::read(restored(&target, &data).join("big")).unwrap() == bytes, "edited file restored wrong");
 }
+
+#[test]
+fn copies_within_one_backup_are_stored_once() {
+    // Eight copies of 24 MiB span several 16 MiB packs, so copies meet chunks whose pack is
+    // already written and indexed as well as chunks still queued.
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let data = base.join("data");
+    fs::create_dir_all(&data).unwrap();
+    write_random(&data.join("c0"), 24 * MIB, &mut Rng::new(5));
+    for i in 1..8 {
+        fs::copy(data.join("c0"), data.join(format!("c{i}"))).unwrap();
+    }
+    let s = Snapfs::new(base.join("repo"));
+    s.init();
+    let sum = s.backup_json([&data]);
+    let packs = dir_size(&s.repo.join("packs"));
+    assert!(packs < 25 * MIB, "8 copies of 24 MiB took {packs} bytes of packs: {sum}");
+    assert!(num(&sum, "data_blobs_added") <= 48, "{sum}");
+    let target = base.join("restore");
+    s.restore("latest", &target, &[]);
+    assert_same_tree(&data, &restored(&target, &data));
+}

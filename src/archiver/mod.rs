@@ -120,12 +120,12 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
         snaps.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.paths == path_strings)
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(packer::QUEUE);
-    let spares = packer::Spares::default();
+    let shared = packer::Shared::new(repo)?;
     std::thread::scope(|scope| -> Result<BackupOutcome> {
-        let finisher = (!opts.dry_run).then(|| scope.spawn(|| packer::finish_packs(repo, rx, &spares)));
+        let finisher = (!opts.dry_run).then(|| scope.spawn(|| packer::finish_packs(repo, rx, &shared)));
         let walker = Walker {
             repo,
-            packer: Packer::new(repo, (!opts.dry_run).then_some(tx), &spares)?,
+            packer: Packer::new(repo, (!opts.dry_run).then_some(tx), &shared),
             excludes: opts.excludes.clone(),
             one_file_system: opts.one_file_system,
             with_atime: opts.with_atime,

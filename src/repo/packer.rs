@@ -6,13 +6,13 @@
 //! most a few packs wait in memory.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Mutex, RwLock};
 
 use super::Repository;
 use super::storage::{pack_path, write_atomic};
-use crate::crypto::ObjType;
+use crate::crypto::{ENVELOPE_OVERHEAD, ObjType};
 use crate::error::{Error, Result};
 use crate::format::pack::{self, PackEntry};
 use crate::id::Id;
@@ -26,23 +26,54 @@ pub struct PackWriter {
 /// Full packs waiting for the finisher; two keep the disk busy while workers fill the next.
 pub const QUEUE: usize = 2;
 
-/// Pack buffers the finisher has written, for workers to fill again: a fresh 16 MiB buffer is
-/// a fresh mmap, and faulting its pages in cost more CPU than sealing into it.
-#[derive(Default)]
-pub struct Spares(Mutex<Vec<Vec<u8>>>);
+/// What the ingest workers and the finisher share.
+pub struct Shared {
+    /// The index as of the last pack the finisher committed.
+    known: RwLock<IndexReader>,
+    /// Blobs queued but not yet in `known`, so parallel workers don't store one twice. The
+    /// finisher drops a pack's ids once `known` has them, so this holds a few packs' worth,
+    /// not every new blob of the backup (69 MB at a million small files).
+    added: Mutex<HashSet<Id>>,
+    /// Pack buffers the finisher has written, for workers to fill again: a fresh 16 MiB buffer
+    /// is a fresh mmap, and faulting its pages in cost more CPU than sealing into it.
+    spares: Mutex<Vec<Vec<u8>>>,
+}
 
-impl Spares {
-    fn take(&self, capacity: usize) -> Vec<u8> {
-        self.0.lock().expect("poisoned").pop().unwrap_or_else(|| Vec::with_capacity(capacity))
+impl Shared {
+    pub fn new(repo: &Repository) -> Result<Shared> {
+        Ok(Shared {
+            known: RwLock::new(repo.index().reader()?),
+            added: Mutex::new(HashSet::new()),
+            spares: Mutex::new(Vec::new()),
+        })
     }
 
-    fn give(&self, mut buf: Vec<u8>) {
+    fn take_buffer(&self, capacity: usize) -> Vec<u8> {
+        self.spares.lock().expect("poisoned").pop().unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    fn give_buffer(&self, mut buf: Vec<u8>) {
         buf.clear();
-        let mut v = self.0.lock().expect("poisoned");
+        let mut v = self.spares.lock().expect("poisoned");
         // As many as the queue holds: more would only pin memory the peak already counts.
         if v.len() < QUEUE {
             v.push(buf);
         }
+    }
+
+    /// After a pack is indexed: a fresh view first, then forget its ids, so every queued blob
+    /// is always in one of the two.
+    fn indexed(&self, repo: &Repository, entries: &[PackEntry]) -> Result<()> {
+        *self.known.write().expect("poisoned") = repo.index().reader()?;
+        let mut added = self.added.lock().expect("poisoned");
+        for e in entries {
+            added.remove(&e.id);
+        }
+        Ok(())
+    }
+
+    fn known(&self, id: &Id) -> Result<bool> {
+        Ok(self.known.read().expect("poisoned").get(id)?.is_some())
     }
 }
 
@@ -50,13 +81,10 @@ impl Spares {
 /// while sealing or writing.
 pub struct Packer<'r> {
     repo: &'r Repository,
-    known: IndexReader,
-    /// Blobs this session has already queued, so parallel workers don't store one twice.
-    added: Mutex<HashSet<Id>>,
+    shared: &'r Shared,
     pool: Mutex<Vec<PackWriter>>,
     /// Where full packs go ([`finish_packs`] on another thread); `None` after `finish`.
     queue: Mutex<Option<SyncSender<PackWriter>>>,
-    spares: &'r Spares,
     pub blobs_added: AtomicU64,
     pub data_blobs_added: AtomicU64,
     pub bytes_added: AtomicU64,
@@ -65,31 +93,35 @@ pub struct Packer<'r> {
 
 impl<'r> Packer<'r> {
     /// `queue` is `None` for a dry run: blobs are sealed and counted, never written.
-    pub fn new(repo: &'r Repository, queue: Option<SyncSender<PackWriter>>, spares: &'r Spares) -> Result<Packer<'r>> {
+    pub fn new(repo: &'r Repository, queue: Option<SyncSender<PackWriter>>, shared: &'r Shared) -> Packer<'r> {
         let dry_run = queue.is_none();
-        Ok(Packer {
+        Packer {
             repo,
-            known: repo.index().reader()?,
-            added: Mutex::new(HashSet::new()),
+            shared,
             pool: Mutex::new(Vec::new()),
             queue: Mutex::new(queue),
-            spares,
             blobs_added: AtomicU64::new(0),
             data_blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
             dry_run,
-        })
+        }
     }
 
     /// Whether the repository has, or this session has queued, a blob.
     pub fn has(&self, id: &Id) -> bool {
-        matches!(self.known.get(id), Ok(Some(_))) || self.added.lock().expect("poisoned").contains(id)
+        matches!(self.shared.known(id), Ok(true)) || self.shared.added.lock().expect("poisoned").contains(id)
     }
 
     /// Stores a blob unless the repository already has it; returns its id.
     pub fn add(&self, ty: ObjType, plain: &[u8]) -> Result<Id> {
         let id = self.repo.keys().id(ty, plain);
-        if self.known.get(&id)?.is_some() || !self.added.lock().expect("poisoned").insert(id) {
+        if self.shared.known(&id)? || !self.shared.added.lock().expect("poisoned").insert(id) {
+            return Ok(id);
+        }
+        // The finisher may have indexed this blob and dropped it from `added` between the two
+        // looks above; it refreshes `known` first, so a second look settles it.
+        if self.shared.known(&id)? {
+            self.shared.added.lock().expect("poisoned").remove(&id);
             return Ok(id);
         }
         let level = self.repo.params().zstd_level as i32;
@@ -99,7 +131,7 @@ impl<'r> Packer<'r> {
             .lock()
             .expect("poisoned")
             .pop()
-            .unwrap_or_else(|| PackWriter { buf: self.spares.take(pack_size), entries: Vec::new() });
+            .unwrap_or_else(|| PackWriter { buf: self.shared.take_buffer(pack_size), entries: Vec::new() });
         let offset = w.buf.len();
         let sealed = self.repo.keys().seal_into(ty, &id, plain, level, &[], &mut w.buf);
         let length = w.buf.len() - offset;
@@ -146,21 +178,24 @@ impl<'r> Packer<'r> {
 }
 
 /// The finisher: writes each full pack durably, then indexes it (format-spec §11).
-pub fn finish_packs(repo: &Repository, rx: Receiver<PackWriter>, spares: &Spares) -> Result<()> {
+pub fn finish_packs(repo: &Repository, rx: Receiver<PackWriter>, shared: &Shared) -> Result<()> {
     for mut w in rx {
         if !w.entries.is_empty() {
             write_pack(repo, &mut w)?;
+            shared.indexed(repo, &w.entries)?;
         }
-        spares.give(w.buf);
+        shared.give_buffer(w.buf);
     }
     Ok(())
 }
 
 fn write_pack(repo: &Repository, w: &mut PackWriter) -> Result<()> {
     let header = pack::encode_header(&w.entries);
-    let sealed = repo.keys().seal(ObjType::PackHeader, &Id::ZERO, &header, 0, &[])?;
-    let hlen = u32::try_from(sealed.len()).map_err(|_| Error::Invalid("pack header too large".into()))?;
-    w.buf.extend_from_slice(&sealed);
+    let start = w.buf.len();
+    // Exactly: an amortized grow here doubled every full pack's buffer to 32 MiB.
+    w.buf.reserve_exact(ENVELOPE_OVERHEAD + header.len() + pack::TRAILER_LEN);
+    repo.keys().seal_into(ObjType::PackHeader, &Id::ZERO, &header, 0, &[], &mut w.buf)?;
+    let hlen = u32::try_from(w.buf.len() - start).map_err(|_| Error::Invalid("pack header too large".into()))?;
     w.buf.extend_from_slice(&pack::encode_trailer(hlen));
     let id = Id(*blake3::hash(&w.buf).as_bytes());
     let root = repo.root();
