@@ -307,11 +307,12 @@ fn write_file(repo: &Repository, dest: &Path, node: &Node) -> Result<u64> {
             if loc.ty != ObjType::Data {
                 return Err(Error::corrupt(format!("blob {}", id.short()), "not a data blob"));
             }
-            let data = repo.read_blob_at(id, loc)?;
-            if data.iter().all(|&b| b == 0) {
-                return Ok(());
-            }
-            f.write_all_at(&data, off).map_err(io)
+            repo.with_blob_at(id, loc, |data| {
+                if data.iter().all(|&b| b == 0) {
+                    return Ok(());
+                }
+                f.write_all_at(data, off).map_err(io)
+            })?
         })
         .and_then(|_| f.set_len(map.size()).map_err(io));
     if let Err(e) = result {

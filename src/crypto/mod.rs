@@ -181,9 +181,18 @@ impl Keys {
         Ok(plain)
     }
 
-    /// [`Keys::open_verified`] without allocating: decrypts in place and decompresses into this
-    /// thread's scratch buffer, for reading every blob of a repository (`check --read-data`).
-    pub fn verify_in_place(&self, ty: ObjType, id: &Id, envelope: &mut [u8], max_len: usize) -> Result<()> {
+    /// [`Keys::open_verified`] without allocating: decrypts in place, decompresses into this
+    /// thread's scratch buffer, checks the id, and hands the payload to `f`, which must not
+    /// open another blob (the scratch buffer is in use). For the bulk readers: restore and
+    /// `check --read-data`.
+    pub fn open_in_place<R>(
+        &self,
+        ty: ObjType,
+        id: &Id,
+        envelope: &mut [u8],
+        max_len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let bad = |d: &str| Error::corrupt(format!("{} {}", ty.name(), id.short()), d.to_string());
         if envelope.len() < NONCE_LEN + TAG_LEN {
             return Err(bad("authentication failed"));
@@ -195,14 +204,16 @@ impl Keys {
         self.cipher()
             .decrypt_inout_detached(&nonce, &aad(ty, id, &[]), (&mut *body).into(), &tag)
             .map_err(|_| bad("authentication failed"))?;
-        let matches = match body.split_first() {
-            Some((0, p)) if p.len() <= max_len => self.id(ty, p) == *id,
-            Some((0, _)) => return Err(bad("payload exceeds its bound")),
-            Some((1, frame)) => decompress_with(frame, max_len, |p| self.id(ty, p) == *id)
-                .map_err(|_| bad("bad zstd frame, or larger than its bound"))?,
-            _ => return Err(bad("unknown compression")),
-        };
-        if matches { Ok(()) } else { Err(bad("content does not match its id")) }
+        let checked =
+            |p: &[u8]| if self.id(ty, p) == *id { Ok(f(p)) } else { Err(bad("content does not match its id")) };
+        match body.split_first() {
+            Some((0, p)) if p.len() <= max_len => checked(p),
+            Some((0, _)) => Err(bad("payload exceeds its bound")),
+            Some((1, frame)) => {
+                decompress_with(frame, max_len, checked).map_err(|_| bad("bad zstd frame, or larger than its bound"))?
+            }
+            _ => Err(bad("unknown compression")),
+        }
     }
 }
 
@@ -330,11 +341,14 @@ mod tests {
             assert_eq!(env.len() < payload.len(), compressed);
             assert_eq!(keys.open_verified(ObjType::Data, &id, env, payload.len()).unwrap(), payload);
             assert!(keys.open_verified(ObjType::Tree, &id, env, payload.len()).is_err());
-            keys.verify_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len()).unwrap();
+            assert_eq!(
+                keys.open_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len(), |p| p.to_vec()).unwrap(),
+                payload
+            );
             let mut flipped = env.to_vec();
             flipped[30] ^= 1;
-            assert!(keys.verify_in_place(ObjType::Data, &id, &mut flipped, payload.len()).is_err());
-            assert!(keys.verify_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len() - 1).is_err());
+            assert!(keys.open_in_place(ObjType::Data, &id, &mut flipped, payload.len(), |_| ()).is_err());
+            assert!(keys.open_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len() - 1, |_| ()).is_err());
         }
         assert!(out.starts_with(b"earlier blob"));
     }

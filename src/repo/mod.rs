@@ -25,6 +25,12 @@ use storage::{pack_path, random_name, snapshot_path, write_atomic};
 const SUBDIRS: [&str; 5] = ["keys", "packs", "snapshots", "locks", "tmp"];
 /// Open pack handles kept for reads; enough for restore's parallel workers and a mount.
 const OPEN_PACKS: usize = 64;
+/// Per-thread read buffer kept between blobs: room for the largest stored chunk.
+const KEEP_READ_BUF: usize = 9 << 20;
+
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Readable snapshots oldest first, and the names of damaged ones with why.
 pub type SnapshotListing = (Vec<(Id, snapshot::Snapshot)>, Vec<(String, Error)>);
@@ -189,6 +195,26 @@ impl Repository {
         self.keys.open_verified(loc.ty, id, &buf, (loc.raw_len as usize).min(MAX_PAYLOAD)).map_err(|e| match e {
             Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in pack {}", loc.pack), detail),
             e => e,
+        })
+    }
+
+    /// [`Repository::read_blob_at`] for bulk readers: the blob goes through this thread's
+    /// buffers to `f` (which must not read another blob), so a chunk costs no allocation.
+    pub fn with_blob_at<R>(&self, id: &Id, loc: &BlobLoc, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let f_pack = self.pack_file(&loc.pack)?;
+        READ_BUF.with_borrow_mut(|buf| {
+            buf.resize(loc.length as usize, 0);
+            f_pack
+                .read_exact_at(buf, loc.offset as u64)
+                .ctx(|| format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()))?;
+            let r = self.keys.open_in_place(loc.ty, id, buf, (loc.raw_len as usize).min(MAX_PAYLOAD), f);
+            if buf.capacity() > KEEP_READ_BUF {
+                *buf = Vec::new();
+            }
+            r.map_err(|e| match e {
+                Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in pack {}", loc.pack), detail),
+                e => e,
+            })
         })
     }
 
