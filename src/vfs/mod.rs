@@ -97,7 +97,7 @@ pub struct Vfs {
     refreshing: Mutex<()>,
     trees: crate::cache::LoadingLru<Id, Arc<Vec<Node>>>,
     inodes: inode::Table,
-    files: file::Handles,
+    files: file::Files,
     uid: u32,
     gid: u32,
 }
@@ -125,7 +125,7 @@ impl Vfs {
             catalog: RwLock::new(Arc::new(catalog)),
             refreshing: Mutex::new(()),
             inodes: inode::Table::default(),
-            files: file::Handles::default(),
+            files: file::new_cache(),
             uid: crate::sys::uid(),
             gid: crate::sys::gid(),
         })
