@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::inode::What;
 use super::{Vfs, VfsError, VfsResult};
 use crate::cache::LoadingLru;
 use crate::format::tree::Kind;
@@ -46,10 +45,7 @@ impl Vfs {
     fn file(&self, ino: u64) -> VfsResult<Arc<FileState>> {
         self.files.get_or_load(&ino, || {
             let inode = self.inode(ino)?.ok_or(VfsError::IsDir)?;
-            let node = match (&inode.what, inode.node()) {
-                (What::Node { .. }, Some(n)) => n,
-                _ => return Err(VfsError::IsDir),
-            };
+            let node = self.node(&inode)?.ok_or(VfsError::IsDir)?;
             match node.kind {
                 Kind::File => {}
                 Kind::Dir => return Err(VfsError::IsDir),

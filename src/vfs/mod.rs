@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use attr::{Attr, FileKind};
 pub use catalog::time_name;
 use catalog::{Catalog, SnapInfo};
-use inode::{AT, HOSTS, IDS, Inode, ROOT, SNAPSHOTS, TAGS, TOP, What};
+use inode::{AT, HOSTS, IDS, Inode, NodeRef, ROOT, SNAPSHOTS, TAGS, TOP, What};
 
 use crate::crypto::ObjType;
 use crate::error::Error;
@@ -109,9 +109,23 @@ struct Resolved {
     entry: Entry,
 }
 
-/// A rough in-memory size of a listing, for the tree cache's bound.
+/// The memory a listing takes, so the tree cache's bound is in real bytes: the nodes, their
+/// strings and lists, and an allocator's header for each of those.
 fn tree_weight(t: &Arc<Vec<Node>>) -> usize {
-    t.iter().map(|n| 200 + n.name.len() + n.link_target.len() + 32 * n.content.len()).sum()
+    const ALLOC: usize = 16;
+    t.iter()
+        .map(|n| {
+            let xattrs: usize = n.xattrs.iter().map(|(k, v)| k.len() + v.len() + 2 * ALLOC).sum();
+            std::mem::size_of::<Node>()
+                + n.name.len()
+                + n.user.len()
+                + n.group.len()
+                + n.link_target.len()
+                + std::mem::size_of::<Id>() * n.content.len()
+                + xattrs
+                + 4 * ALLOC
+        })
+        .sum()
 }
 
 impl Vfs {
@@ -211,14 +225,14 @@ impl Vfs {
         Resolved { ino, inode: Some(Arc::new(inode)), entry: Entry { attr, entry_ttl: SHORT_TTL, attr_ttl: SHORT_TTL } }
     }
 
-    fn node_entry(&self, parent: u64, root: u64, tree: &Arc<Vec<Node>>, idx: usize) -> Resolved {
+    fn node_entry(&self, parent: u64, root: u64, tree_id: &Id, tree: &[Node], idx: usize) -> Resolved {
         let n = &tree[idx];
         let ino = if n.kind != Kind::Dir && n.nlink > 1 {
             inode::hardlink(root, n.dev, n.ino)
         } else {
             inode::child(parent, &n.name)
         };
-        let inode = Inode { what: What::Node { tree: tree.clone(), idx, root }, parent };
+        let inode = Inode { what: What::Node { tree: *tree_id, idx: idx as u32, root }, parent };
         let entry = Entry { attr: Attr::of_node(ino, n), entry_ttl: LONG_TTL, attr_ttl: LONG_TTL };
         Resolved { ino, inode: Some(Arc::new(inode)), entry }
     }
@@ -231,17 +245,29 @@ impl Vfs {
         self.inodes.get(ino).map(Some).ok_or(VfsError::NotFound)
     }
 
-    /// The listing of a directory inside a snapshot, with the snapshot root's inode number.
-    fn snapshot_dir(&self, ino: u64, inode: &Inode) -> VfsResult<(Arc<Vec<Node>>, u64)> {
-        match &inode.what {
-            What::SnapRoot { snap } => Ok((self.tree(&snap.snap.tree)?, ino)),
-            What::Node { root, .. } => {
-                let n = inode.node().ok_or(VfsError::NotFound)?;
-                let sub = n.subtree().ok_or(VfsError::NotDir)?;
-                Ok((self.tree(&sub)?, *root))
-            }
-            _ => Err(VfsError::NotDir),
+    /// The tree entry behind an inode inside a snapshot; `None` for the directories above.
+    fn node(&self, inode: &Inode) -> VfsResult<Option<NodeRef>> {
+        let What::Node { tree, idx, .. } = &inode.what else { return Ok(None) };
+        let tree = self.tree(tree)?;
+        let idx = *idx as usize;
+        if idx >= tree.len() {
+            return Err(VfsError::NotFound);
         }
+        Ok(Some(NodeRef { tree, idx }))
+    }
+
+    /// The listing of a directory inside a snapshot, with its id and the snapshot root's inode
+    /// number.
+    fn snapshot_dir(&self, ino: u64, inode: &Inode) -> VfsResult<(Id, Arc<Vec<Node>>, u64)> {
+        let (id, root) = match &inode.what {
+            What::SnapRoot { snap } => (snap.snap.tree, ino),
+            What::Node { root, .. } => {
+                let n = self.node(inode)?.ok_or(VfsError::NotFound)?;
+                (n.subtree().ok_or(VfsError::NotDir)?, *root)
+            }
+            _ => return Err(VfsError::NotDir),
+        };
+        Ok((id, self.tree(&id)?, root))
     }
 
     fn resolve(&self, parent: u64, name: &[u8]) -> VfsResult<Resolved> {
@@ -249,9 +275,9 @@ impl Vfs {
         if let Some(i) = &inode
             && matches!(i.what, What::SnapRoot { .. } | What::Node { .. })
         {
-            let (tree, root) = self.snapshot_dir(parent, i)?;
+            let (id, tree, root) = self.snapshot_dir(parent, i)?;
             let idx = tree.binary_search_by(|n| n.name.as_slice().cmp(name)).map_err(|_| VfsError::NotFound)?;
-            return Ok(self.node_entry(parent, root, &tree, idx));
+            return Ok(self.node_entry(parent, root, &id, &tree, idx));
         }
         let name = std::str::from_utf8(name).map_err(|_| VfsError::NotFound)?;
         let cat = self.catalog(true);
@@ -310,8 +336,8 @@ impl Vfs {
                 r
             }
             What::Node { .. } => {
-                let n = inode.node().ok_or(VfsError::NotFound)?;
-                return Ok((Attr::of_node(ino, n), LONG_TTL));
+                let n = self.node(&inode)?.ok_or(VfsError::NotFound)?;
+                return Ok((Attr::of_node(ino, &n), LONG_TTL));
             }
         };
         Ok((Attr { ino, ..r.entry.attr }, r.entry.attr_ttl))
@@ -322,7 +348,7 @@ impl Vfs {
         match self.inode(ino) {
             Ok(Some(i)) => match &i.what {
                 What::SnapRoot { .. } => true,
-                What::Node { .. } => i.node().is_some_and(|n| n.kind == Kind::Dir),
+                What::Node { .. } => self.node(&i).is_ok_and(|n| n.is_some_and(|n| n.kind == Kind::Dir)),
                 _ => false,
             },
             _ => false,
@@ -333,7 +359,7 @@ impl Vfs {
         let inode = self.inode(ino)?.ok_or(VfsError::NotLink)?;
         match &inode.what {
             What::Link { target } => Ok(target.clone().into_bytes()),
-            What::Node { .. } => match inode.node() {
+            What::Node { .. } => match self.node(&inode)? {
                 Some(n) if n.kind == Kind::Symlink => Ok(n.link_target.clone()),
                 _ => Err(VfsError::NotLink),
             },
@@ -399,9 +425,9 @@ impl Vfs {
         };
         match &inode {
             Some(i) if matches!(i.what, What::SnapRoot { .. } | What::Node { .. }) => {
-                let (tree, root) = self.snapshot_dir(ino, i)?;
+                let (id, tree, root) = self.snapshot_dir(ino, i)?;
                 for idx in skip..tree.len() {
-                    if emit(idx, &tree[idx].name, self.node_entry(ino, root, &tree, idx)) {
+                    if emit(idx, &tree[idx].name, self.node_entry(ino, root, &id, &tree, idx)) {
                         break;
                     }
                 }
@@ -419,7 +445,10 @@ impl Vfs {
     }
 
     fn xattrs(&self, ino: u64) -> VfsResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.inode(ino)?.and_then(|i| i.node().map(|n| n.xattrs.clone())).unwrap_or_default())
+        match self.inode(ino)? {
+            Some(i) => Ok(self.node(&i)?.map(|n| n.xattrs.clone()).unwrap_or_default()),
+            None => Ok(Vec::new()),
+        }
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
