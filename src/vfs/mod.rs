@@ -17,6 +17,7 @@ mod attr;
 mod catalog;
 mod file;
 mod inode;
+mod trees;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -26,9 +27,8 @@ pub use catalog::time_name;
 use catalog::{Catalog, SnapInfo};
 use inode::{AT, HOSTS, IDS, Inode, NodeRef, ROOT, SNAPSHOTS, TAGS, TOP, What};
 
-use crate::crypto::ObjType;
 use crate::error::Error;
-use crate::format::tree::{self, Kind, Node, Time};
+use crate::format::tree::{Kind, Node, Time};
 use crate::id::Id;
 use crate::reader::ChunkReader;
 use crate::repo::Repository;
@@ -95,7 +95,7 @@ pub struct Vfs {
     opts: Options,
     catalog: RwLock<Arc<Catalog>>,
     refreshing: Mutex<()>,
-    trees: crate::cache::LoadingLru<Id, Arc<Vec<Node>>>,
+    trees: trees::Trees,
     inodes: inode::Table,
     files: file::Files,
     uid: u32,
@@ -109,32 +109,13 @@ struct Resolved {
     entry: Entry,
 }
 
-/// The memory a listing takes, so the tree cache's bound is in real bytes: the nodes, their
-/// strings and lists, and an allocator's header for each of those.
-fn tree_weight(t: &Arc<Vec<Node>>) -> usize {
-    const ALLOC: usize = 16;
-    t.iter()
-        .map(|n| {
-            let xattrs: usize = n.xattrs.iter().map(|(k, v)| k.len() + v.len() + 2 * ALLOC).sum();
-            std::mem::size_of::<Node>()
-                + n.name.len()
-                + n.user.len()
-                + n.group.len()
-                + n.link_target.len()
-                + std::mem::size_of::<Id>() * n.content.len()
-                + xattrs
-                + 4 * ALLOC
-        })
-        .sum()
-}
-
 impl Vfs {
     pub fn new(repo: Arc<Repository>, opts: Options) -> crate::Result<Vfs> {
         let catalog = Catalog::load(&repo, &opts.filter, None, &mut |m| (opts.warn)(&m))?;
         Ok(Vfs {
             reader: Arc::new(ChunkReader::new(repo.clone(), opts.chunk_cache)),
+            trees: trees::Trees::new(repo.clone(), opts.tree_cache),
             repo,
-            trees: crate::cache::LoadingLru::new(opts.tree_cache, tree_weight),
             opts,
             catalog: RwLock::new(Arc::new(catalog)),
             refreshing: Mutex::new(()),
@@ -178,18 +159,7 @@ impl Vfs {
 
     /// A directory listing, through the tree cache. Errors name the blob and its pack.
     fn tree(&self, id: &Id) -> VfsResult<Arc<Vec<Node>>> {
-        let load = || -> crate::Result<Arc<Vec<Node>>> {
-            let index = self.catalog(false).index.clone();
-            let loc = index.get(id)?.ok_or_else(|| Error::MissingBlob(format!("tree blob {}", id.hex())))?;
-            let wrap =
-                |e: Error| Error::Blob { kind: "tree blob", blob: id.hex(), pack: loc.pack.hex(), source: Box::new(e) };
-            if loc.ty != ObjType::Tree {
-                return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
-            }
-            let plain = self.repo.read_blob_at(id, &loc).map_err(wrap)?;
-            Ok(Arc::new(tree::decode(&plain).map_err(wrap)?))
-        };
-        Ok(self.trees.get_or_load(id, load)?)
+        Ok(self.trees.get(&self.catalog(false).index, id)?)
     }
 
     fn newest_time(&self, cat: &Catalog) -> Time {
@@ -426,6 +396,9 @@ impl Vfs {
         match &inode {
             Some(i) if matches!(i.what, What::SnapRoot { .. } | What::Node { .. }) => {
                 let (id, tree, root) = self.snapshot_dir(ino, i)?;
+                if offset == 0 {
+                    self.trees.prefetch_children(&self.catalog(false).index, &tree);
+                }
                 for idx in skip..tree.len() {
                     if emit(idx, &tree[idx].name, self.node_entry(ino, root, &id, &tree, idx)) {
                         break;
