@@ -74,6 +74,22 @@ impl ChunkReader {
     }
 }
 
+impl ChunkReader {
+    /// Loads one data chunk into the cache on the rayon pool, looking it up in `index` there.
+    /// Failures are left for the real read to report.
+    pub fn prefetch_blob(self: &Arc<Self>, index: &Arc<IndexReader>, id: Id) {
+        if self.is_cached(&id) {
+            return;
+        }
+        let (me, index) = (self.clone(), index.clone());
+        rayon::spawn(move || {
+            if let Ok(Some(loc)) = index.get(&id) {
+                let _ = me.chunk(&id, &loc);
+            }
+        });
+    }
+}
+
 /// Where each of a file's chunks lies, in the file and in the repository.
 pub struct FileMap {
     chunks: Vec<(Id, BlobLoc)>,

@@ -11,9 +11,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use super::inode::What;
 use super::{Vfs, VfsError, VfsResult};
 use crate::cache::LoadingLru;
 use crate::format::tree::Kind;
+use crate::id::Id;
 use crate::reader::{FileMap, ReadData};
 
 /// How far ahead of a sequential reader chunks are fetched, in bytes of plaintext.
@@ -21,6 +23,11 @@ const READ_AHEAD: u64 = 8 << 20;
 /// A read this close to where the last one ended still counts as sequential: the kernel's
 /// asynchronous read-ahead sends requests slightly out of order over several threads.
 const SEQUENTIAL_SLACK: u64 = 4 << 20;
+/// Small files whose data is fetched ahead of a reader that goes through a directory's files
+/// in listing order (tar, cp -r, rsync), and how small they must be: a large file gets its own
+/// read-ahead once it is read.
+const FILES_AHEAD: u32 = 8;
+const SMALL_FILE: u64 = 1 << 20;
 /// Bytes of chunk maps kept (about 100 per chunk): tens of thousands of small files, or a few
 /// huge ones, without rebuilding a map for every read.
 const MAP_CACHE: usize = 4 << 20;
@@ -35,6 +42,15 @@ pub(super) struct FileState {
 }
 
 pub(super) type Files = LoadingLru<u64, Arc<FileState>>;
+
+/// Where the last file read from its start lies: which listing, which entry, and the entry up to
+/// which following files have been fetched ahead.
+#[derive(Default)]
+pub(super) struct Walk {
+    listing: Id,
+    last: u32,
+    ahead: u32,
+}
 
 pub(super) fn new_cache() -> Files {
     LoadingLru::new(MAP_CACHE, |f: &Arc<FileState>| 100 * (f.map.chunk_count() + 1))
@@ -60,6 +76,9 @@ impl Vfs {
     /// Up to `size` bytes of file `ino` at `offset`; fewer only at the end of the file.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> VfsResult<ReadData> {
         let file = self.file(ino)?;
+        if offset == 0 {
+            self.follow_walk(ino);
+        }
         let prev = file.next.swap(offset.saturating_add(u64::from(size)), Ordering::Relaxed);
         if offset == 0 {
             // A new pass over the file (its pages left the kernel's cache): read ahead again.
@@ -80,5 +99,33 @@ impl Vfs {
             }
         }
         Ok(data)
+    }
+
+    /// Notes that file `ino` is being read from its start; when it follows the last such file
+    /// in the same directory, fetches the next small files' data ahead: a reader going through
+    /// a directory would otherwise wait for each file's read, decryption and decompression in
+    /// turn.
+    fn follow_walk(&self, ino: u64) {
+        let Ok(Some(inode)) = self.inode(ino) else { return };
+        let What::Node { tree, idx, .. } = inode.what else { return };
+        let range = {
+            let mut w = self.walk.lock().unwrap_or_else(|e| e.into_inner());
+            // Entries in between may be directories or links; a jump starts over.
+            if w.listing != tree || idx <= w.last || idx > w.last + 2 {
+                *w = Walk { listing: tree, last: idx, ahead: idx + 1 };
+                return;
+            }
+            w.last = idx;
+            let from = w.ahead.max(idx + 1);
+            w.ahead = w.ahead.max(idx + 1 + FILES_AHEAD);
+            from..w.ahead
+        };
+        let Ok(listing) = self.tree(&tree) else { return };
+        let index = self.catalog(false).index.clone();
+        for n in listing.iter().take(range.end as usize).skip(range.start as usize) {
+            if n.kind == Kind::File && n.size <= SMALL_FILE && !n.content.is_empty() {
+                self.reader.prefetch_blob(&index, n.content[0]);
+            }
+        }
     }
 }

@@ -98,6 +98,7 @@ pub struct Vfs {
     trees: trees::Trees,
     inodes: inode::Table,
     files: file::Files,
+    walk: Mutex<file::Walk>,
     uid: u32,
     gid: u32,
 }
@@ -121,6 +122,7 @@ impl Vfs {
             refreshing: Mutex::new(()),
             inodes: inode::Table::default(),
             files: file::new_cache(),
+            walk: Mutex::default(),
             uid: crate::sys::uid(),
             gid: crate::sys::gid(),
         })
