@@ -72,9 +72,7 @@ impl ChunkReader {
             });
         }
     }
-}
 
-impl ChunkReader {
     /// Loads one data chunk into the cache on the rayon pool, looking it up in `index` there.
     /// Failures are left for the real read to report.
     pub fn prefetch_blob(self: &Arc<Self>, index: &Arc<IndexReader>, id: Id) {

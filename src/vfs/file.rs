@@ -78,12 +78,10 @@ impl Vfs {
         let file = self.file(ino)?;
         if offset == 0 {
             self.follow_walk(ino);
-        }
-        let prev = file.next.swap(offset.saturating_add(u64::from(size)), Ordering::Relaxed);
-        if offset == 0 {
             // A new pass over the file (its pages left the kernel's cache): read ahead again.
             file.ahead.store(0, Ordering::Relaxed);
         }
+        let prev = file.next.swap(offset.saturating_add(u64::from(size)), Ordering::Relaxed);
         let (data, last) = file.map.read(&self.reader, offset, size as usize)?;
         let sequential = offset == 0 || offset.abs_diff(prev) <= SEQUENTIAL_SLACK;
         if sequential && last + 1 < file.map.chunk_count() {
