@@ -51,7 +51,7 @@ pub struct SnapFs {
 }
 
 /// Runs a handler body, turning a panic (a bug) into EIO instead of a dead session thread.
-fn guard<T>(op: &str, f: impl FnOnce() -> VfsResult<T>) -> Result<T, Errno> {
+fn guard<T>(op: impl std::fmt::Display, f: impl FnOnce() -> VfsResult<T>) -> Result<T, Errno> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(errno(op, e)),
@@ -62,7 +62,7 @@ fn guard<T>(op: &str, f: impl FnOnce() -> VfsResult<T>) -> Result<T, Errno> {
     }
 }
 
-fn errno(op: &str, e: VfsError) -> Errno {
+fn errno(op: impl std::fmt::Display, e: VfsError) -> Errno {
     match e {
         VfsError::NotFound => Errno::ENOENT,
         VfsError::NotDir => Errno::ENOTDIR,
@@ -176,43 +176,28 @@ impl fuser::Filesystem for SnapFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match guard("open", || self.vfs.open(ino.0)) {
-            // Contents never change: the page cache may outlive this open.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(e),
-        }
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Declining tells the kernel that opens need no request (nor releases): contents never
+        // change, so it keeps their page cache across opens as FOPEN_KEEP_CACHE would, and reads
+        // are served by inode number.
+        reply.error(Errno::ENOSYS);
     }
 
     fn read(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match guard(&format!("read of inode {}", ino.0), || self.vfs.read(fh.0, offset, size)) {
+        match guard(format_args!("read of inode {}", ino.0), || self.vfs.read(ino.0, offset, size)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
         }
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.vfs.release(fh.0);
-        reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

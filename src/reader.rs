@@ -13,8 +13,9 @@ use crate::id::Id;
 use crate::index::{BlobLoc, IndexReader};
 use crate::repo::Repository;
 
-/// A chunk's plaintext, shared between the cache and readers.
-pub type Chunk = Arc<[u8]>;
+/// A chunk's plaintext, shared between the cache and readers. A `Vec` inside, not `[u8]`: the
+/// decompressed buffer is kept as it is instead of being copied into a new allocation.
+pub type Chunk = Arc<Vec<u8>>;
 
 /// Fetches chunks through a bounded cache of decompressed chunks.
 pub struct ChunkReader {
@@ -44,7 +45,7 @@ impl ChunkReader {
             if data.len() != loc.raw_len as usize {
                 return Err(wrap(Error::corrupt("blob", "length differs from the index")));
             }
-            Ok(Chunk::from(data))
+            Ok(Chunk::new(data))
         })
     }
 
@@ -70,6 +71,20 @@ impl ChunkReader {
                 let _ = me.chunk(&id, &loc);
             });
         }
+    }
+
+    /// Loads one data chunk into the cache on the rayon pool, looking it up in `index` there.
+    /// Failures are left for the real read to report.
+    pub fn prefetch_blob(self: &Arc<Self>, index: &Arc<IndexReader>, id: Id) {
+        if self.is_cached(&id) {
+            return;
+        }
+        let (me, index) = (self.clone(), index.clone());
+        rayon::spawn(move || {
+            if let Ok(Some(loc)) = index.get(&id) {
+                let _ = me.chunk(&id, &loc);
+            }
+        });
     }
 }
 

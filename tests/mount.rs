@@ -374,3 +374,98 @@ fn bad_mount_points_are_refused_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"), "{out:?}");
 }
+
+/// Reads are served by inode number, with one read state per file: readers of the same file at
+/// different places, and a file read again from the start, must still get exactly its bytes.
+#[test]
+fn interleaved_readers_of_one_file_get_its_bytes() {
+    if !fuse_available() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let src = repo.subdir("src").canonicalize().unwrap();
+    let content = Rng::new(7).bytes(40 << 20);
+    fs::write(src.join("big"), &content).unwrap();
+    fs::hard_link(src.join("big"), src.join("link")).unwrap();
+    repo.ok(&["backup", src.to_str().unwrap()]);
+    let m = repo.mount(&[]);
+    let view = m.latest(&src);
+    // O_DIRECT bypasses the kernel's page cache, so every read below reaches the mount.
+    let open = |name: &str| {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(view.join(name)).unwrap()
+    };
+    let block = 1 << 20;
+    let half = content.len() / 2;
+    let (a, b) = (open("big"), open("link"));
+    let mut buf = vec![0u8; block];
+    for pass in 0..2 {
+        for i in (0..half).step_by(block) {
+            for (f, off) in [(&a, i), (&b, content.len() - block - i)] {
+                std::os::unix::fs::FileExt::read_exact_at(f, &mut buf, off as u64).unwrap();
+                assert!(buf == content[off..off + block], "pass {pass}: bytes at {off} differ");
+            }
+        }
+    }
+}
+
+/// The filesystem model without the kernel, with caches too small to hold anything: inodes name
+/// their listings instead of holding them, so every attribute, link and read after the walk
+/// moved on must find its listing again, and still the right one.
+#[test]
+fn model_serves_everything_with_caches_that_hold_nothing() {
+    use snapfs::vfs::{FileKind, Options, Vfs};
+    let repo = TestRepo::new();
+    let src = repo.subdir("src").canonicalize().unwrap();
+    let mut rng = Rng::new(3);
+    for d in 0..6 {
+        let dir = src.join(format!("d{d}/inner{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..15 {
+            fs::write(dir.join(format!("f{f}")), rng.bytes(f * 3000 + d)).unwrap();
+        }
+        symlink(format!("target-{d}"), dir.join("link")).unwrap();
+    }
+    repo.ok(&["backup", src.to_str().unwrap()]);
+    let r = snapfs::repo::Repository::open(&repo.path, PASSWORD.as_bytes()).unwrap();
+    let opts = Options { filter: Default::default(), chunk_cache: 1, tree_cache: 1, warn: Box::new(|_| {}) };
+    let vfs = Vfs::new(std::sync::Arc::new(r), opts).unwrap();
+
+    let mut ino = vfs.lookup(vfs.lookup(1, b"snapshots").unwrap().attr.ino, b"latest").unwrap().attr.ino;
+    ino = vfs.lookup(2, &vfs.readlink(ino).unwrap()).unwrap().attr.ino;
+    for c in src.components().skip(1) {
+        ino = vfs.lookup(ino, c.as_os_str().as_bytes()).unwrap().attr.ino;
+    }
+    // Walk everything first, then check each entry, so the listings are long gone from the cache.
+    let mut found = Vec::new();
+    let mut dirs = vec![(ino, PathBuf::new())];
+    while let Some((dir, rel)) = dirs.pop() {
+        vfs.readdir(dir, 0, true, &mut |_, e| {
+            if e.name != b"." && e.name != b".." {
+                let rel = rel.join(OsStr::from_bytes(e.name));
+                if e.kind == FileKind::Dir {
+                    dirs.push((e.ino, rel.clone()));
+                }
+                found.push((e.ino, e.kind, rel));
+            }
+            false
+        })
+        .unwrap();
+    }
+    assert_eq!(found.len(), 6 * 2 + 6 * 16);
+    for (ino, kind, rel) in found {
+        let path = src.join(&rel);
+        let (attr, _) = vfs.getattr(ino).unwrap();
+        assert_eq!(attr.size, if kind == FileKind::Dir { 0 } else { fs::symlink_metadata(&path).unwrap().len() });
+        match kind {
+            FileKind::File => {
+                let data = vfs.read(ino, 0, attr.size as u32 + 1).unwrap();
+                assert!(*data == fs::read(&path).unwrap()[..], "{} differs", rel.display());
+            }
+            FileKind::Symlink => {
+                assert_eq!(vfs.readlink(ino).unwrap(), fs::read_link(&path).unwrap().as_os_str().as_bytes())
+            }
+            _ => {}
+        }
+    }
+}

@@ -74,7 +74,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let opts = Options {
         filter: a.filter.into(),
         chunk_cache: a.cache_size.max(1) << 20,
-        tree_cache: 16 << 20,
+        tree_cache: 8 << 20,
         warn: Box::new(|m| eprintln!("snapfs: warning: {m}")),
     };
     let vfs = Arc::new(Vfs::new(Arc::new(repo), opts)?);

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::catalog::SnapInfo;
 use crate::format::tree::Node;
+use crate::id::Id;
 
 pub const ROOT: u64 = 1;
 pub const SNAPSHOTS: u64 = 2;
@@ -69,8 +70,11 @@ pub enum What {
     Link { target: String },
     /// A snapshot's root directory.
     SnapRoot { snap: Arc<SnapInfo> },
-    /// An entry inside a snapshot: `tree[idx]`, below the snapshot root `root`.
-    Node { tree: Arc<Vec<Node>>, idx: usize, root: u64 },
+    /// An entry inside a snapshot: entry `idx` of the listing `tree`, below the snapshot root
+    /// `root`. The listing is named, not held: the kernel may hold every inode of a snapshot
+    /// after a walk, and holding their listings too would keep all of its metadata in memory,
+    /// outside the tree cache's bound.
+    Node { tree: Id, idx: u32, root: u64 },
 }
 
 pub struct Inode {
@@ -78,12 +82,16 @@ pub struct Inode {
     pub parent: u64,
 }
 
-impl Inode {
-    pub fn node(&self) -> Option<&Node> {
-        match &self.what {
-            What::Node { tree, idx, .. } => tree.get(*idx),
-            _ => None,
-        }
+/// One entry of a listing, which it keeps alive while in use.
+pub struct NodeRef {
+    pub tree: Arc<Vec<Node>>,
+    pub idx: usize,
+}
+
+impl std::ops::Deref for NodeRef {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.tree[self.idx]
     }
 }
 

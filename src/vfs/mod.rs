@@ -17,6 +17,7 @@ mod attr;
 mod catalog;
 mod file;
 mod inode;
+mod trees;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -24,11 +25,10 @@ use std::time::Duration;
 pub use attr::{Attr, FileKind};
 pub use catalog::time_name;
 use catalog::{Catalog, SnapInfo};
-use inode::{AT, HOSTS, IDS, Inode, ROOT, SNAPSHOTS, TAGS, TOP, What};
+use inode::{AT, HOSTS, IDS, Inode, NodeRef, ROOT, SNAPSHOTS, TAGS, TOP, What};
 
-use crate::crypto::ObjType;
 use crate::error::Error;
-use crate::format::tree::{self, Kind, Node, Time};
+use crate::format::tree::{Kind, Node, Time};
 use crate::id::Id;
 use crate::reader::ChunkReader;
 use crate::repo::Repository;
@@ -95,9 +95,10 @@ pub struct Vfs {
     opts: Options,
     catalog: RwLock<Arc<Catalog>>,
     refreshing: Mutex<()>,
-    trees: crate::cache::LoadingLru<Id, Arc<Vec<Node>>>,
+    trees: trees::Trees,
     inodes: inode::Table,
-    files: file::Handles,
+    files: file::Files,
+    walk: Mutex<file::Walk>,
     uid: u32,
     gid: u32,
 }
@@ -109,23 +110,19 @@ struct Resolved {
     entry: Entry,
 }
 
-/// A rough in-memory size of a listing, for the tree cache's bound.
-fn tree_weight(t: &Arc<Vec<Node>>) -> usize {
-    t.iter().map(|n| 200 + n.name.len() + n.link_target.len() + 32 * n.content.len()).sum()
-}
-
 impl Vfs {
     pub fn new(repo: Arc<Repository>, opts: Options) -> crate::Result<Vfs> {
         let catalog = Catalog::load(&repo, &opts.filter, None, &mut |m| (opts.warn)(&m))?;
         Ok(Vfs {
             reader: Arc::new(ChunkReader::new(repo.clone(), opts.chunk_cache)),
+            trees: trees::Trees::new(repo.clone(), opts.tree_cache),
             repo,
-            trees: crate::cache::LoadingLru::new(opts.tree_cache, tree_weight),
             opts,
             catalog: RwLock::new(Arc::new(catalog)),
             refreshing: Mutex::new(()),
             inodes: inode::Table::default(),
-            files: file::Handles::default(),
+            files: file::new_cache(),
+            walk: Mutex::default(),
             uid: crate::sys::uid(),
             gid: crate::sys::gid(),
         })
@@ -164,18 +161,7 @@ impl Vfs {
 
     /// A directory listing, through the tree cache. Errors name the blob and its pack.
     fn tree(&self, id: &Id) -> VfsResult<Arc<Vec<Node>>> {
-        let load = || -> crate::Result<Arc<Vec<Node>>> {
-            let index = self.catalog(false).index.clone();
-            let loc = index.get(id)?.ok_or_else(|| Error::MissingBlob(format!("tree blob {}", id.hex())))?;
-            let wrap =
-                |e: Error| Error::Blob { kind: "tree blob", blob: id.hex(), pack: loc.pack.hex(), source: Box::new(e) };
-            if loc.ty != ObjType::Tree {
-                return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
-            }
-            let plain = self.repo.read_blob_at(id, &loc).map_err(wrap)?;
-            Ok(Arc::new(tree::decode(&plain).map_err(wrap)?))
-        };
-        Ok(self.trees.get_or_load(id, load)?)
+        Ok(self.trees.get(&self.catalog(false).index, id)?)
     }
 
     fn newest_time(&self, cat: &Catalog) -> Time {
@@ -211,14 +197,14 @@ impl Vfs {
         Resolved { ino, inode: Some(Arc::new(inode)), entry: Entry { attr, entry_ttl: SHORT_TTL, attr_ttl: SHORT_TTL } }
     }
 
-    fn node_entry(&self, parent: u64, root: u64, tree: &Arc<Vec<Node>>, idx: usize) -> Resolved {
+    fn node_entry(&self, parent: u64, root: u64, tree_id: &Id, tree: &[Node], idx: usize) -> Resolved {
         let n = &tree[idx];
         let ino = if n.kind != Kind::Dir && n.nlink > 1 {
             inode::hardlink(root, n.dev, n.ino)
         } else {
             inode::child(parent, &n.name)
         };
-        let inode = Inode { what: What::Node { tree: tree.clone(), idx, root }, parent };
+        let inode = Inode { what: What::Node { tree: *tree_id, idx: idx as u32, root }, parent };
         let entry = Entry { attr: Attr::of_node(ino, n), entry_ttl: LONG_TTL, attr_ttl: LONG_TTL };
         Resolved { ino, inode: Some(Arc::new(inode)), entry }
     }
@@ -231,17 +217,29 @@ impl Vfs {
         self.inodes.get(ino).map(Some).ok_or(VfsError::NotFound)
     }
 
-    /// The listing of a directory inside a snapshot, with the snapshot root's inode number.
-    fn snapshot_dir(&self, ino: u64, inode: &Inode) -> VfsResult<(Arc<Vec<Node>>, u64)> {
-        match &inode.what {
-            What::SnapRoot { snap } => Ok((self.tree(&snap.snap.tree)?, ino)),
-            What::Node { root, .. } => {
-                let n = inode.node().ok_or(VfsError::NotFound)?;
-                let sub = n.subtree().ok_or(VfsError::NotDir)?;
-                Ok((self.tree(&sub)?, *root))
-            }
-            _ => Err(VfsError::NotDir),
+    /// The tree entry behind an inode inside a snapshot; `None` for the directories above.
+    fn node(&self, inode: &Inode) -> VfsResult<Option<NodeRef>> {
+        let What::Node { tree, idx, .. } = &inode.what else { return Ok(None) };
+        let tree = self.tree(tree)?;
+        let idx = *idx as usize;
+        if idx >= tree.len() {
+            return Err(VfsError::NotFound);
         }
+        Ok(Some(NodeRef { tree, idx }))
+    }
+
+    /// The listing of a directory inside a snapshot, with its id and the snapshot root's inode
+    /// number.
+    fn snapshot_dir(&self, ino: u64, inode: &Inode) -> VfsResult<(Id, Arc<Vec<Node>>, u64)> {
+        let (id, root) = match &inode.what {
+            What::SnapRoot { snap } => (snap.snap.tree, ino),
+            What::Node { root, .. } => {
+                let n = self.node(inode)?.ok_or(VfsError::NotFound)?;
+                (n.subtree().ok_or(VfsError::NotDir)?, *root)
+            }
+            _ => return Err(VfsError::NotDir),
+        };
+        Ok((id, self.tree(&id)?, root))
     }
 
     fn resolve(&self, parent: u64, name: &[u8]) -> VfsResult<Resolved> {
@@ -249,9 +247,9 @@ impl Vfs {
         if let Some(i) = &inode
             && matches!(i.what, What::SnapRoot { .. } | What::Node { .. })
         {
-            let (tree, root) = self.snapshot_dir(parent, i)?;
+            let (id, tree, root) = self.snapshot_dir(parent, i)?;
             let idx = tree.binary_search_by(|n| n.name.as_slice().cmp(name)).map_err(|_| VfsError::NotFound)?;
-            return Ok(self.node_entry(parent, root, &tree, idx));
+            return Ok(self.node_entry(parent, root, &id, &tree, idx));
         }
         let name = std::str::from_utf8(name).map_err(|_| VfsError::NotFound)?;
         let cat = self.catalog(true);
@@ -310,8 +308,8 @@ impl Vfs {
                 r
             }
             What::Node { .. } => {
-                let n = inode.node().ok_or(VfsError::NotFound)?;
-                return Ok((Attr::of_node(ino, n), LONG_TTL));
+                let n = self.node(&inode)?.ok_or(VfsError::NotFound)?;
+                return Ok((Attr::of_node(ino, &n), LONG_TTL));
             }
         };
         Ok((Attr { ino, ..r.entry.attr }, r.entry.attr_ttl))
@@ -322,7 +320,7 @@ impl Vfs {
         match self.inode(ino) {
             Ok(Some(i)) => match &i.what {
                 What::SnapRoot { .. } => true,
-                What::Node { .. } => i.node().is_some_and(|n| n.kind == Kind::Dir),
+                What::Node { .. } => self.node(&i).is_ok_and(|n| n.is_some_and(|n| n.kind == Kind::Dir)),
                 _ => false,
             },
             _ => false,
@@ -333,7 +331,7 @@ impl Vfs {
         let inode = self.inode(ino)?.ok_or(VfsError::NotLink)?;
         match &inode.what {
             What::Link { target } => Ok(target.clone().into_bytes()),
-            What::Node { .. } => match inode.node() {
+            What::Node { .. } => match self.node(&inode)? {
                 Some(n) if n.kind == Kind::Symlink => Ok(n.link_target.clone()),
                 _ => Err(VfsError::NotLink),
             },
@@ -399,9 +397,12 @@ impl Vfs {
         };
         match &inode {
             Some(i) if matches!(i.what, What::SnapRoot { .. } | What::Node { .. }) => {
-                let (tree, root) = self.snapshot_dir(ino, i)?;
+                let (id, tree, root) = self.snapshot_dir(ino, i)?;
+                if offset == 0 {
+                    self.trees.prefetch_children(&self.catalog(false).index, &tree);
+                }
                 for idx in skip..tree.len() {
-                    if emit(idx, &tree[idx].name, self.node_entry(ino, root, &tree, idx)) {
+                    if emit(idx, &tree[idx].name, self.node_entry(ino, root, &id, &tree, idx)) {
                         break;
                     }
                 }
@@ -419,7 +420,10 @@ impl Vfs {
     }
 
     fn xattrs(&self, ino: u64) -> VfsResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.inode(ino)?.and_then(|i| i.node().map(|n| n.xattrs.clone())).unwrap_or_default())
+        match self.inode(ino)? {
+            Some(i) => Ok(self.node(&i)?.map(|n| n.xattrs.clone()).unwrap_or_default()),
+            None => Ok(Vec::new()),
+        }
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {

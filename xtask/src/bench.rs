@@ -17,13 +17,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-const PASSWORD: &str = "bench-password";
+pub(crate) const PASSWORD: &str = "bench-password";
 const STEPS: [&str; 5] =
     ["initial backup", "unchanged re-backup", "incremental (~2% of files)", "restore", "check --read-data"];
 
 #[derive(Clone, Copy, Default)]
-struct Sample {
-    wall: f64,
+pub(crate) struct Sample {
+    pub(crate) wall: f64,
     cpu: f64,
     rss_mb: f64,
 }
@@ -108,7 +108,7 @@ impl Drop for FreshFs {
 }
 
 /// Refuses flags a task does not know, so a typo never starts a long run.
-fn check_flags(args: &[String], known: &[&str], with_value: &[&str]) -> Result<()> {
+pub(crate) fn check_flags(args: &[String], known: &[&str], with_value: &[&str]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if with_value.contains(&a.as_str()) {
@@ -206,7 +206,7 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn sources(quick: bool) -> Vec<String> {
+pub(crate) fn sources(quick: bool) -> Vec<String> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let mut v = vec![format!("{home}/.cargo/registry/src")];
     if !quick {
@@ -216,7 +216,7 @@ fn sources(quick: bool) -> Vec<String> {
 }
 
 /// Copies the real data (it will be changed) and adds a generated part with known properties.
-fn prepare_data(data: &Path, quick: bool) -> Result<()> {
+pub(crate) fn prepare_data(data: &Path, quick: bool) -> Result<()> {
     let stamp = data.join(".complete");
     if stamp.exists() && fs::read_to_string(&stamp)? == format!("{quick}") {
         return Ok(());
@@ -313,7 +313,7 @@ fn change(data: &Path, saved: &Path, apply: bool) -> Result<()> {
     Ok(())
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for e in fs::read_dir(dir)? {
         let e = e?;
         let ft = e.file_type()?;
@@ -326,7 +326,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn tree_size(dir: &Path) -> Result<(u64, u64)> {
+pub(crate) fn tree_size(dir: &Path) -> Result<(u64, u64)> {
     let mut files = Vec::new();
     collect_files(dir, &mut files)?;
     let bytes = files.iter().map(|f| fs::symlink_metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
@@ -352,7 +352,7 @@ fn verify_restore(data: &Path, restored: &Path) -> Result<()> {
 }
 
 /// Runs a command under GNU time, with every tool's password in its environment.
-fn exec(argv: &[String], cwd: &Path) -> Result<Sample> {
+pub(crate) fn exec(argv: &[String], cwd: &Path) -> Result<Sample> {
     let stats = std::env::temp_dir().join(format!("snapfs-bench-time-{}", std::process::id()));
     let started = Instant::now();
     let out = Command::new("/usr/bin/time")
@@ -380,7 +380,7 @@ fn exec(argv: &[String], cwd: &Path) -> Result<Sample> {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -422,7 +422,7 @@ fn table(tools: &[&str], results: &BTreeMap<(&str, usize), Vec<Sample>>, sizes: 
     s
 }
 
-fn machine() -> Result<String> {
+pub(crate) fn machine() -> Result<String> {
     let cpu = fs::read_to_string("/proc/cpuinfo")?
         .lines()
         .find(|l| l.starts_with("model name"))

@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod mountbench;
 
 use std::env;
 use std::ffi::OsStr;
@@ -22,6 +23,8 @@ Tasks:
   bench  snapfs against restic and borg on the same data, in one run; writes
          benches/results/latest.md  [--quick] [--rounds N]
          with --scale: backup cost from 10k to 1M files and over 50 snapshots  [--max N]
+         with --mount: snapfs mount against restic mount (find, cat, tar, RSS); writes
+         benches/results/mount.md  [--quick] [--rounds N]
 ";
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     }
     let result = match task {
         "bench" if rest.iter().any(|a| a == "--scale") => bench::scale(rest),
+        "bench" if rest.iter().any(|a| a == "--mount") => mountbench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
         "ci" => ci(),
