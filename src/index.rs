@@ -129,13 +129,14 @@ impl Index {
 
     /// Gives back the space of the many small durable commits a backup makes (about 1 MiB
     /// each, measured: 142 MB of file for 9 MB of entries after 156 packs), when the file is
-    /// several times what its entries need. Best effort: another process in a transaction (a
+    /// over 256 bytes a blob, about 2.4 times what a compacted index needs (108 bytes a blob
+    /// measured; compacting 35 MB to 13.5 MB took 0.4 s). Best effort: another process in a transaction (a
     /// mount, a concurrent backup) makes redb refuse, and the next backup tries again.
     pub fn compact_if_bloated(&mut self, path: &Path) -> bool {
         let (Ok(len), Ok(blobs)) = (std::fs::metadata(path).map(|m| m.len()), self.blob_count()) else {
             return false;
         };
-        if len < (16 << 20).max(blobs * 512) {
+        if len < (16 << 20).max(blobs * 256) {
             return false;
         }
         while let Ok(true) = self.db.compact() {}
