@@ -188,18 +188,12 @@ impl Repository {
 
     /// Reads a blob at a known location, authenticates it and re-checks its id.
     pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
-        let f = self.pack_file(&loc.pack)?;
-        let mut buf = vec![0u8; loc.length as usize];
-        f.read_exact_at(&mut buf, loc.offset as u64)
-            .ctx(|| format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()))?;
-        self.keys.open_verified(loc.ty, id, &buf, (loc.raw_len as usize).min(MAX_PAYLOAD)).map_err(|e| match e {
-            Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in pack {}", loc.pack), detail),
-            e => e,
-        })
+        // Through the per-thread buffers, so the only allocation is the one the caller keeps.
+        self.with_blob_at(id, loc, <[u8]>::to_vec)
     }
 
-    /// [`Repository::read_blob_at`] for bulk readers: the blob goes through this thread's
-    /// buffers to `f` (which must not read another blob), so a chunk costs no allocation.
+    /// Reads a blob at a known location, authenticates it, re-checks its id and hands it to `f`
+    /// (which must not read another blob) from this thread's buffers: a chunk costs no allocation.
     pub fn with_blob_at<R>(&self, id: &Id, loc: &BlobLoc, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let f_pack = self.pack_file(&loc.pack)?;
         READ_BUF.with_borrow_mut(|buf| {
