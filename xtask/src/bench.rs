@@ -85,7 +85,8 @@ struct FreshFs {
 
 impl FreshFs {
     fn mount(image: &Path, mount_point: &Path, bytes: u64) -> Result<Option<FreshFs>> {
-        let _ = Command::new("umount").arg(mount_point).status();
+        // Left over from an interrupted run, if any.
+        let _ = Command::new("umount").arg(mount_point).stderr(std::process::Stdio::null()).status();
         let _ = fs::remove_file(image);
         fs::File::create(image)?.set_len(bytes + (1 << 30))?;
         let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
