@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use globset::GlobSet;
 use rayon::prelude::*;
@@ -131,11 +132,20 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
     let mut first_link: HashMap<(u64, u64), usize> = HashMap::new();
     let mut work = Vec::new();
     let mut links = Vec::new();
+    // Two stats per entry, in parallel: done serially they were seconds of a large restore.
+    let probes: Vec<(bool, bool)> = items
+        .par_iter()
+        .map(|it| match it.node.kind {
+            Kind::Dir => (false, false),
+            _ => (it.dest.parent().is_some_and(Path::exists), fs::symlink_metadata(&it.dest).is_ok()),
+        })
+        .collect();
     for (i, it) in items.iter().enumerate() {
-        if it.node.kind == Kind::Dir || !it.dest.parent().is_some_and(Path::exists) {
+        let (parent_exists, exists) = probes[i];
+        if it.node.kind == Kind::Dir || !parent_exists {
             continue;
         }
-        if fs::symlink_metadata(&it.dest).is_ok() {
+        if exists {
             if !replace(&it.dest, &it.node, opts.overwrite) {
                 out.skipped.push(it.dest.clone());
                 continue;
@@ -301,6 +311,7 @@ fn write_file(repo: &Repository, dest: &Path, node: &Node) -> Result<u64> {
     let map = FileMap::new(&repo.index().reader()?, &node.content, node.size)?;
     let f = File::create_new(dest).map_err(io)?;
     let chunks: Vec<_> = map.chunks().collect();
+    let holes = AtomicBool::new(false);
     let result = chunks
         .par_iter()
         .try_for_each(|&(off, id, loc)| {
@@ -309,12 +320,14 @@ fn write_file(repo: &Repository, dest: &Path, node: &Node) -> Result<u64> {
             }
             repo.with_blob_at(id, loc, |data| {
                 if data.iter().all(|&b| b == 0) {
+                    holes.store(true, Ordering::Relaxed);
                     return Ok(());
                 }
                 f.write_all_at(data, off).map_err(io)
             })?
         })
-        .and_then(|_| f.set_len(map.size()).map_err(io));
+        // Only a hole at the end leaves the file short; otherwise the writes set its size.
+        .and_then(|_| if holes.load(Ordering::Relaxed) { f.set_len(map.size()).map_err(io) } else { Ok(()) });
     if let Err(e) = result {
         // A partly written file must not pass for a restored one.
         let _ = fs::remove_file(dest);

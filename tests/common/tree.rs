@@ -95,6 +95,10 @@ pub fn gen_tree(root: &Path, seed: u64) -> GenTree {
         for off in [0, 5 * MIB + 7, 33 * MIB, 64 * MIB - 64 * KIB] {
             f.write_all_at(&rng.bytes(64 * KIB as usize), off).unwrap();
         }
+        // Data, then a hole to the end: restore must still give it its full length.
+        let tail = File::create(p("sparse-tail.img")).unwrap();
+        tail.write_all_at(&rng.bytes(64 * KIB as usize), 0).unwrap();
+        tail.set_len(20 * MIB).unwrap();
     }
 
     // Hardlinks: one group inside links/, one group across directories.
