@@ -222,7 +222,8 @@ fn verify_pack(repo: &Repository, f: &PackFile, list: &[(Id, BlobLoc)]) -> PackR
         hasher.update(&buf);
         pos = end;
         r.blobs += 1;
-        if let Err(e) = repo.keys().open_in_place(loc.ty, id, &mut buf, (loc.raw_len as usize).min(MAX_PAYLOAD), |_| ())
+        if let Err(e) =
+            repo.keys().open_in_place(loc.ty, id, &mut buf, (loc.raw_len as usize).min(MAX_PAYLOAD), &[], |_| ())
         {
             r.failures.push((*id, loc.ty, e.to_string()));
         }

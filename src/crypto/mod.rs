@@ -159,29 +159,18 @@ impl Keys {
         }
     }
 
-    /// Authenticates, decrypts and decompresses an envelope; `max_len` bounds the output.
+    /// Authenticates, decrypts and decompresses an envelope, and checks that the payload hashes
+    /// to `id` (trivially true for the types without ids); `max_len` bounds the output.
     pub fn open(&self, ty: ObjType, id: &Id, envelope: &[u8], max_len: usize, extra_aad: &[u8]) -> Result<Vec<u8>> {
-        let plain = open_raw(&self.cipher(), &aad(ty, id, extra_aad), envelope)
-            .ok_or_else(|| Error::corrupt(format!("{} {}", ty.name(), id.short()), "authentication failed"))?;
-        let bad = |d: &str| Error::corrupt(format!("{} {}", ty.name(), id.short()), d.to_string());
-        match plain.first() {
-            Some(0) if plain.len() - 1 <= max_len => Ok(plain[1..].to_vec()),
-            Some(1) => decompress(&plain[1..], max_len).map_err(|_| bad("bad zstd frame, or larger than its bound")),
-            Some(0) => Err(bad("payload exceeds its bound")),
-            _ => Err(bad("unknown compression")),
-        }
+        self.open_in_place(ty, id, &mut envelope.to_vec(), max_len, extra_aad, <[u8]>::to_vec)
     }
 
     /// Opens an envelope and checks that its payload hashes to the id it is stored under.
     pub fn open_verified(&self, ty: ObjType, id: &Id, envelope: &[u8], max_len: usize) -> Result<Vec<u8>> {
-        let plain = self.open(ty, id, envelope, max_len, &[])?;
-        if self.id(ty, &plain) != *id {
-            return Err(Error::corrupt(format!("{} {}", ty.name(), id.short()), "content does not match its id"));
-        }
-        Ok(plain)
+        self.open(ty, id, envelope, max_len, &[])
     }
 
-    /// [`Keys::open_verified`] without allocating: decrypts in place, decompresses into this
+    /// [`Keys::open`] without allocating: decrypts in place, decompresses into this
     /// thread's scratch buffer, checks the id, and hands the payload to `f`, which must not
     /// open another blob (the scratch buffer is in use). For the bulk readers: restore and
     /// `check --read-data`.
@@ -191,6 +180,7 @@ impl Keys {
         id: &Id,
         envelope: &mut [u8],
         max_len: usize,
+        extra_aad: &[u8],
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
         let bad = |d: &str| Error::corrupt(format!("{} {}", ty.name(), id.short()), d.to_string());
@@ -202,7 +192,7 @@ impl Keys {
         let nonce = XNonce::try_from(&*nonce).map_err(|_| bad("authentication failed"))?;
         let tag = Tag::try_from(&*tag).map_err(|_| bad("authentication failed"))?;
         self.cipher()
-            .decrypt_inout_detached(&nonce, &aad(ty, id, &[]), (&mut *body).into(), &tag)
+            .decrypt_inout_detached(&nonce, &aad(ty, id, extra_aad), (&mut *body).into(), &tag)
             .map_err(|_| bad("authentication failed"))?;
         let checked =
             |p: &[u8]| if self.id(ty, p) == *id { Ok(f(p)) } else { Err(bad("content does not match its id")) };
@@ -252,16 +242,6 @@ fn compress_with(data: &[u8], level: i32, limit: usize, f: impl FnOnce(&[u8])) -
             *scratch = Vec::new();
         }
         done
-    })
-}
-
-/// Decompresses into a buffer of the frame's recorded size, refusing anything over `max_len`.
-fn decompress(frame: &[u8], max_len: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with_borrow_mut(|d| {
-        if d.is_none() {
-            *d = Some(zstd::bulk::Decompressor::new()?);
-        }
-        d.as_mut().expect("set above").decompress(frame, max_len)
     })
 }
 
@@ -342,13 +322,13 @@ mod tests {
             assert_eq!(keys.open_verified(ObjType::Data, &id, env, payload.len()).unwrap(), payload);
             assert!(keys.open_verified(ObjType::Tree, &id, env, payload.len()).is_err());
             assert_eq!(
-                keys.open_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len(), |p| p.to_vec()).unwrap(),
+                keys.open_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len(), &[], |p| p.to_vec()).unwrap(),
                 payload
             );
             let mut flipped = env.to_vec();
             flipped[30] ^= 1;
-            assert!(keys.open_in_place(ObjType::Data, &id, &mut flipped, payload.len(), |_| ()).is_err());
-            assert!(keys.open_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len() - 1, |_| ()).is_err());
+            assert!(keys.open_in_place(ObjType::Data, &id, &mut flipped, payload.len(), &[], |_| ()).is_err());
+            assert!(keys.open_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len() - 1, &[], |_| ()).is_err());
         }
         assert!(out.starts_with(b"earlier blob"));
     }

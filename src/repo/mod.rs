@@ -201,7 +201,7 @@ impl Repository {
             f_pack
                 .read_exact_at(buf, loc.offset as u64)
                 .ctx(|| format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()))?;
-            let r = self.keys.open_in_place(loc.ty, id, buf, (loc.raw_len as usize).min(MAX_PAYLOAD), f);
+            let r = self.keys.open_in_place(loc.ty, id, buf, (loc.raw_len as usize).min(MAX_PAYLOAD), &[], f);
             if buf.capacity() > KEEP_READ_BUF {
                 *buf = Vec::new();
             }
