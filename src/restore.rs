@@ -17,6 +17,7 @@ use crate::crypto::ObjType;
 use crate::error::{Error, Result};
 use crate::format::tree::{Kind, Node};
 use crate::id::Id;
+use crate::index::IndexReader;
 use crate::reader::FileMap;
 use crate::repo::Repository;
 use crate::sys;
@@ -55,6 +56,8 @@ pub struct RestoreOutcome {
 struct Item {
     dest: PathBuf,
     node: Node,
+    /// The item of the directory this entry is in; None at the top of the restore.
+    parent: Option<usize>,
 }
 
 pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<RestoreOutcome> {
@@ -63,17 +66,17 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
     let mut unreadable = Vec::new();
     match &opts.subpath {
         None => {
-            collect(repo, tree, Path::new("/"), &opts.target, opts, &mut items, false, &mut unreadable)?;
+            collect(repo, tree, Path::new("/"), &opts.target, None, opts, &mut items, false, &mut unreadable)?;
         }
         Some(sub) => {
             let node = find(repo, tree, sub)?;
             match node.subtree() {
                 Some(t) => {
-                    collect(repo, t, sub, &opts.target, opts, &mut items, false, &mut unreadable)?;
+                    collect(repo, t, sub, &opts.target, None, opts, &mut items, false, &mut unreadable)?;
                 }
                 None => {
                     let dest = opts.target.join(sys::os(&node.name));
-                    items.push(Item { dest, node });
+                    items.push(Item { dest, node, parent: None });
                 }
             }
         }
@@ -95,18 +98,27 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
     if !opts.target.exists() {
         fs::create_dir_all(&opts.target).map_err(|e| Error::io(format!("create {}", opts.target.display()), e))?;
     }
+    // Into a new or empty directory nothing can be in the way, so the probes of what exists
+    // (two stats per entry, a good part of a large restore's system time) are skipped.
+    let fresh = fs::read_dir(&opts.target).map(|mut d| d.next().is_none()).unwrap_or(false);
     let errors = Mutex::new(Vec::new());
     let fail = |it: &Item, e: &dyn std::fmt::Display| {
         errors.lock().expect("poisoned").push(format!("{}: {e}", it.dest.display()))
     };
 
-    // Directories, with owner write access until their real mode is set at the end.
+    // Directories, parents first, with owner write access until their real mode is set at the
+    // end. `keep[i]` says whether entry i's directory (or, for others, parent) is in place; the
+    // children of a directory that could not be made are left out, its failure is reported.
     let mut keep = vec![true; items.len()];
     for (i, it) in items.iter().enumerate() {
+        if it.parent.is_some_and(|p| !keep[p]) {
+            keep[i] = false;
+            continue;
+        }
         if it.node.kind != Kind::Dir {
             continue;
         }
-        match fs::symlink_metadata(&it.dest) {
+        match if fresh { Err(()) } else { fs::symlink_metadata(&it.dest).map_err(|_| ()) } {
             Ok(m) if m.is_dir() => {}
             Ok(_) if opts.overwrite == Overwrite::Never => {
                 out.skipped.push(it.dest.clone());
@@ -116,7 +128,7 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
             Ok(_) => {
                 let _ = fs::remove_file(&it.dest);
             }
-            Err(_) => {}
+            Err(()) => {}
         }
         if let Err(e) =
             fs::create_dir_all(&it.dest).and_then(|_| fs::set_permissions(&it.dest, fs::Permissions::from_mode(0o700)))
@@ -132,20 +144,20 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
     let mut first_link: HashMap<(u64, u64), usize> = HashMap::new();
     let mut work = Vec::new();
     let mut links = Vec::new();
-    // Two stats per entry, in parallel: done serially they were seconds of a large restore.
-    let probes: Vec<(bool, bool)> = items
-        .par_iter()
-        .map(|it| match it.node.kind {
-            Kind::Dir => (false, false),
-            _ => (it.dest.parent().is_some_and(Path::exists), fs::symlink_metadata(&it.dest).is_ok()),
-        })
-        .collect();
+    let exists: Vec<bool> = if fresh {
+        vec![false; items.len()]
+    } else {
+        items
+            .par_iter()
+            .enumerate()
+            .map(|(i, it)| keep[i] && it.node.kind != Kind::Dir && fs::symlink_metadata(&it.dest).is_ok())
+            .collect()
+    };
     for (i, it) in items.iter().enumerate() {
-        let (parent_exists, exists) = probes[i];
-        if it.node.kind == Kind::Dir || !parent_exists {
+        if it.node.kind == Kind::Dir || !keep[i] {
             continue;
         }
-        if exists {
+        if exists[i] {
             if !replace(&it.dest, &it.node, opts.overwrite) {
                 out.skipped.push(it.dest.clone());
                 continue;
@@ -155,7 +167,7 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
                 continue;
             }
         }
-        if it.node.kind != Kind::Dir && it.node.nlink > 1 {
+        if it.node.nlink > 1 {
             if let Some(&j) = first_link.get(&(it.node.dev, it.node.ino)) {
                 links.push((j, i));
                 continue;
@@ -165,11 +177,13 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
         work.push(i);
     }
 
+    // One index snapshot for the whole restore: each read transaction costs lock system calls.
+    let index = repo.index().reader()?;
     let written: Vec<(usize, u64)> = work
         .par_iter()
         .filter_map(|&i| {
             let it = &items[i];
-            match write_entry(repo, it).and_then(|n| set_meta(&it.dest, &it.node).map(|_| n)) {
+            match write_entry(repo, &index, it) {
                 Ok(n) => Some((i, n)),
                 Err(e) => {
                     fail(it, &e);
@@ -256,6 +270,7 @@ fn collect(
     tree: Id,
     at: &Path,
     dest: &Path,
+    parent: Option<usize>,
     opts: &RestoreOptions,
     out: &mut Vec<Item>,
     forced: bool,
@@ -273,8 +288,8 @@ fn collect(
         let d = dest.join(name);
         if let Some(sub) = node.subtree() {
             let at_dir = out.len();
-            out.push(Item { dest: d.clone(), node });
-            match collect(repo, sub, &snap_path, &d, opts, out, included, unreadable) {
+            out.push(Item { dest: d.clone(), node, parent });
+            match collect(repo, sub, &snap_path, &d, Some(at_dir), opts, out, included, unreadable) {
                 Ok(selected) if selected || included => any = true,
                 Ok(_) => out.truncate(at_dir),
                 Err(e) => {
@@ -283,32 +298,39 @@ fn collect(
                 }
             }
         } else if included {
-            out.push(Item { dest: d, node });
+            out.push(Item { dest: d, node, parent });
             any = true;
         }
     }
     Ok(any)
 }
 
-/// Creates one non-directory entry; returns the bytes written.
-fn write_entry(repo: &Repository, it: &Item) -> Result<u64> {
+/// Creates one non-directory entry with its metadata; returns the bytes written.
+fn write_entry(repo: &Repository, index: &IndexReader, it: &Item) -> Result<u64> {
     let n = &it.node;
     let io = |e| Error::io(it.dest.display().to_string(), e);
-    match n.kind {
-        Kind::File => write_file(repo, &it.dest, n),
-        Kind::Symlink => std::os::unix::fs::symlink(sys::os(&n.link_target), &it.dest).map(|_| 0).map_err(io),
-        Kind::Fifo => sys::mknod(&it.dest, libc::S_IFIFO | n.mode, 0).map(|_| 0).map_err(io),
-        Kind::CharDev => sys::mknod(&it.dest, libc::S_IFCHR | n.mode, n.rdev).map(|_| 0).map_err(io),
-        Kind::BlockDev => sys::mknod(&it.dest, libc::S_IFBLK | n.mode, n.rdev).map(|_| 0).map_err(io),
-        Kind::Socket => sys::mknod(&it.dest, libc::S_IFSOCK | n.mode, 0).map(|_| 0).map_err(io),
-        Kind::Dir => Ok(0),
-    }
+    let made = match n.kind {
+        Kind::File => {
+            let (f, size) = write_file(repo, index, &it.dest, n)?;
+            return set_file_meta(&f, n).map(|_| size).map_err(|e| meta_error(&it.dest, e));
+        }
+        Kind::Symlink => std::os::unix::fs::symlink(sys::os(&n.link_target), &it.dest),
+        Kind::Fifo => sys::mknod(&it.dest, libc::S_IFIFO | n.mode, 0),
+        Kind::CharDev => sys::mknod(&it.dest, libc::S_IFCHR | n.mode, n.rdev),
+        Kind::BlockDev => sys::mknod(&it.dest, libc::S_IFBLK | n.mode, n.rdev),
+        Kind::Socket => sys::mknod(&it.dest, libc::S_IFSOCK | n.mode, 0),
+        Kind::Dir => return Ok(0),
+    };
+    made.map_err(io)?;
+    set_meta(&it.dest, n)?;
+    Ok(0)
 }
 
 /// Writes a file's chunks at their offsets, in parallel; all-zero chunks become holes.
-fn write_file(repo: &Repository, dest: &Path, node: &Node) -> Result<u64> {
+/// Returns the open file, so its metadata is set without another path lookup.
+fn write_file(repo: &Repository, index: &IndexReader, dest: &Path, node: &Node) -> Result<(File, u64)> {
     let io = |e| Error::io(dest.display().to_string(), e);
-    let map = FileMap::new(&repo.index().reader()?, &node.content, node.size)?;
+    let map = FileMap::new(index, &node.content, node.size)?;
     let f = File::create_new(dest).map_err(io)?;
     let chunks: Vec<_> = map.chunks().collect();
     let holes = AtomicBool::new(false);
@@ -333,12 +355,28 @@ fn write_file(repo: &Repository, dest: &Path, node: &Node) -> Result<u64> {
         let _ = fs::remove_file(dest);
         return Err(e);
     }
-    Ok(map.size())
+    Ok((f, map.size()))
+}
+
+fn meta_error(path: &Path, e: std::io::Error) -> Error {
+    Error::io(format!("{}: set metadata", path.display()), e)
 }
 
 /// Owner (when root), xattrs, mode, then times: each step can disturb the ones before it.
+fn set_file_meta(f: &File, n: &Node) -> std::io::Result<()> {
+    if sys::uid() == 0 {
+        std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid))?;
+    }
+    for (k, v) in &n.xattrs {
+        xattr::FileExt::set_xattr(f, sys::os(k), v)?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(n.mode))?;
+    sys::set_file_times(f, Some(n.atime.unwrap_or(n.mtime)), n.mtime)
+}
+
+/// The same as `set_file_meta` by path, for directories and entries that are not regular files.
 fn set_meta(path: &Path, n: &Node) -> Result<()> {
-    let io = |e| Error::io(format!("{}: set metadata", path.display()), e);
+    let io = |e| meta_error(path, e);
     if sys::uid() == 0 {
         sys::lchown(path, n.uid, n.gid).map_err(io)?;
     }

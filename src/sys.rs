@@ -3,6 +3,7 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use crate::format::tree::Time;
@@ -83,6 +84,15 @@ pub fn set_times(path: &Path, atime: Option<Time>, mtime: Time) -> io::Result<()
     let times = [ts(atime), ts(Some(mtime))];
     // SAFETY: c is NUL-terminated and times has the two entries utimensat reads.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Sets atime and mtime with nanoseconds on an open file, without a path lookup.
+pub fn set_file_times(f: &impl AsRawFd, atime: Option<Time>, mtime: Time) -> io::Result<()> {
+    let times = [ts(atime), ts(Some(mtime))];
+    // SAFETY: the descriptor is open for the borrow's lifetime, and times has the two entries
+    // futimens reads.
+    let rc = unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) };
     if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
