@@ -542,3 +542,46 @@ fn damaged_index_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("snapfs repair index"), "{}", text(&out.stdout));
 }
+
+/// An index entry that is readable and in range but disagrees with the pack header (a stale or
+/// altered cache) is named, and `repair index` fixes it.
+#[test]
+fn index_entry_at_the_wrong_offset_is_named() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = copy_repo(f, scratch.path());
+    let path = repo.join("index.redb");
+    let moved = {
+        let index = snapfs::index::Index::open(&path).unwrap();
+        let mut by_pack: BTreeMap<snapfs::Id, Vec<snapfs::format::pack::PackEntry>> = BTreeMap::new();
+        for (id, loc) in index.blobs().unwrap() {
+            let loc = loc.unwrap();
+            let e = snapfs::format::pack::PackEntry {
+                ty: loc.ty,
+                id,
+                offset: loc.offset,
+                length: loc.length,
+                raw_len: loc.raw_len,
+            };
+            by_pack.entry(loc.pack).or_default().push(e);
+        }
+        // The whole pack is rewritten so that only one entry differs: the blob count still matches.
+        let (pack, mut entries) = by_pack.into_iter().find(|(_, v)| v.len() >= 2).expect("a pack with two blobs");
+        entries.sort_by_key(|e| e.offset);
+        entries[0].offset = entries[1].offset;
+        let size = fs::metadata(snapfs::repo::storage::pack_path(&repo, &pack)).unwrap().len();
+        index.add_pack(&pack, size, &entries).unwrap();
+        entries[0].id
+    };
+    let out = snapfs(&repo, &["check", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let report = json(&out);
+    let problems = report["index"]["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p.as_str().unwrap().contains(&format!("blob {}: the index places it", moved.short()))),
+        "{problems:?}"
+    );
+    assert!(report["problems"].as_array().unwrap().is_empty(), "the packs are intact: {report}");
+    ok(&repo, &["repair", "index"]);
+    ok(&repo, &["check"]);
+}
