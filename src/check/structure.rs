@@ -157,6 +157,18 @@ fn compare_index(facts: &Facts, ix: &IndexData, report: &mut Report) {
                 loc.pack
             )),
             None => {} // reported once per pack below
+            // Past the end of a pack of the recorded size: a wrong entry. (A pack of another
+            // size is reported once, as damage, below.)
+            Some(&size)
+                if loc.offset as u64 + loc.length as u64 > size
+                    && ix.packs.get(&loc.pack).is_some_and(|p| p.size == size) =>
+            {
+                report.index.problems.push(format!(
+                    "blob {}: the index places it past the end of pack {}",
+                    id.short(),
+                    loc.pack.short()
+                ))
+            }
             Some(&size) if loc.offset as u64 + loc.length as u64 > size => {}
             // By blob id, not by a scan of the pack's header: that was quadratic.
             Some(_) if facts.headers.contains_key(&loc.pack) => {
