@@ -40,15 +40,11 @@ fn encode_blob(pack_no: u32, e: &PackEntry) -> [u8; 17] {
     v
 }
 
-/// The pack number and the rest of a `blobs` value.
-fn decode_blob(v: &[u8; 17]) -> Result<(u32, u32, u32, u32, ObjType)> {
+/// A `blobs` value as a location, its pack number resolved by `pack`.
+fn decode_blob(v: &[u8; 17], pack: impl FnOnce(u32) -> Result<Id>) -> Result<BlobLoc> {
     let u = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
     let ty = ObjType::from_u8(v[16]).ok_or_else(|| Error::corrupt("index", "bad blob type"))?;
-    Ok((u(0), u(4), u(8), u(12), ty))
-}
-
-fn located(pack: Id, (_, offset, length, raw_len, ty): (u32, u32, u32, u32, ObjType)) -> BlobLoc {
-    BlobLoc { pack, offset, length, raw_len, ty }
+    Ok(BlobLoc { pack: pack(u(0))?, offset: u(4), length: u(8), raw_len: u(12), ty })
 }
 
 fn unknown_pack(no: u32) -> Error {
@@ -196,8 +192,7 @@ impl Index {
         let mut out = Vec::with_capacity(table.len()? as usize);
         for item in table.iter()? {
             let (k, v) = item?;
-            let loc = decode_blob(&v.value())
-                .and_then(|d| packs.get(&d.0).map(|p| located(*p, d)).ok_or_else(|| unknown_pack(d.0)));
+            let loc = decode_blob(&v.value(), |no| packs.get(&no).copied().ok_or_else(|| unknown_pack(no)));
             out.push((Id(k.value()), loc));
         }
         Ok(out)
@@ -265,6 +260,7 @@ impl Index {
             }
             meta.insert("next_pack", &next.to_le_bytes()[..])?;
         }
+        // Default durability is immediate: the commit is on disk before this returns.
         tx.commit()?;
         Ok(())
     }
@@ -309,9 +305,8 @@ pub struct IndexReader {
 impl IndexReader {
     pub fn get(&self, id: &Id) -> Result<Option<BlobLoc>> {
         let Some(v) = self.blobs.get(id.0)? else { return Ok(None) };
-        let d = decode_blob(&v.value())?;
-        let pack = self.pack_ids.get(d.0)?.ok_or_else(|| unknown_pack(d.0))?;
-        Ok(Some(located(Id(pack.value()), d)))
+        let pack = |no| self.pack_ids.get(no)?.map(|p| Id(p.value())).ok_or_else(|| unknown_pack(no));
+        decode_blob(&v.value(), pack).map(Some)
     }
 }
 
