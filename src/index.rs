@@ -69,9 +69,21 @@ impl Index {
                 .set_cache_size(CACHE_SIZE)
                 .create(path)
         }));
-        let db = opened.map_err(|_| {
-            Error::Index(format!("{} is damaged; run `snapfs repair index` to rebuild it", path.display()))
-        })??;
+        let damaged = |why: String| {
+            Error::Index(format!("{} is damaged ({why}); run `snapfs repair index` to rebuild it", path.display()))
+        };
+        let db = opened.map_err(|_| damaged("its allocator state is inconsistent".into()))?.map_err(|e| {
+            use redb::{DatabaseError as D, StorageError as S};
+            // Only what says the file itself is bad; a permission or lock error is not.
+            let bad_file = match &e {
+                D::Storage(S::Corrupted(_)) | D::UpgradeRequired(_) => true,
+                D::Storage(S::Io(io)) => {
+                    matches!(io.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData)
+                }
+                _ => false,
+            };
+            if bad_file { damaged(e.to_string()) } else { e.into() }
+        })?;
         // A write transaction costs an fsync; only a new index needs one.
         let exists = db.begin_read()?.open_table(META).is_ok();
         if !exists {

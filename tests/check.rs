@@ -587,3 +587,19 @@ fn index_entry_at_the_wrong_offset_is_named() {
     ok(&repo, &["repair", "index"]);
     ok(&repo, &["check"]);
 }
+
+/// A backup that meets a damaged index stops with one line that names the fix, not redb's words alone.
+#[test]
+fn backup_with_a_truncated_index_names_the_fix() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = copy_repo(f, scratch.path());
+    fs::OpenOptions::new().write(true).open(repo.join("index.redb")).unwrap().set_len(100).unwrap();
+    let out = snapfs(&repo, &["backup", f.src.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is damaged") && err.contains("snapfs repair index"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    ok(&repo, &["repair", "index"]);
+    ok(&repo, &["backup", f.src.to_str().unwrap()]);
+}
