@@ -122,8 +122,8 @@ fn inserting_100_bytes_in_a_40mib_file_adds_few_chunks() {
 
 #[test]
 fn copies_within_one_backup_are_stored_once() {
-    // Eight copies of 24 MiB span several 16 MiB packs, so copies meet chunks whose pack is
-    // already written and indexed as well as chunks still queued.
+    // Eight copies of 24 MiB span several 16 MiB packs, so copies meet chunks still in a pack
+    // being filled as well as chunks in a pack written but not yet indexed.
     let tmp = tempdir();
     let base = canonical(tmp.path());
     let data = base.join("data");
@@ -138,6 +138,39 @@ fn copies_within_one_backup_are_stored_once() {
     let packs = dir_size(&s.repo.join("packs"));
     assert!(packs < 25 * MIB, "8 copies of 24 MiB took {packs} bytes of packs: {sum}");
     assert!(num(&sum, "data_blobs_added") <= 48, "{sum}");
+    let target = base.join("restore");
+    s.restore("latest", &target, &[]);
+    assert_same_tree(&data, &restored(&target, &data));
+}
+
+#[test]
+fn tiny_blobs_close_a_pack_by_count_and_all_restore() {
+    // 20,000 distinct files of a few bytes take far less than one 16 MiB pack, so only the
+    // blob limit splits them (one worker: otherwise each worker's pack holds a share anyway);
+    // every one must still dedup, restore and verify.
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let data = base.join("data");
+    for d in 0..20 {
+        fs::create_dir_all(data.join(format!("d{d}"))).unwrap();
+        for f in 0..1000 {
+            fs::write(data.join(format!("d{d}/f{f}")), format!("file {f} of directory {d}\n")).unwrap();
+        }
+    }
+    let s = Snapfs::new(base.join("repo"));
+    s.init();
+    let out = run_cmd(s.command().env("RAYON_NUM_THREADS", "1").arg("backup").arg(&data));
+    assert!(out.status.success(), "{}", describe("backup", &out));
+    let packs = snapfs::index::Index::open(&s.repo.join("index.redb")).unwrap().packs().unwrap();
+    let counts: Vec<u32> = packs.iter().map(|(_, p)| p.blobs).collect();
+    let limit = snapfs::repo::packer::MAX_PACK_BLOBS as u32;
+    assert!(counts.iter().all(|&n| n <= limit), "a pack holds more than {limit} blobs: {counts:?}");
+    assert!(counts.iter().sum::<u32>() > 20_000, "{counts:?}");
+    assert!(dir_size(&s.repo.join("packs")) < 4 * MIB);
+
+    let again = s.backup_json(["--force".as_ref(), data.as_os_str()]);
+    assert_eq!(num(&again, "data_blobs_added"), 0, "{again}");
+    s.ok(["check", "--read-data"]);
     let target = base.join("restore");
     s.restore("latest", &target, &[]);
     assert_same_tree(&data, &restored(&target, &data));
