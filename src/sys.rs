@@ -30,6 +30,20 @@ pub fn gid() -> u32 {
     unsafe { libc::getgid() }
 }
 
+/// The owner and group a new file gets (the effective ids), before its directory has a say.
+pub fn effective_ids() -> (u32, u32) {
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+/// The process's umask, read from /proc: umask(2) can only be read by setting it, which would
+/// race with other threads creating files. None where /proc does not say.
+pub fn umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
 /// The name of a user id, or empty when the id has no passwd entry.
 pub fn user_name(uid: u32) -> String {
     let mut buf = vec![0 as libc::c_char; 4096];

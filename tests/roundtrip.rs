@@ -60,6 +60,50 @@ fn generated_tree_roundtrip_latest_prefix_and_subtree() {
     assert!(r4.join("d02").is_dir() && !r4.join("d01").exists() && !r4.join("names").exists());
 }
 
+#[test]
+fn restore_into_a_setgid_directory_keeps_the_snapshot_groups() {
+    // An empty target that is setgid and of another group hands that group to everything
+    // created in it; the restored entries must still get the owners and modes recorded.
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let data = base.join("data");
+    fs::create_dir_all(data.join("sub")).unwrap();
+    for (name, mode) in [("a", 0o644), ("b", 0o666), ("sub/c", 0o755)] {
+        fs::write(data.join(name), name).unwrap();
+        fs::set_permissions(data.join(name), std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    std::os::unix::fs::chown(data.join("sub/c"), Some(1234), Some(5678)).unwrap();
+    let s = Snapfs::new(base.join("repo"));
+    s.init();
+    s.backup([&data]);
+
+    let target = base.join("target");
+    fs::create_dir(&target).unwrap();
+    std::os::unix::fs::chown(&target, None, Some(4242)).unwrap();
+    fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o2775)).unwrap();
+    // The directory's contents, so that files land in the target itself.
+    s.restore(&format!("latest:{}", data.display()), &target, &[]);
+    assert_same_contents(&data, &target);
+}
+
+#[test]
+fn restore_beside_unrelated_entries_leaves_them_alone() {
+    // Like a new filesystem's root with its lost+found: the target is not empty, but nothing
+    // in it is in the snapshot's way.
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let tree = gen_tree(&base.join("data"), 3).root;
+    let s = Snapfs::new(base.join("repo"));
+    s.init();
+    s.backup([&tree]);
+    let target = base.join("target");
+    fs::create_dir_all(target.join("lost+found")).unwrap();
+    fs::write(target.join("lost+found/keep"), b"untouched").unwrap();
+    s.restore("latest", &target, &[]);
+    assert_same_tree(&tree, &restored(&target, &tree));
+    assert_eq!(fs::read(target.join("lost+found/keep")).unwrap(), b"untouched");
+}
+
 /// Backs up a file whose atime lies in the future (reads do not move it under relatime) and
 /// checks the restored atime, to the nanosecond.
 fn atime_roundtrip(backup_flags: &[&str]) {

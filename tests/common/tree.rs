@@ -149,7 +149,9 @@ pub fn gen_tree(root: &Path, seed: u64) -> GenTree {
 
     // Modes.
     mkdirs(&p("modes"));
-    for (name, mode) in [("setuid", 0o4755), ("setgid", 0o2755), ("none", 0o000), ("ro", 0o444), ("exec", 0o700)] {
+    // "open" and "shared" have bits a umask of 022 takes away at creation.
+    let modes = [("setuid", 0o4755), ("setgid", 0o2755), ("none", 0o000), ("ro", 0o444), ("exec", 0o700)];
+    for (name, mode) in modes.into_iter().chain([("open", 0o666), ("shared", 0o775)]) {
         let f = p(&format!("modes/{name}"));
         fs::write(&f, name.as_bytes()).unwrap();
         chmod(&f, mode);
