@@ -1,7 +1,7 @@
 //! The structure pass: key slots, pack headers, the index against them, and every tree every
 //! snapshot reaches. Reads no blob contents except trees.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::format::pack::PackEntry;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{self, Node};
-use crate::id::Id;
+use crate::id::{BlobIdMap, BlobIdSet, Id};
 use crate::index::{BlobLoc, Index, PackInfo};
 use crate::repo::Repository;
 use crate::repo::packs::{Header, PackFile, list_packs, read_header};
@@ -22,7 +22,7 @@ use crate::repo::packs::{Header, PackFile, list_packs, read_header};
 /// The index's contents, read once.
 pub(super) struct IndexData {
     pub index: Index,
-    pub blobs: HashMap<Id, BlobLoc>,
+    pub blobs: BlobIdMap<BlobLoc>,
     pub packs: HashMap<Id, PackInfo>,
 }
 
@@ -32,7 +32,7 @@ pub(super) struct Facts {
     pub headers: HashMap<Id, Vec<PackEntry>>,
     pub index: Option<IndexData>,
     /// Blob id → its locations according to the readable pack headers.
-    pub locs: HashMap<Id, Vec<BlobLoc>>,
+    pub locs: BlobIdMap<Vec<BlobLoc>>,
     pub now_ns: i64,
 }
 
@@ -103,9 +103,13 @@ pub(super) fn gather(repo: &Repository, report: &mut Report) -> Result<Facts> {
     report.packs = files.len() as u64;
     report.pack_bytes = files.iter().map(|f| f.size).sum();
 
-    let read: Vec<(Id, Result<Header>)> = files.par_iter().map(|p| (p.id, read_header(repo.keys(), &p.path))).collect();
+    // The index is read on one thread: let the headers use the other.
+    let (read, index) = rayon::join(
+        || files.par_iter().map(|p| (p.id, read_header(repo.keys(), &p.path))).collect::<Vec<(Id, Result<Header>)>>(),
+        || open_index(repo.root()),
+    );
     let mut headers = HashMap::new();
-    let mut locs: HashMap<Id, Vec<BlobLoc>> = HashMap::new();
+    let mut locs: BlobIdMap<Vec<BlobLoc>> = BlobIdMap::default();
     for (pack, h) in read {
         match h {
             Ok((entries, _)) => {
@@ -119,7 +123,7 @@ pub(super) fn gather(repo: &Repository, report: &mut Report) -> Result<Facts> {
         }
     }
 
-    let index = match open_index(repo.root()) {
+    let index = match index {
         Ok(i) => Some(i),
         Err(e) => {
             report.index.unusable = true;
@@ -136,7 +140,7 @@ pub(super) fn gather(repo: &Repository, report: &mut Report) -> Result<Facts> {
 
 fn open_index(root: &Path) -> Result<IndexData> {
     let index = Index::open_existing(&root.join("index.redb"))?;
-    let mut blobs = HashMap::new();
+    let mut blobs = BlobIdMap::default();
     for (id, loc) in index.blobs()? {
         blobs.insert(id, loc.map_err(|e| Error::Index(format!("entry of blob {}: {e}", id.short())))?);
     }
@@ -222,8 +226,8 @@ fn compare_index(facts: &Facts, ix: &IndexData, report: &mut Report) {
 /// What the walked snapshots reference.
 #[derive(Default)]
 pub(super) struct Walk {
-    pub trees: HashSet<Id>,
-    pub data: HashSet<Id>,
+    pub trees: BlobIdSet,
+    pub data: BlobIdSet,
 }
 
 /// Reads every tree reachable from the snapshots, level by level in parallel, each tree once.
@@ -256,6 +260,9 @@ pub(super) fn walk(repo: &Repository, facts: &Facts, snaps: &[(Id, Snapshot)], l
         }
     }
     for id in &w.data {
+        if facts.locs.get(id).is_some_and(|ls| ls.iter().any(|l| l.ty == ObjType::Data)) {
+            continue; // the common case, without building the list of locations
+        }
         let locs = facts.locations(id);
         if locs.is_empty() {
             let indexed = facts.index.as_ref().and_then(|i| i.blobs.get(id)).map(|l| l.pack);
