@@ -1,9 +1,10 @@
 //! `--read-data`: reads packs in full, in parallel, authenticating and re-hashing every blob and
 //! the pack itself; remembers when each pack was last verified so short runs rotate through all.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,8 @@ pub(super) struct Plan<'a> {
 
 /// Largest envelope a writer produces: a 64 MiB payload stored uncompressed.
 const MAX_ENVELOPE: u32 = (MAX_PAYLOAD + ENVELOPE_OVERHEAD) as u32;
-const READ_BUF: usize = 1 << 20;
+/// Packs are ~16 MiB; a larger one (a single huge blob) is not worth keeping around.
+const KEEP_PACK_BUF: usize = 32 << 20;
 
 #[derive(Default)]
 struct PackResult {
@@ -39,13 +41,18 @@ struct PackResult {
     io_error: Option<String>,
 }
 
-pub(super) fn read(
-    repo: &Repository,
-    facts: &mut Facts,
-    plan: &Plan,
-    lost: &mut HashMap<Id, Lost>,
-    report: &mut Report,
-) -> Result<ReadStats> {
+/// What reading the selected packs found; `record` turns it into problems and losses.
+pub(super) struct Verified {
+    /// By pack id.
+    results: Vec<(Id, Option<PackResult>)>,
+    selected: usize,
+    stopped: bool,
+    seconds: f64,
+}
+
+/// Reads and verifies the selected packs. Touches nothing but the pack files, so it can run
+/// beside the tree walk.
+pub(super) fn verify(repo: &Repository, facts: &Facts, plan: &Plan) -> Verified {
     let started = Instant::now();
     // Blobs to verify per pack: from the header, or from the index when the header is unreadable.
     let mut entries: HashMap<Id, Vec<(Id, BlobLoc)>> = HashMap::new();
@@ -70,31 +77,47 @@ pub(super) fn read(
     let selected = select(facts, plan, &entries);
     let deadline = plan.max_duration.map(|d| started + d);
     let stopped = AtomicBool::new(false);
-    let results: Vec<(&PackFile, Option<PackResult>)> = selected
+    let results = selected
         .par_iter()
         .map(|f| {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 stopped.store(true, Ordering::Relaxed);
-                return (*f, None);
+                return (f.id, None);
             }
             let mut list = entries.get(&f.id).cloned().unwrap_or_default();
             list.sort_by_key(|(_, l)| l.offset);
             let r = if plan.only.is_some() { verify_blobs(repo, &list) } else { verify_pack(repo, f, &list) };
-            (*f, Some(r))
+            (f.id, Some(r))
         })
         .collect();
+    Verified {
+        results,
+        selected: selected.len(),
+        stopped: stopped.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
 
-    let mut stats = ReadStats { packs_selected: selected.len() as u64, ..Default::default() };
+/// Reports what `verify` found, and stamps the packs that verified clean in the index.
+pub(super) fn record(
+    facts: &mut Facts,
+    v: Verified,
+    only: bool,
+    lost: &mut HashMap<Id, Lost>,
+    report: &mut Report,
+) -> Result<ReadStats> {
+    let results = v.results;
+    let mut stats = ReadStats { packs_selected: v.selected as u64, ..Default::default() };
     let mut failed: HashSet<(Id, Id)> = HashSet::new();
     let mut verified = Vec::new();
-    for (f, r) in &results {
+    for (pack_id, r) in &results {
         let Some(r) = r else { continue };
         stats.packs += 1;
         stats.bytes += r.bytes;
         stats.blobs += r.blobs;
-        let pack = Some(f.id);
+        let pack = Some(*pack_id);
         if r.hash_mismatch {
-            let detail = format!("pack {}: content does not match its name (altered, or another pack's bytes)", f.id);
+            let detail = format!("pack {pack_id}: content does not match its name (altered, or another pack's bytes)");
             report.problems.push(Problem { kind: "pack_hash", pack, blob: None, detail });
         }
         if let Some(e) = &r.io_error {
@@ -102,28 +125,29 @@ pub(super) fn read(
                 kind: "pack_read",
                 pack,
                 blob: None,
-                detail: format!("pack {}: {e}", f.id),
+                detail: format!("pack {pack_id}: {e}"),
             });
         }
         for (id, _, _) in &r.failures {
-            failed.insert((*id, f.id));
+            failed.insert((*id, *pack_id));
         }
         let clean = !r.hash_mismatch && r.io_error.is_none() && r.failures.is_empty();
-        if clean && plan.only.is_none() && facts.headers.contains_key(&f.id) {
-            verified.push((f.id, facts.now_ns));
+        if clean && !only && facts.headers.contains_key(pack_id) {
+            verified.push((*pack_id, facts.now_ns));
         }
     }
     // A blob is lost when no copy of it verified: a failed copy with a good twin elsewhere is
     // still reported through its pack, but no file depends on it.
-    for (f, r) in &results {
+    for (pack_id, r) in &results {
         let Some(r) = r else { continue };
         for (id, ty, detail) in &r.failures {
-            let twin = facts.locations(id).iter().any(|l| l.pack != f.id && !failed.contains(&(*id, l.pack)));
+            let twin = facts.locations(id).iter().any(|l| l.pack != *pack_id && !failed.contains(&(*id, l.pack)));
+            let pack = Some(*pack_id);
             if twin {
-                let detail = format!("copy in pack {} is damaged ({detail}); another copy is intact", f.id.short());
-                report.problems.push(Problem { kind: "blob", pack: Some(f.id), blob: Some((*id, *ty)), detail });
+                let detail = format!("copy in pack {} is damaged ({detail}); another copy is intact", pack_id.short());
+                report.problems.push(Problem { kind: "blob", pack, blob: Some((*id, *ty)), detail });
             } else {
-                lost.insert(*id, Lost { ty: *ty, pack: Some(f.id), detail: detail.clone() });
+                lost.insert(*id, Lost { ty: *ty, pack, detail: detail.clone() });
             }
         }
     }
@@ -137,8 +161,8 @@ pub(super) fn read(
             }
         }
     }
-    stats.complete = !stopped.load(Ordering::Relaxed);
-    stats.seconds = started.elapsed().as_secs_f64();
+    stats.complete = !v.stopped;
+    stats.seconds = v.seconds;
     Ok(stats)
 }
 
@@ -165,11 +189,16 @@ fn select<'f>(facts: &'f Facts, plan: &Plan, entries: &HashMap<Id, Vec<(Id, Blob
     }
 }
 
-/// Reads a pack front to back once: every blob is authenticated, decompressed and re-hashed,
-/// and the whole file is hashed to compare with its name.
+thread_local! {
+    // One pack at a time per thread, kept between packs so the pages are faulted in once.
+    static PACK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Reads a pack into memory with one read, hashes it whole to compare with its name, then
+/// authenticates, decompresses and re-hashes every blob in place.
 fn verify_pack(repo: &Repository, f: &PackFile, list: &[(Id, BlobLoc)]) -> PackResult {
     let mut r = PackResult::default();
-    let file = match File::open(&f.path) {
+    let mut file = match File::open(&f.path) {
         Ok(file) => file,
         Err(e) => {
             r.io_error = Some(e.to_string());
@@ -177,65 +206,39 @@ fn verify_pack(repo: &Repository, f: &PackFile, list: &[(Id, BlobLoc)]) -> PackR
             return r;
         }
     };
-    let mut reader = BufReader::with_capacity(READ_BUF, file);
-    let mut hasher = blake3::Hasher::new();
-    let mut pos = 0u64;
-    let mut buf = Vec::new();
-    let mut eof = false;
-    for (id, loc) in list {
-        let end = loc.offset as u64 + loc.length as u64;
-        if loc.length > MAX_ENVELOPE || end > f.size {
-            r.failures.push((
-                *id,
-                loc.ty,
-                format!("entry ({} bytes at {}) beyond the pack's end", loc.length, loc.offset),
-            ));
-            continue;
+    PACK.with_borrow_mut(|data| {
+        data.clear();
+        // A pack that grew since it was listed is read only as far as its listed size.
+        if let Err(e) = (&mut file).take(f.size).read_to_end(data) {
+            r.io_error = Some(e.to_string());
         }
-        if (loc.offset as u64) < pos || eof {
-            // Overlapping entries only come from a damaged header or index; read them on their own.
-            check_one(repo, id, loc, &mut r);
-            continue;
-        }
-        let skip = loc.offset as u64 - pos;
-        match std::io::copy(&mut (&mut reader).take(skip), &mut hasher) {
-            Ok(n) if n == skip => pos += n,
-            Ok(n) => {
-                pos += n;
-                eof = true;
-            }
-            Err(e) => {
-                r.io_error = Some(e.to_string());
-                eof = true;
+        r.bytes = data.len() as u64;
+        r.hash_mismatch = data.len() as u64 != f.size || *blake3::hash(data).as_bytes() != f.id.0;
+        let mut pos = 0usize;
+        for (id, loc) in list {
+            let (start, end) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
+            if loc.length > MAX_ENVELOPE || end as u64 > f.size {
+                let detail = format!("entry ({} bytes at {}) beyond the pack's end", loc.length, loc.offset);
+                r.failures.push((*id, loc.ty, detail));
+            } else if end > data.len() {
+                r.failures.push((*id, loc.ty, "beyond what could be read of the pack".into()));
+            } else if start < pos {
+                // Overlapping entries only come from a damaged header or index, and the bytes
+                // before `pos` are decrypted already: read this one on its own.
+                check_one(repo, id, loc, &mut r);
+            } else {
+                pos = end;
+                r.blobs += 1;
+                let max = (loc.raw_len as usize).min(MAX_PAYLOAD);
+                if let Err(e) = repo.keys().open_in_place(loc.ty, id, &mut data[start..end], max, &[], |_| ()) {
+                    r.failures.push((*id, loc.ty, e.to_string()));
+                }
             }
         }
-        if eof {
-            r.failures.push((*id, loc.ty, "beyond the end of the pack".into()));
-            continue;
+        if data.capacity() > KEEP_PACK_BUF {
+            *data = Vec::new();
         }
-        buf.resize(loc.length as usize, 0);
-        if let Err(e) = reader.read_exact(&mut buf) {
-            eof = true;
-            r.failures.push((*id, loc.ty, format!("read: {e}")));
-            continue;
-        }
-        hasher.update(&buf);
-        pos = end;
-        r.blobs += 1;
-        if let Err(e) =
-            repo.keys().open_in_place(loc.ty, id, &mut buf, (loc.raw_len as usize).min(MAX_PAYLOAD), &[], |_| ())
-        {
-            r.failures.push((*id, loc.ty, e.to_string()));
-        }
-    }
-    if !eof {
-        match std::io::copy(&mut reader, &mut hasher) {
-            Ok(n) => pos += n,
-            Err(e) => r.io_error = Some(e.to_string()),
-        }
-    }
-    r.bytes = pos;
-    r.hash_mismatch = eof || *hasher.finalize().as_bytes() != f.id.0;
+    });
     r
 }
 
