@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: snapfs against restic and borg on the same data, in one run.
+//! `cargo xtask bench`: snapfs against restic, borg and (when installed) rustic on the same
+//! data, in one run.
 //!
 //! Each round gives every tool a fresh repository and runs, tool after tool so they alternate
 //! under the same machine load: initial backup, unchanged re-backup, then (after one change to
@@ -53,6 +54,11 @@ impl Tool {
                 v(&["restic", "-r", &repo, "-q", "restore", "latest", "--target", &restore_to.display().to_string()])
             }
             ("restic", _) => v(&["restic", "-r", &repo, "-q", "check", "--read-data"]),
+            ("rustic", 0..=2) => v(&["rustic", "-r", &repo, "--no-progress", "backup", &data]),
+            ("rustic", 3) => {
+                v(&["rustic", "-r", &repo, "--no-progress", "restore", "latest", &restore_to.display().to_string()])
+            }
+            ("rustic", _) => v(&["rustic", "-r", &repo, "--no-progress", "check", "--read-data"]),
             (borg, 0..=2) => {
                 let comp = if borg == "borg zstd,3" { "zstd,3" } else { "lz4" };
                 let archive = format!("{repo}::a{step}");
@@ -69,6 +75,7 @@ impl Tool {
         match self.name {
             "snapfs" => v(&[&self.bin.display().to_string(), "--repo", &repo, "-q", "init"]),
             "restic" => v(&["restic", "-r", &repo, "-q", "init"]),
+            "rustic" => v(&["rustic", "-r", &repo, "--no-progress", "init"]),
             _ => v(&["borg", "init", "--encryption", "repokey-blake2", &repo]),
         }
     }
@@ -136,7 +143,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let data = work.join("data");
     let snapfs = target.join("release").join("snapfs");
     for tool in ["restic", "borg", "/usr/bin/time"] {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output()?.stdout.is_empty() {
+        if !installed(tool) {
             bail!("{tool} is missing: apt-get install restic borgbackup time");
         }
     }
@@ -153,7 +160,12 @@ pub fn run(args: &[String]) -> Result<()> {
     ));
     out.push_str(&limits(&data)?);
 
-    let tools = ["snapfs", "restic", "borg zstd,3", "borg lz4"];
+    let mut tools = vec!["snapfs", "restic", "borg zstd,3", "borg lz4"];
+    if installed("rustic") {
+        tools.push("rustic");
+    } else {
+        println!("rustic is not installed: left out (cargo install --locked rustic-rs adds it)");
+    }
     let mut results: BTreeMap<(&str, usize), Vec<Sample>> = BTreeMap::new();
     let mut sizes: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for round in 0..rounds {
@@ -214,6 +226,10 @@ pub fn run(args: &[String]) -> Result<()> {
     fs::write(dest.join(name), &out)?;
     println!("written to benches/results/{name}");
     Ok(())
+}
+
+fn installed(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| !o.stdout.is_empty())
 }
 
 pub(crate) fn sources(quick: bool) -> Vec<String> {
@@ -385,6 +401,7 @@ pub(crate) fn exec(argv: &[String], cwd: &Path) -> Result<Sample> {
         .current_dir(cwd)
         .env("SNAPFS_PASSWORD", PASSWORD)
         .env("RESTIC_PASSWORD", PASSWORD)
+        .env("RUSTIC_PASSWORD", PASSWORD)
         .env("BORG_PASSPHRASE", PASSWORD)
         .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
         .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
@@ -459,12 +476,13 @@ pub(crate) fn machine() -> Result<String> {
             .args(&argv[1..])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
-            .unwrap_or_else(|_| "missing".into())
+            .unwrap_or_else(|_| format!("{} missing", argv[0]))
     };
     Ok(format!(
-        "# snapfs benchmark\n\nMachine: {cpu}, {cores} cores. {}; {}; {}.\n",
+        "# snapfs benchmark\n\nMachine: {cpu}, {cores} cores. {}; {}; {}; {}.\n",
         version(&["restic", "version"]),
         version(&["borg", "--version"]),
+        version(&["rustic", "--version"]),
         version(&[crate::target_dir()?.join("release/snapfs").to_str().unwrap_or("snapfs"), "--version"])
     ))
 }
