@@ -20,8 +20,9 @@ Usage: cargo xtask <TASK>
 Tasks:
   demo   build snapfs (release) and run a backup -> restore round trip on a sample tree
   ci     run what CI runs: cargo fmt --check, clippy -D warnings, cargo test --workspace
-  bench  snapfs against restic and borg on the same data, in one run; writes
-         benches/results/latest.md  [--quick] [--rounds N]
+  bench  snapfs against restic, borg and rustic (when installed) on the same data, in one
+         run; writes benches/results/latest.md  [--quick] [--rounds N]; --limits prints
+         only what the machine allows on that data
          with --scale: backup cost from 10k to 1M files and over 50 snapshots  [--max N]
          with --mount: snapfs mount against restic mount (find, cat, tar, RSS); writes
          benches/results/mount.md  [--quick] [--rounds N]
