@@ -28,8 +28,8 @@ pub(super) struct Plan<'a> {
 
 /// Largest envelope a writer produces: a 64 MiB payload stored uncompressed.
 const MAX_ENVELOPE: u32 = (MAX_PAYLOAD + ENVELOPE_OVERHEAD) as u32;
-/// Packs are ~16 MiB; a larger one (a single huge blob) is not worth keeping around.
-const KEEP_PACK_BUF: usize = 32 << 20;
+/// A window holding one large blob is not worth keeping around.
+const KEEP_BUF: usize = 16 << 20;
 
 #[derive(Default)]
 struct PackResult {
@@ -190,15 +190,19 @@ fn select<'f>(facts: &'f Facts, plan: &Plan, entries: &HashMap<Id, Vec<(Id, Blob
 }
 
 thread_local! {
-    // One pack at a time per thread, kept between packs so the pages are faulted in once.
-    static PACK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    // Kept between reads, so its pages are faulted in once.
+    static WINDOW_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Reads a pack into memory with one read, hashes it whole to compare with its name, then
-/// authenticates, decompresses and re-hashes every blob in place.
+/// Reads a pack front to back in windows of about this size, each small enough to stay in
+/// the core's cache while it is hashed, authenticated, decompressed and re-hashed.
+const WINDOW: u64 = 1 << 20;
+
+/// Reads a pack front to back once: every blob is authenticated, decompressed and re-hashed
+/// in place, and the whole file is hashed to compare with its name.
 fn verify_pack(repo: &Repository, f: &PackFile, list: &[(Id, BlobLoc)]) -> PackResult {
     let mut r = PackResult::default();
-    let mut file = match File::open(&f.path) {
+    let file = match File::open(&f.path) {
         Ok(file) => file,
         Err(e) => {
             r.io_error = Some(e.to_string());
@@ -206,39 +210,82 @@ fn verify_pack(repo: &Repository, f: &PackFile, list: &[(Id, BlobLoc)]) -> PackR
             return r;
         }
     };
-    PACK.with_borrow_mut(|data| {
-        data.clear();
-        // A pack that grew since it was listed is read only as far as its listed size.
-        if let Err(e) = (&mut file).take(f.size).read_to_end(data) {
-            r.io_error = Some(e.to_string());
-        }
-        r.bytes = data.len() as u64;
-        r.hash_mismatch = data.len() as u64 != f.size || *blake3::hash(data).as_bytes() != f.id.0;
-        let mut pos = 0usize;
-        for (id, loc) in list {
-            let (start, end) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
-            if loc.length > MAX_ENVELOPE || end as u64 > f.size {
+    // A pack that grew since it was listed is read only as far as its listed size.
+    let mut reader = file.take(f.size);
+    let mut hasher = blake3::Hasher::new();
+    let mut pos = 0u64;
+    WINDOW_BUF.with_borrow_mut(|buf| {
+        // Reads up to `end` into `buf`, hashing it; false when the file ends first.
+        let mut fill = |buf: &mut Vec<u8>, pos: &mut u64, end: u64, r: &mut PackResult| {
+            buf.clear();
+            if let Err(e) = (&mut reader).take(end - *pos).read_to_end(buf) {
+                r.io_error = Some(e.to_string());
+            }
+            hasher.update(buf);
+            *pos += buf.len() as u64;
+            *pos == end
+        };
+        let fits = |loc: &BlobLoc| loc.length <= MAX_ENVELOPE && loc.offset as u64 + loc.length as u64 <= f.size;
+        let mut short = false;
+        let mut i = 0;
+        while i < list.len() {
+            let (id, loc) = &list[i];
+            if !fits(loc) {
                 let detail = format!("entry ({} bytes at {}) beyond the pack's end", loc.length, loc.offset);
                 r.failures.push((*id, loc.ty, detail));
-            } else if end > data.len() {
-                r.failures.push((*id, loc.ty, "beyond what could be read of the pack".into()));
-            } else if start < pos {
+                i += 1;
+                continue;
+            }
+            if (loc.offset as u64) < pos {
                 // Overlapping entries only come from a damaged header or index, and the bytes
                 // before `pos` are decrypted already: read this one on its own.
                 check_one(repo, id, loc, &mut r);
-            } else {
-                pos = end;
+                i += 1;
+                continue;
+            }
+            if short {
+                r.failures.push((*id, loc.ty, "beyond what could be read of the pack".into()));
+                i += 1;
+                continue;
+            }
+            // This blob and the next ones that follow it within the window, gaps included.
+            let base = pos;
+            let mut end = loc.offset as u64 + loc.length as u64;
+            let mut j = i + 1;
+            while let Some((_, next)) = list.get(j) {
+                let next_end = next.offset as u64 + next.length as u64;
+                if !fits(next) || (next.offset as u64) < end || next_end - base > WINDOW {
+                    break;
+                }
+                end = next_end;
+                j += 1;
+            }
+            short = !fill(buf, &mut pos, end, &mut r);
+            for (id, loc) in &list[i..j] {
+                let start = (loc.offset as u64 - base) as usize;
+                let stop = start + loc.length as usize;
+                if stop > buf.len() {
+                    r.failures.push((*id, loc.ty, "beyond what could be read of the pack".into()));
+                    continue;
+                }
                 r.blobs += 1;
                 let max = (loc.raw_len as usize).min(MAX_PAYLOAD);
-                if let Err(e) = repo.keys().open_in_place(loc.ty, id, &mut data[start..end], max, &[], |_| ()) {
+                if let Err(e) = repo.keys().open_in_place(loc.ty, id, &mut buf[start..stop], max, &[], |_| ()) {
                     r.failures.push((*id, loc.ty, e.to_string()));
                 }
             }
+            i = j;
         }
-        if data.capacity() > KEEP_PACK_BUF {
-            *data = Vec::new();
+        // The rest: the header, and anything between or after the blobs.
+        if !short {
+            fill(buf, &mut pos, f.size, &mut r);
+        }
+        if buf.capacity() > KEEP_BUF {
+            *buf = Vec::new();
         }
     });
+    r.bytes = pos;
+    r.hash_mismatch = pos != f.size || *hasher.finalize().as_bytes() != f.id.0;
     r
 }
 
