@@ -604,6 +604,9 @@ pub fn scale(args: &[String]) -> Result<()> {
     while n <= max {
         let data = work.join(format!("files-{n}"));
         small_files(&data, n)?;
+        // Otherwise the backup competes with the writeback of the files just made (1M files
+        // took 36 s instead of 30 s).
+        crate::run(&mut Command::new("sync"))?;
         let repo = work.join(format!("repo-{n}"));
         exec(&cmd(&repo, &["init"]), &work)?;
         let first = exec(&cmd(&repo, &["backup", &data.display().to_string()]), &work)?;
