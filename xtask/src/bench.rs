@@ -2,10 +2,10 @@
 //! data, in one run.
 //!
 //! Each round gives every tool a fresh repository and runs, tool after tool so they alternate
-//! under the same machine load: initial backup, unchanged re-backup, then (after one change to
+//! under the same machine load (the order turns by one tool each round): initial backup, unchanged re-backup, then (after one change to
 //! ~2% of the files, the same for all) an incremental backup, a full restore and a verification
 //! of every byte. Before each step the files it reads (the data, or the tool's repository) are
-//! read once, so every tool starts from a warm cache. The change is undone before the next
+//! read once, so every tool starts from a warm cache, and `sync` runs. The change is undone before the next
 //! round. Medians over the rounds are printed as a markdown table with ratios against snapfs,
 //! after the limits of the machine on the same data (read, BLAKE3, zstd -3 with one and two
 //! threads), and written to `benches/results/latest.md`.
@@ -176,7 +176,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut sizes: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for round in 0..rounds {
         println!("round {}/{rounds}", round + 1);
-        let tools: Vec<Tool> = tools
+        let mut tools: Vec<Tool> = tools
             .iter()
             .map(|name| Tool {
                 name,
@@ -184,6 +184,10 @@ pub fn run(args: &[String]) -> Result<()> {
                 bin: snapfs.clone(),
             })
             .collect();
+        // Each tool inherits the page cache and writeback its predecessor left, so the order
+        // turns every round rather than favouring whoever comes last.
+        let turn = round % tools.len();
+        tools.rotate_left(turn);
         for t in &tools {
             let _ = fs::remove_dir_all(&t.repo);
             exec(&t.init(), &data)?;
@@ -205,6 +209,8 @@ pub fn run(args: &[String]) -> Result<()> {
                 // data, four repositories and a restore at once: read what the step reads first,
                 // the same for every tool.
                 warm(if step <= 2 { &data } else { &t.repo })?;
+                // The previous tool's writes (and mkfs's) are flushed now, not during this step.
+                crate::run(&mut Command::new("sync"))?;
                 let s = exec(&t.step(step, &data, &restore_to), &data)?;
                 println!(
                     "  {:<28} {:<12} {:>8.2} s  cpu {:>7.2} s  rss {:>6.0} MB",
