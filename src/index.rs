@@ -10,9 +10,12 @@ use crate::error::{Error, Result};
 use crate::format::pack::PackEntry;
 use crate::id::Id;
 
-const BLOBS: TableDefinition<[u8; 32], [u8; 17]> = TableDefinition::new("blobs");
-const PACKS: TableDefinition<[u8; 32], [u8; 24]> = TableDefinition::new("packs");
-const PACK_IDS: TableDefinition<u32, [u8; 32]> = TableDefinition::new("pack_ids");
+// Byte arrays by reference: redb stores and names them exactly as `[u8; N]` (so files written
+// either way are the same), but compares `[u8; N]` keys a byte at a time through its generic
+// array code and builds each value read in a `Vec`, which was a tenth of an unchanged re-backup.
+const BLOBS: TableDefinition<&[u8; 32], &[u8; 17]> = TableDefinition::new("blobs");
+const PACKS: TableDefinition<&[u8; 32], &[u8; 24]> = TableDefinition::new("packs");
+const PACK_IDS: TableDefinition<u32, &[u8; 32]> = TableDefinition::new("pack_ids");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout version of this file (format-spec §9), independent of the repository's.
@@ -198,14 +201,14 @@ impl Index {
         let mut packs = std::collections::HashMap::new();
         for item in tx.open_table(PACK_IDS)?.iter()? {
             let (k, v) = item?;
-            packs.insert(k.value(), Id(v.value()));
+            packs.insert(k.value(), Id(*v.value()));
         }
         let table = tx.open_table(BLOBS)?;
         let mut out = Vec::with_capacity(table.len()? as usize);
         for item in table.iter()? {
             let (k, v) = item?;
-            let loc = decode_blob(&v.value(), |no| packs.get(&no).copied().ok_or_else(|| unknown_pack(no)));
-            out.push((Id(k.value()), loc));
+            let loc = decode_blob(v.value(), |no| packs.get(&no).copied().ok_or_else(|| unknown_pack(no)));
+            out.push((Id(*k.value()), loc));
         }
         Ok(out)
     }
@@ -216,7 +219,7 @@ impl Index {
         let mut out = Vec::with_capacity(table.len()? as usize);
         for item in table.iter()? {
             let (k, v) = item?;
-            out.push((Id(k.value()), PackInfo::decode(&v.value()).1));
+            out.push((Id(*k.value()), PackInfo::decode(v.value()).1));
         }
         Ok(out)
     }
@@ -227,8 +230,8 @@ impl Index {
         {
             let mut table = tx.open_table(PACKS)?;
             for (id, t) in packs {
-                let Some((no, old)) = table.get(id.0)?.map(|v| PackInfo::decode(&v.value())) else { continue };
-                table.insert(id.0, PackInfo { last_verified: *t, ..old }.encode(no))?;
+                let Some((no, old)) = table.get(&id.0)?.map(|v| PackInfo::decode(v.value())) else { continue };
+                table.insert(&id.0, &PackInfo { last_verified: *t, ..old }.encode(no))?;
             }
         }
         tx.commit()?;
@@ -251,7 +254,7 @@ impl Index {
                 None => 0,
             };
             for (pack, info, entries) in packs {
-                let old = table.get(pack.0)?.map(|v| PackInfo::decode(&v.value()));
+                let old = table.get(&pack.0)?.map(|v| PackInfo::decode(v.value()));
                 let (no, verified) = match old {
                     Some((no, o)) => (no, o.last_verified),
                     None => {
@@ -265,10 +268,10 @@ impl Index {
                     ..*info
                 };
                 for e in *entries {
-                    blobs.insert(e.id.0, encode_blob(no, e))?;
+                    blobs.insert(&e.id.0, &encode_blob(no, e))?;
                 }
-                table.insert(pack.0, info.encode(no))?;
-                ids.insert(no, pack.0)?;
+                table.insert(&pack.0, &info.encode(no))?;
+                ids.insert(no, &pack.0)?;
             }
             meta.insert("next_pack", &next.to_le_bytes()[..])?;
         }
@@ -310,15 +313,21 @@ impl PackInfo {
 }
 
 pub struct IndexReader {
-    blobs: redb::ReadOnlyTable<[u8; 32], [u8; 17]>,
-    pack_ids: redb::ReadOnlyTable<u32, [u8; 32]>,
+    blobs: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8; 17]>,
+    pack_ids: redb::ReadOnlyTable<u32, &'static [u8; 32]>,
 }
 
 impl IndexReader {
     pub fn get(&self, id: &Id) -> Result<Option<BlobLoc>> {
-        let Some(v) = self.blobs.get(id.0)? else { return Ok(None) };
-        let pack = |no| self.pack_ids.get(no)?.map(|p| Id(p.value())).ok_or_else(|| unknown_pack(no));
-        decode_blob(&v.value(), pack).map(Some)
+        let Some(v) = self.blobs.get(&id.0)? else { return Ok(None) };
+        let pack = |no| self.pack_ids.get(no)?.map(|p| Id(*p.value())).ok_or_else(|| unknown_pack(no));
+        decode_blob(v.value(), pack).map(Some)
+    }
+
+    /// Whether the blob is indexed, without resolving its pack: the test dedup and the reuse
+    /// of an unchanged file's chunk list make once per chunk.
+    pub fn contains(&self, id: &Id) -> Result<bool> {
+        Ok(self.blobs.get(&id.0)?.is_some())
     }
 }
 
@@ -357,6 +366,25 @@ mod tests {
         let all = index.blobs().unwrap();
         assert_eq!(all.len(), 3);
         assert!(all.iter().all(|(_, l)| l.is_ok()));
+    }
+
+    #[test]
+    fn tables_written_through_references_are_the_owned_arrays_of_layout_2() {
+        // Layout 2 files were written with `[u8; N]` tables; both must open each other's.
+        const OWNED: TableDefinition<[u8; 32], [u8; 17]> = TableDefinition::new("blobs");
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        index.add_pack(&Id([0xaa; 32]), 1000, &[entry(1, 0)]).unwrap();
+        let tx = index.db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(OWNED).unwrap();
+            assert_eq!(t.get([1; 32]).unwrap().unwrap().value(), encode_blob(0, &entry(1, 0)));
+            t.insert([2; 32], encode_blob(0, &entry(2, 101))).unwrap();
+        }
+        tx.commit().unwrap();
+        let r = index.reader().unwrap();
+        assert_eq!(r.get(&Id([2; 32])).unwrap().unwrap().offset, 101);
+        assert!(r.contains(&Id([1; 32])).unwrap() && !r.contains(&Id([3; 32])).unwrap());
     }
 
     #[test]

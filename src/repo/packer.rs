@@ -81,7 +81,7 @@ impl Shared {
     }
 
     fn known(&self, id: &Id) -> Result<bool> {
-        Ok(self.known.read().expect("poisoned").get(id)?.is_some())
+        self.known.read().expect("poisoned").contains(id)
     }
 }
 
