@@ -2,13 +2,14 @@
 //! data, in one run.
 //!
 //! Each round gives every tool a fresh repository and runs, tool after tool so they alternate
-//! under the same machine load (the order turns by one tool each round): initial backup, unchanged re-backup, then (after one change to
-//! ~2% of the files, the same for all) an incremental backup, a full restore and a verification
-//! of every byte. Before each step the files it reads (the data, or the tool's repository) are
-//! read once, so every tool starts from a warm cache, and `sync` runs. The change is undone before the next
-//! round. Medians over the rounds are printed as a markdown table with ratios against snapfs,
-//! after the limits of the machine on the same data (read, BLAKE3, zstd -3 with one and two
-//! threads), and written to `benches/results/latest.md`.
+//! under the same machine load (the order turns by one tool each round): initial backup,
+//! unchanged re-backup, then (after one change to ~2% of the files, the same for all) an
+//! incremental backup, a full restore and a verification of every byte. Before each step the
+//! files it reads (the data, or the tool's repository) are read once, so every tool starts from
+//! a warm cache, and `sync` runs. The change is undone before the next round. Medians over the
+//! rounds are printed as a markdown table with ratios against snapfs, after the limits of the
+//! machine on the same data (read, BLAKE3, zstd -3 with one and two threads), and written to
+//! `benches/results/latest.md`.
 
 use std::collections::BTreeMap;
 use std::fs;
