@@ -6,12 +6,14 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rayon::prelude::*;
 
 use snapfs::Id;
+use snapfs::backend::{Backend, LocalBackend};
 use snapfs::chunker::Chunker;
 use snapfs::crypto::keyfile::KdfParams;
-use snapfs::crypto::{Keys, ObjType};
+use snapfs::crypto::{EpochKey, Keys, ObjType};
 use snapfs::format::config::Params;
-use snapfs::repo::Repository;
-use snapfs::repo::packer::{self, Packer};
+use snapfs::repo::packer;
+use snapfs::repo::{Cache, Repository};
+use std::sync::Arc;
 
 const LEN: usize = 32 << 20;
 
@@ -37,7 +39,8 @@ fn data() -> Vec<u8> {
 
 fn stages(c: &mut Criterion) {
     let buf = data();
-    let keys = Keys::from_master([7; 32]);
+    let mut keys = Keys::from_master([7; 32]);
+    keys.add_epoch(0, EpochKey([9; 32]));
     let chunker = Chunker::new(keys.chunker_key(), &Params::DEFAULT);
     let cuts = chunker.split(&buf);
     let chunks: Vec<&[u8]> = {
@@ -93,27 +96,24 @@ fn stages(c: &mut Criterion) {
 fn pack_write(c: &mut Criterion) {
     let buf = data();
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::init(&dir.path().join("repo"), b"bench", KdfParams { m_kib: 64, t: 1, p: 1 }).unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&dir.path().join("repo")));
+    let repo = Repository::init(backend, b"bench", KdfParams::DEFAULT).unwrap();
+    let (repo, _) = repo.load_index(&Cache::memory()).unwrap();
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Bytes(LEN as u64)).sample_size(10);
     let mut round = 0u64;
     g.bench_function("packer: new data x2", |b| {
         b.iter(|| {
             round += 1;
-            let (tx, rx) = std::sync::mpsc::sync_channel(packer::QUEUE);
-            let shared = packer::Shared::new(&repo).unwrap();
-            std::thread::scope(|s| {
-                let fin = s.spawn(|| packer::finish_packs(&repo, rx, &shared));
-                let p = Packer::new(&repo, Some(tx), &shared);
+            packer::with_packer(&repo, false, |p| {
                 // A distinct prefix per round so every blob is new.
-                buf.par_chunks(1 << 20).for_each(|c| {
+                buf.par_chunks(1 << 20).try_for_each(|c| {
                     let mut v = round.to_le_bytes().to_vec();
                     v.extend_from_slice(c);
-                    p.add(ObjType::Data, &v).unwrap();
-                });
-                p.finish().unwrap();
-                fin.join().unwrap().unwrap();
+                    p.add(ObjType::Data, &v).map(|_| ())
+                })
             })
+            .unwrap()
         })
     });
     g.finish();

@@ -57,6 +57,8 @@ pub struct IndexReport {
     pub problems: Vec<String>,
     /// Packs on disk the index does not list (normal after an interrupted backup).
     pub unindexed_packs: u64,
+    /// Packs the index listed that are gone, with their blob counts (the next command forgets them).
+    pub gone_packs: Vec<(Id, u32)>,
 }
 
 impl IndexReport {
@@ -98,6 +100,9 @@ pub struct Report {
     /// Packs none of whose blobs any snapshot references (not damage: `prune` removes them).
     pub unreferenced_packs: u64,
     pub unreferenced_blobs: u64,
+    /// Copies of blobs stored in more than one pack (two writers raced; not damage: `prune`
+    /// reclaims them).
+    pub redundant_blobs: u64,
     /// Files under `packs/` that are not packs.
     pub stray_files: Vec<String>,
     pub read: Option<ReadStats>,
@@ -123,7 +128,7 @@ const COVERAGE_DAYS: u64 = 30;
 
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<Report> {
     let mut report = Report::default();
-    structure::key_slots(repo.root(), &mut report);
+    structure::key_slots(repo.backend().as_ref(), &mut report);
     let mut facts = structure::gather(repo, &mut report)?;
 
     let (mut snaps, bad) = repo.snapshots()?;
@@ -161,7 +166,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<Report> {
             let plan = data::Plan { subset, max_duration: opts.max_duration, only: Some(&needed) };
             data::verify(repo, &facts, &plan)
         });
-        let stats = data::record(&mut facts, verified, opts.snapshot.is_some(), &mut lost, &mut report)?;
+        let stats = data::record(repo.index(), &mut facts, verified, opts.snapshot.is_some(), &mut lost, &mut report)?;
         report.read = Some(stats);
     }
 
@@ -170,6 +175,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<Report> {
     for (id, l) in &lost {
         let kind = if l.ty == ObjType::Tree { "tree" } else { "blob" };
         report.problems.push(Problem { kind, pack: l.pack, blob: Some((*id, l.ty)), detail: l.detail.clone() });
+    }
+    // A vanished pack that held a needed blob is damage; name it once beside its blobs.
+    for (pack, blobs) in &report.index.gone_packs {
+        if lost.iter().any(|(_, l)| l.pack == Some(*pack)) {
+            let detail = format!("pack {pack} is missing ({blobs} blobs were in it)");
+            report.problems.push(Problem { kind: "pack_missing", pack: Some(*pack), blob: None, detail });
+        }
     }
     let lost_ids: HashSet<Id> = lost.iter().map(|(id, _)| *id).collect();
     if !lost_ids.is_empty() {

@@ -14,6 +14,11 @@ pub struct Chunker {
 }
 
 impl Chunker {
+    /// The secret gear table (format-spec §5), for the test vectors.
+    pub fn gear(&self) -> &[u64; 256] {
+        &self.gear
+    }
+
     pub fn new(key: &[u8; 32], p: &Params) -> Chunker {
         let mut bytes = [0u8; 256 * 8];
         blake3::Hasher::new_keyed(key).finalize_xof().fill(&mut bytes);

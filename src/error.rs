@@ -16,14 +16,16 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("no snapfs repository at {0}")]
-    NoRepository(PathBuf),
+    NoRepository(String),
     #[error("{0} is not empty; refusing to create a repository there")]
     NotEmpty(PathBuf),
     #[error("wrong password: no key slot in the repository opens with it")]
     WrongPassword,
     #[error("repository is locked by {0}")]
     Locked(String),
-    #[error("unsupported repository format version {0}")]
+    #[error(
+        "the repository has format version {0}; this snapfs reads version 2 only (version 1 repositories must be backed up again into a new one)"
+    )]
     UnsupportedVersion(u32),
     #[error("corrupt {what}: {detail}")]
     Corrupt { what: String, detail: String },

@@ -17,9 +17,19 @@ const BLOBS: TableDefinition<&[u8; 32], &[u8; 17]> = TableDefinition::new("blobs
 const PACKS: TableDefinition<&[u8; 32], &[u8; 24]> = TableDefinition::new("packs");
 const PACK_IDS: TableDefinition<u32, &[u8; 32]> = TableDefinition::new("pack_ids");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Copies of a blob beyond the one `blobs` names: blob id ‖ pack number (big-endian, so a
+/// blob's copies are adjacent) → the same value as in `blobs`.
+const REDUNDANT: TableDefinition<&[u8; 36], &[u8; 17]> = TableDefinition::new("redundant");
 
 /// The layout version of this file (format-spec §9), independent of the repository's.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+
+fn redundant_key(id: &Id, pack_no: u32) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(&id.0);
+    k[32..].copy_from_slice(&pack_no.to_be_bytes());
+    k
+}
 
 /// Where a blob lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +66,8 @@ fn unknown_pack(no: u32) -> Error {
 
 pub struct Index {
     db: Database,
+    /// The file, for compaction; `None` in memory.
+    path: Option<std::path::PathBuf>,
 }
 
 /// redb's page cache (1 GiB by default) kept every page a backup wrote, so memory grew with the
@@ -63,18 +75,19 @@ pub struct Index {
 const CACHE_SIZE: usize = 32 << 20;
 
 impl Index {
-    pub fn open(path: &Path) -> Result<Index> {
-        // redb trusts its file and can panic on an altered one ("Malformed allocator state");
-        // the index is a cache, so that must become an error that names the fix.
+    /// Opens or creates the file. With `verify`, every page checksum is checked first (for
+    /// `check`, which must not trust an altered file). A damaged file or one of another layout
+    /// is an [`Error::Index`]; the caller, for whom it is a cache, deletes and rebuilds it.
+    pub fn open(path: &Path, verify: bool) -> Result<Index> {
+        // redb trusts its file and can panic on an altered one ("Malformed allocator state").
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             redb::Builder::new()
                 .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+                .set_check_integrity_on_open(verify)
                 .set_cache_size(CACHE_SIZE)
                 .create(path)
         }));
-        let damaged = |why: String| {
-            Error::Index(format!("{} is damaged ({why}); run `snapfs repair index` to rebuild it", path.display()))
-        };
+        let damaged = |why: String| Error::Index(format!("{} is damaged ({why})", path.display()));
         let db = opened.map_err(|_| damaged("its allocator state is inconsistent".into()))?.map_err(|e| {
             use redb::{DatabaseError as D, StorageError as S};
             // Only what says the file itself is bad; a permission or lock error is not.
@@ -87,24 +100,30 @@ impl Index {
             };
             if bad_file { damaged(e.to_string()) } else { e.into() }
         })?;
+        let index = Index { db, path: Some(path.to_path_buf()) };
         // A write transaction costs an fsync; only a new index needs one.
-        let exists = db.begin_read()?.open_table(META).is_ok();
+        let exists = index.db.begin_read()?.open_table(META).is_ok();
         if !exists {
-            let tx = db.begin_write()?;
-            {
-                tx.open_table(BLOBS)?;
-                tx.open_table(PACKS)?;
-                tx.open_table(PACK_IDS)?;
-                let mut meta = tx.open_table(META)?;
-                if meta.get("version")?.is_none() {
-                    meta.insert("version", &VERSION.to_le_bytes()[..])?;
-                }
-            }
-            tx.commit()?;
+            index.create_tables()?;
         }
-        let index = Index { db };
         index.check_version(path)?;
         Ok(index)
+    }
+
+    fn create_tables(&self) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            tx.open_table(BLOBS)?;
+            tx.open_table(PACKS)?;
+            tx.open_table(PACK_IDS)?;
+            tx.open_table(REDUNDANT)?;
+            let mut meta = tx.open_table(META)?;
+            if meta.get("version")?.is_none() {
+                meta.insert("version", &VERSION.to_le_bytes()[..])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// An index of another layout is not read: it is a cache, and `repair index` rebuilds it.
@@ -115,25 +134,19 @@ impl Index {
         if version != Some(VERSION) {
             let found = version.map_or("no".to_string(), |v| v.to_string());
             return Err(Error::Index(format!(
-                "{} has layout version {found}, this snapfs reads version {VERSION}; \
-                 run `snapfs repair index` to rebuild it from the packs",
+                "{} has layout version {found}, this snapfs reads version {VERSION}",
                 path.display()
             )));
         }
         Ok(())
     }
 
-    /// An empty index in memory, for a repository opened without its index file.
+    /// An empty index in memory: for tests, and where no cache directory can be written.
     pub fn in_memory() -> Result<Index> {
         let db = redb::Builder::new().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        let tx = db.begin_write()?;
-        {
-            tx.open_table(BLOBS)?;
-            tx.open_table(PACKS)?;
-            tx.open_table(PACK_IDS)?;
-        }
-        tx.commit()?;
-        Ok(Index { db })
+        let index = Index { db, path: None };
+        index.create_tables()?;
+        Ok(index)
     }
 
     /// A consistent view for many lookups, e.g. one backup's dedup checks.
@@ -158,7 +171,8 @@ impl Index {
     /// about 73 bytes a blob; above 112 (1.5 times that) and 4 MiB the file is compacted, which
     /// took 31 ms for that 16.2 MB file. Best effort: another process in a transaction (a mount,
     /// a concurrent backup) makes redb refuse, and the next backup tries again.
-    pub fn compact_if_bloated(&mut self, path: &Path) -> bool {
+    pub fn compact_if_bloated(&mut self) -> bool {
+        let Some(path) = &self.path else { return false };
         let (Ok(len), Ok(blobs)) = (std::fs::metadata(path).map(|m| m.len()), self.blob_count()) else {
             return false;
         };
@@ -171,28 +185,6 @@ impl Index {
 
     pub fn blob_count(&self) -> Result<u64> {
         Ok(self.db.begin_read()?.open_table(BLOBS)?.len()?)
-    }
-
-    /// Opens an index that must already exist, checking every page's checksum: `check` and
-    /// `repair` must learn that the file was altered instead of trusting it (or creating an
-    /// empty one in place of a lost index).
-    pub fn open_existing(path: &Path) -> Result<Index> {
-        if !path.exists() {
-            return Err(Error::Index(format!("{} is missing", path.display())));
-        }
-        let db = redb::Builder::new()
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .set_check_integrity_on_open(true)
-            .set_cache_size(CACHE_SIZE)
-            .open(path)?;
-        let index = Index { db };
-        index.check_version(path)?;
-        let tx = index.db.begin_read()?;
-        tx.open_table(BLOBS)?;
-        tx.open_table(PACKS)?;
-        tx.open_table(PACK_IDS)?;
-        drop(tx);
-        Ok(index)
     }
 
     /// Every blob entry. Entries that fail to decode are returned as errors, not dropped.
@@ -246,6 +238,7 @@ impl Index {
             let mut blobs = tx.open_table(BLOBS)?;
             let mut table = tx.open_table(PACKS)?;
             let mut ids = tx.open_table(PACK_IDS)?;
+            let mut redundant = tx.open_table(REDUNDANT)?;
             let mut meta = tx.open_table(META)?;
             let mut next = match meta.get("next_pack")? {
                 Some(v) => u32::from_le_bytes(
@@ -268,7 +261,17 @@ impl Index {
                     ..*info
                 };
                 for e in *entries {
-                    blobs.insert(&e.id.0, &encode_blob(no, e))?;
+                    // One location per blob; a copy in another pack is redundant (two writers
+                    // raced, or a killed backup's pack was written again).
+                    let other = blobs.get(&e.id.0)?.map(|v| u32::from_le_bytes(v.value()[..4].try_into().expect("4")));
+                    match other {
+                        Some(o) if o != no => {
+                            redundant.insert(&redundant_key(&e.id, no), &encode_blob(no, e))?;
+                        }
+                        _ => {
+                            blobs.insert(&e.id.0, &encode_blob(no, e))?;
+                        }
+                    }
                 }
                 table.insert(&pack.0, &info.encode(no))?;
                 ids.insert(no, &pack.0)?;
@@ -278,6 +281,81 @@ impl Index {
         // Default durability is immediate: the commit is on disk before this returns.
         tx.commit()?;
         Ok(())
+    }
+}
+
+impl Index {
+    /// Forgets packs that are gone: their blob entries go, and where another pack holds a
+    /// copy of such a blob, that copy becomes its location. Returns how many blobs lost their
+    /// last known copy.
+    pub fn remove_packs(&self, gone: &[Id]) -> Result<u64> {
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.db.begin_write()?;
+        let mut lost = 0;
+        {
+            let mut packs = tx.open_table(PACKS)?;
+            let mut ids = tx.open_table(PACK_IDS)?;
+            let mut numbers = std::collections::HashSet::new();
+            for id in gone {
+                let Some(no) = packs.remove(&id.0)?.map(|v| PackInfo::decode(v.value()).0) else { continue };
+                ids.remove(no)?;
+                numbers.insert(no);
+            }
+            let mut blobs = tx.open_table(BLOBS)?;
+            let mut redundant = tx.open_table(REDUNDANT)?;
+            let pack_of = |v: &[u8; 17]| u32::from_le_bytes(v[..4].try_into().expect("4 bytes"));
+            let orphans: Vec<[u8; 32]> = blobs
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter(|(_, v)| numbers.contains(&pack_of(v.value())))
+                .map(|(k, _)| *k.value())
+                .collect();
+            let stale: Vec<[u8; 36]> = redundant
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter(|(_, v)| numbers.contains(&pack_of(v.value())))
+                .map(|(k, _)| *k.value())
+                .collect();
+            for k in &stale {
+                redundant.remove(k)?;
+            }
+            for id in orphans {
+                blobs.remove(&id)?;
+                let lo = redundant_key(&Id(id), 0);
+                let hi = redundant_key(&Id(id), u32::MAX);
+                let copy =
+                    redundant.range::<&[u8; 36]>(&lo..=&hi)?.next().transpose()?.map(|(k, v)| (*k.value(), *v.value()));
+                match copy {
+                    Some((k, v)) => {
+                        redundant.remove(&k)?;
+                        blobs.insert(&id, &v)?;
+                    }
+                    None => lost += 1,
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(lost)
+    }
+
+    /// Every redundant copy: blob id and the pack holding it.
+    pub fn redundant(&self) -> Result<Vec<(Id, Result<BlobLoc>)>> {
+        let tx = self.db.begin_read()?;
+        let mut packs = std::collections::HashMap::new();
+        for item in tx.open_table(PACK_IDS)?.iter()? {
+            let (k, v) = item?;
+            packs.insert(k.value(), Id(*v.value()));
+        }
+        let mut out = Vec::new();
+        for item in tx.open_table(REDUNDANT)?.iter()? {
+            let (k, v) = item?;
+            let id = Id(k.value()[..32].try_into().expect("32 bytes"));
+            let loc = decode_blob(v.value(), |no| packs.get(&no).copied().ok_or_else(|| unknown_pack(no)));
+            out.push((id, loc));
+        }
+        Ok(out)
     }
 }
 
@@ -343,7 +421,7 @@ mod tests {
     fn packs_are_numbered_once_and_blobs_resolve_to_their_pack() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");
-        let index = Index::open(&path).unwrap();
+        let index = Index::open(&path, false).unwrap();
         let (a, b) = (Id([0xaa; 32]), Id([0xbb; 32]));
         index.add_pack(&a, 1000, &[entry(1, 0), entry(2, 101)]).unwrap();
         index.add_pack(&b, 2000, &[entry(3, 0)]).unwrap();
@@ -352,7 +430,7 @@ mod tests {
         index.add_pack(&a, 1000, &[entry(1, 0), entry(2, 101)]).unwrap();
         drop(index);
 
-        let index = Index::open(&path).unwrap();
+        let index = Index::open(&path, false).unwrap();
         let r = index.reader().unwrap();
         let loc = r.get(&Id([2; 32])).unwrap().unwrap();
         assert_eq!(loc, BlobLoc { pack: a, offset: 101, length: 102, raw_len: 202, ty: ObjType::Data });
@@ -373,7 +451,7 @@ mod tests {
         // Layout 2 files were written with `[u8; N]` tables; both must open each other's.
         const OWNED: TableDefinition<[u8; 32], [u8; 17]> = TableDefinition::new("blobs");
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let index = Index::open(&dir.path().join("index.redb"), false).unwrap();
         index.add_pack(&Id([0xaa; 32]), 1000, &[entry(1, 0)]).unwrap();
         let tx = index.db.begin_write().unwrap();
         {
@@ -388,17 +466,46 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_in_two_packs_has_one_location_and_survives_either_pack_going() {
+        let index = Index::in_memory().unwrap();
+        let (a, b) = (Id([0xaa; 32]), Id([0xbb; 32]));
+        index.add_pack(&a, 1000, &[entry(1, 0), entry(2, 101)]).unwrap();
+        index.add_pack(&b, 2000, &[entry(2, 0), entry(3, 300)]).unwrap();
+        // Adding a pack again must not make it redundant with itself.
+        index.add_pack(&b, 2000, &[entry(2, 0), entry(3, 300)]).unwrap();
+        let r = index.reader().unwrap();
+        assert_eq!(r.get(&Id([2; 32])).unwrap().unwrap().pack, a);
+        drop(r);
+        let red = index.redundant().unwrap();
+        assert_eq!(red.len(), 1);
+        assert_eq!(red[0].1.as_ref().unwrap().pack, b);
+        assert_eq!(index.blob_count().unwrap(), 3);
+
+        // Pack a goes: blob 2 now lives in b, blob 1 is lost.
+        assert_eq!(index.remove_packs(&[a]).unwrap(), 1);
+        let r = index.reader().unwrap();
+        assert_eq!(
+            r.get(&Id([2; 32])).unwrap().unwrap(),
+            BlobLoc { pack: b, offset: 0, length: 102, raw_len: 202, ty: ObjType::Data }
+        );
+        assert!(r.get(&Id([1; 32])).unwrap().is_none());
+        drop(r);
+        assert!(index.redundant().unwrap().is_empty());
+        assert_eq!(index.packs().unwrap().len(), 1);
+    }
+
+    #[test]
     fn an_index_of_another_layout_is_refused_with_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");
-        let index = Index::open(&path).unwrap();
+        let index = Index::open(&path, false).unwrap();
         let tx = index.db.begin_write().unwrap();
         tx.open_table(META).unwrap().insert("version", &1u32.to_le_bytes()[..]).unwrap();
         tx.commit().unwrap();
         drop(index);
-        for e in [Index::open(&path).err(), Index::open_existing(&path).err()] {
+        for e in [Index::open(&path, false).err(), Index::open(&path, true).err()] {
             let msg = e.expect("an old layout must not open").to_string();
-            assert!(msg.contains("layout version 1") && msg.contains("snapfs repair index"), "{msg}");
+            assert!(msg.contains("layout version 1"), "{msg}");
         }
     }
 }

@@ -7,6 +7,7 @@
 //! [`fuse`] mounts.
 
 pub mod archiver;
+pub mod backend;
 pub mod cache;
 pub mod check;
 pub mod chunker;

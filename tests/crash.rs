@@ -120,18 +120,26 @@ fn sigkill_during_backup_never_damages_the_repository() {
     assert_same_tree(&data, &restored(&target, &data));
 }
 
-fn now_rfc3339() -> String {
-    String::from_utf8(sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])).unwrap().trim().to_string()
+/// `date -u` at an offset from now, e.g. "+30 min" or "-31 min".
+fn rfc3339_at(offset: &str) -> String {
+    String::from_utf8(sh("date", &["-u", "-d", offset, "+%Y-%m-%dT%H:%M:%SZ"])).unwrap().trim().to_string()
 }
 
 /// Writes a lock file in the spec's format (§10) and returns its path.
 fn write_lock(repo: &Path, host: &str, pid: u32, exclusive: bool, seed: u64) -> PathBuf {
+    write_lock_at(repo, host, pid, exclusive, seed, "now", "+30 min")
+}
+
+fn write_lock_at(repo: &Path, host: &str, pid: u32, exclusive: bool, seed: u64, time: &str, expires: &str) -> PathBuf {
     let name = hex(&Rng::new(seed).bytes(16));
     let path = repo.join("locks").join(name);
     fs::create_dir_all(repo.join("locks")).unwrap();
+    let (time, expires) = (rfc3339_at(time), rfc3339_at(expires));
     fs::write(
         &path,
-        format!("host={host}\npid={pid}\ntime={}\nexclusive={exclusive}\ncommand=test lock holder\n", now_rfc3339()),
+        format!(
+            "host={host}\npid={pid}\ntime={time}\nexpires={expires}\nexclusive={exclusive}\ncommand=test lock holder\n"
+        ),
     )
     .unwrap();
     path
@@ -209,4 +217,26 @@ fn fresh_lock_from_another_host_blocks_until_removed() {
     s.ok(["unlock", "--remove-all"]);
     assert!(!lock.exists());
     s.backup([&data]);
+}
+
+#[test]
+fn an_expired_lock_of_another_host_is_stale() {
+    let (_tmp, data, s) = small_repo();
+    // A machine that died an hour ago: its lock was never refreshed and has expired.
+    let lock = write_lock_at(&s.repo, "dead-host.example", 1, true, 5, "-60 min", "-30 min");
+    let out = s.run(["backup".as_ref(), data.as_os_str()]);
+    assert!(out.status.success(), "{}", describe("backup beside an expired lock", &out));
+    assert!(!lock.exists(), "the expired lock was not removed");
+}
+
+#[test]
+fn a_file_in_locks_that_is_no_lock_blocks_nothing() {
+    let (_tmp, data, s) = small_repo();
+    let junk = s.repo.join("locks").join(".x");
+    fs::create_dir_all(s.repo.join("locks")).unwrap();
+    fs::write(&junk, b"hi\n").unwrap();
+    s.backup([&data]);
+    let out = s.ok(["unlock"]);
+    assert!(out.contains("removed 1 lock"), "{out}");
+    assert!(!junk.exists(), "`unlock` left a file that is not a lock");
 }

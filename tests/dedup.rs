@@ -161,7 +161,7 @@ fn tiny_blobs_close_a_pack_by_count_and_all_restore() {
     s.init();
     let out = run_cmd(s.command().env("RAYON_NUM_THREADS", "1").arg("backup").arg(&data));
     assert!(out.status.success(), "{}", describe("backup", &out));
-    let packs = snapfs::index::Index::open(&s.repo.join("index.redb")).unwrap().packs().unwrap();
+    let packs = snapfs::index::Index::open(&index_file(&s.repo), false).unwrap().packs().unwrap();
     let counts: Vec<u32> = packs.iter().map(|(_, p)| p.blobs).collect();
     let limit = snapfs::repo::packer::MAX_PACK_BLOBS as u32;
     assert!(counts.iter().all(|&n| n <= limit), "a pack holds more than {limit} blobs: {counts:?}");

@@ -298,7 +298,7 @@ fn damaged_blob_gives_eio_for_exactly_the_files_using_it() {
     repo.ok(&["backup", src.to_str().unwrap()]);
 
     // Find the victim's first chunk through the library and flip a byte in the middle of it.
-    let r = snapfs::repo::Repository::open(&repo.path, PASSWORD.as_bytes()).unwrap();
+    let r = repo.open();
     let (snaps, _) = r.snapshots().unwrap();
     let mut tree = snaps.last().unwrap().1.tree;
     for c in src.components().skip(1) {
@@ -427,7 +427,7 @@ fn model_serves_everything_with_caches_that_hold_nothing() {
         symlink(format!("target-{d}"), dir.join("link")).unwrap();
     }
     repo.ok(&["backup", src.to_str().unwrap()]);
-    let r = snapfs::repo::Repository::open(&repo.path, PASSWORD.as_bytes()).unwrap();
+    let r = repo.open();
     let opts = Options { filter: Default::default(), chunk_cache: 1, tree_cache: 1, warn: Box::new(|_| {}) };
     let vfs = Vfs::new(std::sync::Arc::new(r), opts).unwrap();
 

@@ -75,7 +75,7 @@ fn init_creates_missing_dirs_and_refuses_non_empty_ones() {
         out.split_whitespace().find(|w| is_hex(w, 32)).unwrap_or_else(|| panic!("no 32-hex repository id in {out:?}"));
     let config = fs::read(nested.join("config")).unwrap();
     assert_eq!(&config[..8], b"SNAPFS\0\x01", "config magic");
-    assert_eq!(u32::from_le_bytes(config[8..12].try_into().unwrap()), 1, "format version");
+    assert_eq!(u32::from_le_bytes(config[8..12].try_into().unwrap()), 2, "format version");
     assert_eq!(hex(&config[12..28]), repoid, "printed id differs from the config's repository id");
 
     // A second init on the repository, and an init on a directory with a file in it.
@@ -356,7 +356,13 @@ fn repository_layout_matches_the_spec() {
     write_random(&data.join("f"), 2 * MIB, &mut Rng::new(41));
     let id = s.backup([&data]);
     let r = &s.repo;
-    assert!(r.join("config").is_file() && r.join("index.redb").is_file());
+    assert!(r.join("config").is_file(), "no config");
+    // The index is a per-client cache, not part of the repository (format-spec §9).
+    assert!(!r.join("index.redb").exists(), "an index file inside the repository");
+    assert!(index_file(r).is_file(), "no index cache for the repository");
+    let epochs: Vec<String> =
+        fs::read_dir(r.join("epochs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(epochs, ["00000000"], "one key epoch, named by its number");
     assert_eq!(fs::read_dir(r.join("snapshots")).unwrap().count(), 1);
     assert!(r.join("snapshots").join(&id).is_file(), "snapshot file not named by its id");
     let packs = files_under(&r.join("packs"));

@@ -17,7 +17,7 @@ use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Kind, Node};
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::repo::packer::{self, Packer};
+use crate::repo::packer;
 use crate::sys;
 use progress::Progress;
 use walk::Walker;
@@ -119,13 +119,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
         let (snaps, _) = repo.snapshots()?;
         snaps.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.paths == path_strings)
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel(packer::QUEUE);
-    let shared = packer::Shared::new(repo)?;
-    std::thread::scope(|scope| -> Result<BackupOutcome> {
-        let finisher = (!opts.dry_run).then(|| scope.spawn(|| packer::finish_packs(repo, rx, &shared)));
+    let walked = packer::with_packer(repo, opts.dry_run, |packer| {
         let walker = Walker {
             repo,
-            packer: Packer::new(repo, (!opts.dry_run).then_some(tx), &shared),
+            packer,
             excludes: opts.excludes.clone(),
             one_file_system: opts.one_file_system,
             with_atime: opts.with_atime,
@@ -133,17 +130,12 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
             warnings: Mutex::new(Vec::new()),
             buffers: Mutex::new(Vec::new()),
         };
-        let root_tree = build(&walker, Path::new("/"), &Plan::of(&paths), parent.as_ref().map(|(_, s)| s.tree));
-        // Close the queue on every path out, so a failed walk does not leave the finisher waiting.
-        let sent = walker.packer.finish();
-        let written = finisher
-            .map_or(Ok(()), |h| h.join().unwrap_or_else(|_| Err(Error::Invalid("pack writer panicked".into()))));
-        // The finisher's error is the cause when both failed.
-        written?;
-        let root_tree = root_tree?;
-        sent?;
-        let c = walker.counters;
-        let mut warnings = walker.warnings.into_inner().expect("poisoned");
+        let root_tree = build(&walker, Path::new("/"), &Plan::of(&paths), parent.as_ref().map(|(_, s)| s.tree))?;
+        Ok((root_tree, walker.warnings.into_inner().expect("poisoned")))
+    });
+    let ((root_tree, mut warnings), added) = walked?;
+    {
+        let c = &opts.progress;
         warnings.sort();
         let summary = Summary {
             files_new: c.files_new.load(Relaxed),
@@ -153,8 +145,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
             dirs_changed: c.dirs_changed.load(Relaxed),
             dirs_unchanged: c.dirs_unchanged.load(Relaxed),
             bytes_read: c.bytes_read.load(Relaxed),
-            data_blobs_added: walker.packer.data_blobs_added.load(Relaxed),
-            bytes_added: walker.packer.bytes_added.load(Relaxed),
+            data_blobs_added: added.data_blobs,
+            bytes_added: added.bytes,
             total_files: c.total_files.load(Relaxed),
             total_bytes: c.total_bytes.load(Relaxed),
             errors: warnings.len() as u64,
@@ -177,7 +169,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
         // The commit point: everything the snapshot references is durable and indexed by now.
         let snapshot = if opts.dry_run { None } else { Some(repo.save_snapshot(&snap)?) };
         Ok(BackupOutcome { snapshot, parent: snap.parent, summary, warnings, dropped_paths })
-    })
+    }
 }
 
 /// Builds the directories above and including the given paths; returns the tree id of `path`.

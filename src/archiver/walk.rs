@@ -29,7 +29,7 @@ const READ_BLOCK: usize = 16 << 20;
 
 pub struct Walker<'a> {
     pub repo: &'a Repository,
-    pub packer: Packer<'a>,
+    pub packer: &'a Packer<'a>,
     pub excludes: GlobSet,
     pub one_file_system: bool,
     pub with_atime: bool,

@@ -3,8 +3,6 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,6 +10,7 @@ use rayon::prelude::*;
 
 use super::structure::Facts;
 use super::{Lost, Problem, ReadStats, Report, Subset};
+use crate::backend::Kind;
 use crate::crypto::{ENVELOPE_OVERHEAD, MAX_PAYLOAD, ObjType};
 use crate::error::Result;
 use crate::id::Id;
@@ -100,6 +99,7 @@ pub(super) fn verify(repo: &Repository, facts: &Facts, plan: &Plan) -> Verified 
 
 /// Reports what `verify` found, and stamps the packs that verified clean in the index.
 pub(super) fn record(
+    index: &crate::index::Index,
     facts: &mut Facts,
     v: Verified,
     only: bool,
@@ -154,7 +154,7 @@ pub(super) fn record(
     if let Some(ix) = &mut facts.index
         && !verified.is_empty()
     {
-        ix.index.set_verified(&verified)?;
+        index.set_verified(&verified)?;
         for (id, t) in &verified {
             if let Some(p) = ix.packs.get_mut(id) {
                 p.last_verified = *t;
@@ -202,28 +202,22 @@ const WINDOW: u64 = 1 << 20;
 /// in place, and the whole file is hashed to compare with its name.
 fn verify_pack(repo: &Repository, f: &PackFile, list: &[(Id, BlobLoc)]) -> PackResult {
     let mut r = PackResult::default();
-    let file = match File::open(&f.path) {
-        Ok(file) => file,
-        Err(e) => {
-            r.io_error = Some(e.to_string());
-            r.failures = list.iter().map(|(id, l)| (*id, l.ty, format!("pack unreadable: {e}"))).collect();
-            return r;
-        }
-    };
-    // A pack that grew since it was listed is read only as far as its listed size.
-    let mut reader = file.take(f.size);
+    let name = f.id.hex();
+    let backend = repo.backend();
     let mut hasher = blake3::Hasher::new();
     let mut pos = 0u64;
     WINDOW_BUF.with_borrow_mut(|buf| {
         // Reads up to `end` into `buf`, hashing it; false when the file ends first.
         let mut fill = |buf: &mut Vec<u8>, pos: &mut u64, end: u64, r: &mut PackResult| {
-            buf.clear();
-            if let Err(e) = (&mut reader).take(end - *pos).read_to_end(buf) {
+            buf.resize((end - *pos) as usize, 0);
+            if let Err(e) = backend.read_at(Kind::Pack, &name, *pos, buf) {
                 r.io_error = Some(e.to_string());
+                buf.clear();
+                return false;
             }
             hasher.update(buf);
-            *pos += buf.len() as u64;
-            *pos == end
+            *pos = end;
+            true
         };
         let fits = |loc: &BlobLoc| loc.length <= MAX_ENVELOPE && loc.offset as u64 + loc.length as u64 <= f.size;
         let mut short = false;

@@ -2,12 +2,11 @@
 //! snapshot reaches. Reads no blob contents except trees.
 
 use std::collections::HashMap;
-use std::fs;
-use std::path::Path;
 
 use rayon::prelude::*;
 
 use super::{Coverage, Lost, Problem, Report};
+use crate::backend::{Backend, Kind};
 use crate::crypto::ObjType;
 use crate::crypto::keyfile::KeySlot;
 use crate::error::{Error, Result};
@@ -17,12 +16,13 @@ use crate::format::tree::{self, Node};
 use crate::id::{BlobIdMap, BlobIdSet, Id};
 use crate::index::{BlobLoc, Index, PackInfo};
 use crate::repo::Repository;
-use crate::repo::packs::{Header, PackFile, list_packs, read_header};
+use crate::repo::packs::{PackFile, list_packs, read_header};
 
 /// The index's contents, read once.
 pub(super) struct IndexData {
-    pub index: Index,
     pub blobs: BlobIdMap<BlobLoc>,
+    /// Copies beyond the one `blobs` names: legal, and reclaimable by prune.
+    pub redundant: Vec<(Id, BlobLoc)>,
     pub packs: HashMap<Id, PackInfo>,
 }
 
@@ -75,15 +75,14 @@ impl Facts {
 }
 
 /// Every key slot must parse; the password opened one of them already.
-pub(super) fn key_slots(root: &Path, report: &mut Report) {
-    let dir = root.join("keys");
-    let Ok(entries) = fs::read_dir(&dir) else {
-        report.problems.push(problem("key_slot", None, format!("cannot read {}", dir.display())));
+pub(super) fn key_slots(backend: &dyn Backend, report: &mut Report) {
+    let Ok(names) = backend.list(Kind::Key) else {
+        report.problems.push(problem("key_slot", None, "cannot list the key slots".into()));
         return;
     };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Err(err) = fs::read(e.path())
+    for (name, _) in names {
+        if let Err(err) = backend
+            .read(Kind::Key, &name)
             .map_err(|e| e.to_string())
             .and_then(|raw| KeySlot::parse(&raw).map(|_| ()).map_err(|e| e.to_string()))
         {
@@ -98,15 +97,15 @@ fn problem(kind: &'static str, pack: Option<Id>, detail: String) -> Problem {
 
 /// Reads every pack header and the index, and reports where they disagree.
 pub(super) fn gather(repo: &Repository, report: &mut Report) -> Result<Facts> {
-    let (files, strays) = list_packs(repo.root())?;
-    report.stray_files = strays.iter().map(|p| p.display().to_string()).collect();
+    let (files, strays) = list_packs(repo.backend().as_ref())?;
+    report.stray_files = strays;
     report.packs = files.len() as u64;
     report.pack_bytes = files.iter().map(|f| f.size).sum();
 
     // The index is read on one thread: let the headers use the other.
     let (read, index) = rayon::join(
-        || files.par_iter().map(|p| (p.id, read_header(repo.keys(), &p.path))).collect::<Vec<(Id, Result<Header>)>>(),
-        || open_index(repo.root()),
+        || files.par_iter().map(|p| (p.id, read_header(repo.backend().as_ref(), repo.keys(), p))).collect::<Vec<_>>(),
+        || index_data(repo.index()),
     );
     let mut headers = HashMap::new();
     let mut locs: BlobIdMap<Vec<BlobLoc>> = BlobIdMap::default();
@@ -138,21 +137,25 @@ pub(super) fn gather(repo: &Repository, report: &mut Report) -> Result<Facts> {
     Ok(facts)
 }
 
-fn open_index(root: &Path) -> Result<IndexData> {
-    let index = Index::open_existing(&root.join("index.redb"))?;
+fn index_data(index: &Index) -> Result<IndexData> {
     let mut blobs = BlobIdMap::default();
     for (id, loc) in index.blobs()? {
         blobs.insert(id, loc.map_err(|e| Error::Index(format!("entry of blob {}: {e}", id.short())))?);
     }
+    let mut redundant = Vec::new();
+    for (id, loc) in index.redundant()? {
+        redundant.push((id, loc.map_err(|e| Error::Index(format!("copy of blob {}: {e}", id.short())))?));
+    }
     let packs = index.packs()?.into_iter().collect();
-    Ok(IndexData { index, blobs, packs })
+    Ok(IndexData { blobs, redundant, packs })
 }
 
 /// Every index entry must lie inside an existing pack of the right size and match its header.
 fn compare_index(facts: &Facts, ix: &IndexData, report: &mut Report) {
     let sizes: HashMap<Id, u64> = facts.files.iter().map(|f| (f.id, f.size)).collect();
     let mut per_pack: HashMap<Id, u64> = HashMap::new();
-    for (id, loc) in &ix.blobs {
+    report.redundant_blobs = ix.redundant.len() as u64;
+    for (id, loc) in ix.blobs.iter().chain(ix.redundant.iter().map(|(id, l)| (id, l))) {
         *per_pack.entry(loc.pack).or_default() += 1;
         match sizes.get(&loc.pack) {
             None if !ix.packs.contains_key(&loc.pack) => report.index.problems.push(format!(
@@ -190,11 +193,9 @@ fn compare_index(facts: &Facts, ix: &IndexData, report: &mut Report) {
     }
     for (pack, info) in &ix.packs {
         match sizes.get(pack) {
-            None => report.problems.push(problem(
-                "pack_missing",
-                Some(*pack),
-                format!("pack {pack} is missing ({} blobs were in it)", info.blobs),
-            )),
+            // Damage only if a snapshot needs one of its blobs (those are reported as lost, and
+            // the pack with them); otherwise prune removed it, e.g. from another client.
+            None => report.index.gone_packs.push((*pack, info.blobs)),
             Some(&size) if size != info.size => report.problems.push(problem(
                 "pack_size",
                 Some(*pack),

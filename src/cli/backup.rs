@@ -79,8 +79,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     };
     // Fail on a missing path before asking for the password.
     snapfs::archiver::normalize_paths(&opts.paths)?;
-    let (mut repo, _lock) = super::open(g, false, "backup")?;
-    snapfs::repo::storage::clean_tmp(repo.root(), std::time::Duration::from_secs(3600))?;
+    let mut repo = super::open(g, snapfs::repo::LockMode::Shared, "backup")?;
     let mode = progress::Mode::choose(g.quiet, a.json);
     let done = AtomicBool::new(false);
     let out = std::thread::scope(|s| {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Global, exit, human};
 use snapfs::check::{CheckOptions, Report, Subset, check, parse_subset};
-use snapfs::repo::Repository;
+use snapfs::repo::LockMode;
 use snapfs::select::{self, Filter};
 use snapfs::timespec;
 
@@ -38,8 +38,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         None => None,
     };
     let max_duration = a.max_duration.as_deref().map(parse_duration).transpose()?;
-    // Without the index: a missing or damaged index is something to report, not a reason to stop.
-    let (repo, _lock) = super::open_with(g, false, "check", Repository::open_without_index)?;
+    // The cache is checked page by page on open (check must not trust an altered file), and
+    // packs that vanished stay in it for check to name.
+    let repo = super::open_cached(g, LockMode::Shared, "check", &super::cache(g).audited())?;
     let snapshot = match &a.snapshot {
         None => None,
         Some(name) => {
@@ -124,8 +125,17 @@ fn print_text(r: &Report, quiet: bool) {
                 r.unreferenced_packs, r.unreferenced_blobs
             );
         }
+        if r.redundant_blobs > 0 {
+            println!(
+                "redundant: {} blobs stored in more than one pack (not damage; prune reclaims them)",
+                r.redundant_blobs
+            );
+        }
         if r.index.unindexed_packs > 0 {
             println!("{} packs are not in the index (left by an interrupted backup?)", r.index.unindexed_packs);
+        }
+        if !r.index.gone_packs.is_empty() && r.problems.iter().all(|p| p.kind != "pack_missing") {
+            println!("{} packs the index knew are gone, and no snapshot needs them", r.index.gone_packs.len());
         }
         for s in &r.stray_files {
             println!("note: {s} is not a pack file");
@@ -218,8 +228,10 @@ fn to_json(r: &Report) -> Value {
             "repair_recommended": r.index.needs_repair(),
             "problems": r.index.problems,
             "unindexed_packs": r.index.unindexed_packs,
+            "gone_packs": r.index.gone_packs.len(),
         },
         "unreferenced": {"packs": r.unreferenced_packs, "blobs": r.unreferenced_blobs},
+        "redundant_blobs": r.redundant_blobs,
         "stray_files": r.stray_files,
         "read_data": read,
         "coverage": {

@@ -9,15 +9,17 @@ mod restore;
 mod snapshots;
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
+use snapfs::backend::{self, Backend, LocalBackend};
 use snapfs::crypto::keyfile::KdfParams;
-use snapfs::repo::{Repository, lock};
+use snapfs::repo::{Cache, LockMode, Opened, Repository, lock};
 
 /// Exit codes, following restic where it has one.
 pub mod exit {
@@ -41,7 +43,10 @@ pub struct Cli {
 pub struct Global {
     /// Repository directory
     #[arg(short = 'r', long, global = true, env = "SNAPFS_REPOSITORY", value_name = "DIR")]
-    repo: Option<PathBuf>,
+    repo: Option<String>,
+    /// Where the index cache lives [default: $XDG_CACHE_HOME/snapfs or ~/.cache/snapfs]
+    #[arg(long, global = true, env = "SNAPFS_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// Read the password from the first line of this file
     #[arg(long, global = true, env = "SNAPFS_PASSWORD_FILE", value_name = "FILE")]
     password_file: Option<PathBuf>,
@@ -134,11 +139,11 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
         Command::Unlock { remove_all } => {
-            let root = repo_path(g)?;
-            if !root.join("config").exists() {
-                return Err(snapfs::Error::NoRepository(root.to_path_buf()).into());
+            let backend = backend(g)?;
+            if backend.list(backend::Kind::Config)?.is_empty() {
+                return Err(snapfs::Error::NoRepository(backend.location()).into());
             }
-            let n = lock::remove(root, remove_all)?;
+            let n = lock::remove(backend.as_ref(), remove_all)?;
             if !g.quiet {
                 println!("removed {n} lock{}", if n == 1 { "" } else { "s" });
             }
@@ -147,43 +152,55 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn repo_path(g: &Global) -> Result<&Path> {
+fn repo_location(g: &Global) -> Result<&str> {
     g.repo.as_deref().context("no repository given: use --repo DIR or set SNAPFS_REPOSITORY")
 }
 
+fn backend(g: &Global) -> Result<Arc<dyn Backend>> {
+    Ok(backend::from_location(repo_location(g)?)?)
+}
+
 fn init(g: &Global) -> Result<u8> {
-    let root = repo_path(g)?;
+    let location = repo_location(g)?;
+    let backend = backend(g)?;
+    if !location.contains(':') {
+        LocalBackend::new(std::path::Path::new(location)).check_empty()?;
+    }
     let pw = password(g, true)?;
-    let repo = Repository::init(root, pw.as_bytes(), KdfParams::DEFAULT)?;
+    let repo = Repository::init(backend, pw.as_bytes(), KdfParams::DEFAULT)?;
     if !g.quiet {
         let id: String = repo.repo_id().iter().map(|b| format!("{b:02x}")).collect();
-        println!("created snapfs repository {id} at {}", root.display());
+        println!("created snapfs repository {id} at {location}");
         println!("Keep the password safe: without it the data cannot be read back.");
     }
     Ok(0)
 }
 
-/// Opens the repository named on the command line and takes a lock on it.
-pub fn open(g: &Global, exclusive: bool, command: &str) -> Result<(Repository, lock::Lock)> {
-    open_with(g, exclusive, command, Repository::open)
+/// Where the index cache is: `--cache-dir`, `SNAPFS_CACHE_DIR`, or the XDG default.
+pub fn cache(g: &Global) -> Cache {
+    Cache { dir: g.cache_dir.clone().or_else(Cache::default_dir), audit: false }
 }
 
-/// As [`open`], with the function that opens the repository (e.g. one that tolerates a damaged
-/// index, for `check` and `repair`).
-pub fn open_with(
-    g: &Global,
-    exclusive: bool,
-    command: &str,
-    opener: fn(&Path, &[u8]) -> snapfs::Result<Repository>,
-) -> Result<(Repository, lock::Lock)> {
-    let root = repo_path(g)?;
-    if !root.join("config").exists() {
-        return Err(snapfs::Error::NoRepository(root.to_path_buf()).into());
-    }
+/// Unlocks the repository named on the command line and takes a lock, without its index.
+pub fn open_keys(g: &Global, mode: LockMode, command: &str) -> Result<Repository<Opened>> {
+    let backend = backend(g)?;
     let pw = password(g, false)?;
-    let repo = opener(root, pw.as_bytes())?;
-    let l = lock::acquire(root, exclusive, command)?;
-    Ok((repo, l))
+    Ok(Repository::open(backend, pw.as_bytes(), mode, command)?)
+}
+
+/// As [`open_keys`], with the index cache caught up (one line on stderr when it had to be).
+pub fn open(g: &Global, mode: LockMode, command: &str) -> Result<Repository> {
+    open_cached(g, mode, command, &cache(g))
+}
+
+pub fn open_cached(g: &Global, mode: LockMode, command: &str, cache: &Cache) -> Result<Repository> {
+    let (repo, caught_up) = open_keys(g, mode, command)?.load_index(cache)?;
+    if let Some(line) = caught_up.summary()
+        && !g.quiet
+    {
+        eprintln!("{line}");
+    }
+    Ok(repo)
 }
 
 /// The password, from the first source that is set: `SNAPFS_PASSWORD`, a file, a command, or

@@ -2,7 +2,7 @@
 //! foreground until it is unmounted or the process gets SIGINT, SIGTERM or SIGHUP.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -69,15 +69,15 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     check_mountpoint(&a.mountpoint)?;
     let mountpoint = a.mountpoint.canonicalize().with_context(|| format!("resolve {}", a.mountpoint.display()))?;
     // A shared lock: backups take shared locks too, so they run while this is mounted.
-    let (repo, lock) = super::open(g, false, "mount")?;
-    let lock = Arc::new(Mutex::new(Some(lock)));
+    let repo = Arc::new(super::open(g, snapfs::repo::LockMode::Shared, "mount")?);
+    let held = repo.clone();
     let opts = Options {
         filter: a.filter.into(),
         chunk_cache: a.cache_size.max(1) << 20,
         tree_cache: 8 << 20,
         warn: Box::new(|m| eprintln!("snapfs: warning: {m}")),
     };
-    let vfs = Arc::new(Vfs::new(Arc::new(repo), opts)?);
+    let vfs = Arc::new(Vfs::new(repo, opts)?);
     let count = vfs.snapshot_count();
 
     let session = fuse::mount(vfs, &mountpoint, &MountOptions { allow_other: a.allow_other, threads: 4 })
@@ -93,7 +93,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         );
     }
     let serve = std::thread::Builder::new().name("fuse-session".into()).spawn(move || session.run())?;
-    let waiter_lock = lock.clone();
+    let waiter_lock = held.clone();
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         let Ok(sig) = signals.wait() else { return };
         eprintln!("snapfs: {sig}: unmounting {}", mountpoint.display());
@@ -110,11 +110,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         if nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH).is_err() {
             let _ = std::process::Command::new("fusermount3").arg("-uz").arg(&mountpoint).status();
         }
-        drop(waiter_lock.lock().unwrap_or_else(|e| e.into_inner()).take());
+        // Exiting skips destructors: release the lock first (the vfs holds the last handle).
+        waiter_lock.unlock();
         std::process::exit(0);
     })?;
     let result = serve.join().map_err(|_| anyhow::anyhow!("the FUSE session thread panicked"))?;
-    drop(lock.lock().unwrap_or_else(|e| e.into_inner()).take());
+    held.unlock();
     result.context("serving the mount")?;
     if !g.quiet {
         println!("unmounted");

@@ -3,8 +3,7 @@
 use anyhow::{Context, Result};
 
 use super::{Global, exit};
-use snapfs::repo::Repository;
-use snapfs::repo::packs::rebuild_index;
+use snapfs::repo::{LockMode, catchup};
 
 #[derive(clap::Subcommand)]
 pub enum Args {
@@ -19,27 +18,24 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
 }
 
 fn index(g: &Global) -> Result<u8> {
-    let (repo, _lock) = super::open_with(g, true, "repair index", Repository::open_without_index)?;
-    let out = rebuild_index(&repo).context("rebuild the index")?;
-    if let Some(e) = &out.old_index
-        && !g.quiet
-    {
-        println!("old index not usable ({e}); rebuilding from the packs alone");
-    }
+    let repo = super::open_keys(g, LockMode::Shared, "repair index")?;
+    let cache = super::cache(g);
+    let (index, out) =
+        catchup::rebuild(repo.backend().as_ref(), repo.keys(), repo.repo_id(), &cache).context("rebuild the index")?;
+    let blobs = index.blob_count()?;
     if !g.quiet {
-        println!("rebuilt the index: {} packs, {} blobs", out.packs, out.blobs);
+        println!("rebuilt the index: {} packs, {blobs} blobs ({:.2} s)", out.packs_added, out.seconds);
     }
-    for (pack, e) in &out.bad_headers {
+    for (pack, e) in &out.unreadable {
         eprintln!("warning: pack {pack}: header unreadable ({e})");
     }
-    if out.bad_headers.is_empty() {
+    if out.unreadable.is_empty() {
         return Ok(0);
     }
     eprintln!(
-        "{} packs have unreadable headers; {} of their blobs were kept from the old index after reading \
-         back intact. Run `snapfs check --read-data` to see what is lost.",
-        out.bad_headers.len(),
-        out.kept_from_old
+        "{} pack{} have unreadable headers and were left out; run `snapfs check --read-data` to see what is lost",
+        out.unreadable.len(),
+        if out.unreadable.len() == 1 { "" } else { "s" }
     );
     Ok(exit::INCOMPLETE)
 }

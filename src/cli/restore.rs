@@ -57,7 +57,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     if subpath.as_ref().is_some_and(|p| !p.is_absolute()) {
         bail!("the path after `:` must be absolute, as the snapshot stores it (e.g. latest:/home/me/docs)");
     }
-    let (repo, _lock) = super::open(g, false, "restore")?;
+    let repo = super::open(g, snapfs::repo::LockMode::Shared, "restore")?;
     let (snaps, bad) = repo.snapshots()?;
     for (n, e) in &bad {
         eprintln!("warning: snapshot {n} is damaged and was left out: {e}");

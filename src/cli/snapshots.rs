@@ -44,7 +44,8 @@ pub fn json_of(id: &Id, s: &Snapshot) -> serde_json::Value {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
-    let (repo, _lock) = super::open(g, false, "snapshots")?;
+    // Listing reads no pack and writes nothing: no lock, no index, so it works on read-only media.
+    let repo = super::open_keys(g, snapfs::repo::LockMode::None, "snapshots")?;
     let (snaps, bad) = repo.snapshots()?;
     for (name, e) in &bad {
         eprintln!("warning: snapshot {name} is damaged and was left out: {e}");

@@ -22,11 +22,29 @@ impl KdfParams {
     /// RFC 9106's second recommended option: 64 MiB, 3 passes, 4 lanes.
     pub const DEFAULT: KdfParams = KdfParams { m_kib: 64 * 1024, t: 3, p: 4 };
 
+    /// What a reader accepts (format-spec §4): what Argon2 itself accepts (m ≥ 8·p KiB),
+    /// bounded above so a planted slot cannot make every command allocate without limit.
     fn check(&self) -> Result<()> {
-        if !(8..=4 << 20).contains(&self.m_kib) || !(1..=64).contains(&self.t) || !(1..=64).contains(&self.p) {
+        let lanes_ok = (1..=64).contains(&self.p);
+        if !lanes_ok || !(8 * self.p..=4 << 20).contains(&self.m_kib) || !(1..=64).contains(&self.t) {
             return Err(Error::corrupt("key slot", format!("implausible Argon2 parameters {self:?}")));
         }
         Ok(())
+    }
+
+    /// The floor for a new slot (format-spec §4): RFC 9106's second recommendation. Enforced
+    /// here, in the library, so no caller can write a weaker slot.
+    pub fn check_for_writing(&self) -> Result<()> {
+        if self.m_kib < Self::DEFAULT.m_kib || self.t < Self::DEFAULT.t {
+            return Err(Error::Invalid(format!(
+                "Argon2 parameters m={} KiB, t={} are below the floor of m={} KiB, t={}",
+                self.m_kib,
+                self.t,
+                Self::DEFAULT.m_kib,
+                Self::DEFAULT.t
+            )));
+        }
+        self.check().map_err(|_| Error::Invalid(format!("Argon2 parameters out of range: {self:?}")))
     }
 }
 
@@ -62,6 +80,7 @@ pub fn wrap(
     hostname: &str,
     username: &str,
 ) -> Result<Vec<u8>> {
+    kdf.check_for_writing()?;
     let mut salt = [0u8; 32];
     random_bytes(&mut salt)?;
     let mut e = Enc::default();

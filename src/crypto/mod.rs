@@ -4,6 +4,7 @@
 pub mod keyfile;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
@@ -12,11 +13,12 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+pub const EPOCH_LEN: usize = 4;
 pub const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 16;
-/// Nonce, tag and the compression byte.
-pub const ENVELOPE_OVERHEAD: usize = NONCE_LEN + TAG_LEN + 1;
+/// Epoch, nonce, tag and the compression byte.
+pub const ENVELOPE_OVERHEAD: usize = EPOCH_LEN + NONCE_LEN + TAG_LEN + 1;
 /// Upper bound on any decompressed payload (a chunk is at most 8 MiB; trees are bounded too).
 pub const MAX_PAYLOAD: usize = 64 << 20;
 /// Per-thread scratch kept between blobs: room for the largest chunk (8 MiB).
@@ -30,6 +32,7 @@ pub enum ObjType {
     Snapshot = 3,
     PackHeader = 4,
     Config = 5,
+    Epoch = 6,
 }
 
 impl ObjType {
@@ -40,6 +43,7 @@ impl ObjType {
             3 => ObjType::Snapshot,
             4 => ObjType::PackHeader,
             5 => ObjType::Config,
+            6 => ObjType::Epoch,
             _ => return None,
         })
     }
@@ -50,38 +54,56 @@ impl ObjType {
             ObjType::Snapshot => "snapshot",
             ObjType::PackHeader => "pack header",
             ObjType::Config => "config",
+            ObjType::Epoch => "key epoch",
         }
     }
 }
 
-/// The repository master key and the sub-keys derived from it.
+/// One epoch's data-encryption key.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct EpochKey(pub [u8; 32]);
+
+/// The repository master key, the keys derived from it (content identity, config, keyring),
+/// and the data-encryption keys of every epoch it holds (format-spec §2).
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Keys {
     master: [u8; 32],
-    enc: [u8; 32],
+    config: [u8; 32],
+    keyring: [u8; 32],
     data_id: [u8; 32],
     tree_id: [u8; 32],
     snapshot_id: [u8; 32],
     chunker: [u8; 32],
+    #[zeroize(skip)]
+    epochs: BTreeMap<u32, EpochKey>,
 }
 
+/// Payload of an epoch object: the data key and its creation time.
+const EPOCH_PAYLOAD: usize = 40;
+
 impl Keys {
+    /// The identity, config and keyring keys; no epoch yet (see [`Keys::add_epoch`]).
     pub fn from_master(master: [u8; 32]) -> Keys {
         let d = |ctx| blake3::derive_key(ctx, &master);
         Keys {
-            enc: d("snapfs 2026-11 v1 encryption"),
+            config: d("snapfs 2026-12 v2 config"),
+            keyring: d("snapfs 2026-12 v2 keyring"),
             data_id: d("snapfs 2026-11 v1 data blob id"),
             tree_id: d("snapfs 2026-11 v1 tree blob id"),
             snapshot_id: d("snapfs 2026-11 v1 snapshot id"),
             chunker: d("snapfs 2026-11 v1 chunker gear"),
             master,
+            epochs: BTreeMap::new(),
         }
     }
 
+    /// A new master key with epoch 0.
     pub fn random() -> Result<Keys> {
         let mut m = Zeroizing::new([0u8; 32]);
         random_bytes(m.as_mut())?;
-        Ok(Keys::from_master(*m))
+        let mut keys = Keys::from_master(*m);
+        keys.add_epoch(0, EpochKey::random()?);
+        Ok(keys)
     }
 
     pub fn master(&self) -> &[u8; 32] {
@@ -92,19 +114,49 @@ impl Keys {
         &self.chunker
     }
 
+    pub fn add_epoch(&mut self, n: u32, key: EpochKey) {
+        self.epochs.insert(n, key);
+    }
+
+    /// The epoch new objects are sealed under: the newest one.
+    pub fn current_epoch(&self) -> Option<u32> {
+        self.epochs.keys().next_back().copied()
+    }
+
+    pub fn epochs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.epochs.keys().copied()
+    }
+
     /// The id of a blob or snapshot payload: keyed BLAKE3 with the key of its type.
     pub fn id(&self, ty: ObjType, plaintext: &[u8]) -> Id {
         let key = match ty {
             ObjType::Data => &self.data_id,
             ObjType::Tree => &self.tree_id,
             ObjType::Snapshot => &self.snapshot_id,
-            ObjType::PackHeader | ObjType::Config => return Id::ZERO,
+            ObjType::PackHeader | ObjType::Config | ObjType::Epoch => return Id::ZERO,
         };
         Id(*blake3::keyed_hash(key, plaintext).as_bytes())
     }
 
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(&self.enc.into())
+    /// The key and epoch number an object of this type is sealed with now.
+    fn sealing_key(&self, ty: ObjType) -> Result<(u32, &[u8; 32])> {
+        match ty {
+            ObjType::Config => Ok((0, &self.config)),
+            ObjType::Epoch => Err(Error::Invalid("epoch objects are sealed with seal_epoch".into())),
+            _ => {
+                let (n, k) = self.epochs.iter().next_back().ok_or_else(|| Error::Invalid("no key epoch".into()))?;
+                Ok((*n, &k.0))
+            }
+        }
+    }
+
+    /// The key that opens an object of this type sealed under `epoch`.
+    fn opening_key(&self, ty: ObjType, epoch: u32) -> Option<&[u8; 32]> {
+        match ty {
+            ObjType::Config => (epoch == 0).then_some(&self.config),
+            ObjType::Epoch => Some(&self.keyring),
+            _ => self.epochs.get(&epoch).map(|k| &k.0),
+        }
     }
 
     /// Compresses (when that helps) and encrypts a payload into an envelope.
@@ -125,38 +177,37 @@ impl Keys {
         extra_aad: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let mut nonce = [0u8; NONCE_LEN];
-        random_bytes(&mut nonce)?;
-        let start = out.len();
-        out.reserve_exact(ENVELOPE_OVERHEAD + payload.len());
-        out.extend_from_slice(&nonce);
-        // Stored compressed only when that saves at least 1/64: below that, reading it back
-        // would cost decompression for nothing.
-        let compressed = zstd_level > 0
-            && payload.len() > 64
-            && compress_with(payload, zstd_level, payload.len() - payload.len() / 64 - 1, |z| {
-                out.push(1);
-                out.extend_from_slice(z);
-            });
-        if !compressed {
-            out.push(0);
-            out.extend_from_slice(payload);
+        let (epoch, key) = self.sealing_key(ty)?;
+        seal_envelope(key, epoch, ty, id, payload, zstd_level, extra_aad, out)
+    }
+
+    /// The object `epochs/<n>`: epoch `n`'s data key sealed with the keyring key.
+    pub fn seal_epoch(&self, n: u32, repo_id: &[u8; 16], created_ns: i64) -> Result<Vec<u8>> {
+        let key = self.epochs.get(&n).ok_or_else(|| Error::Invalid(format!("no key epoch {n}")))?;
+        let mut payload = Zeroizing::new([0u8; EPOCH_PAYLOAD]);
+        payload[..32].copy_from_slice(&key.0);
+        payload[32..].copy_from_slice(&created_ns.to_le_bytes());
+        let mut out = Vec::new();
+        seal_envelope(&self.keyring, n, ObjType::Epoch, &Id::ZERO, &payload[..], 0, repo_id, &mut out)?;
+        Ok(out)
+    }
+
+    /// Opens an epoch object named `n`, returning its key and creation time.
+    pub fn open_epoch(&self, n: u32, repo_id: &[u8; 16], envelope: &[u8]) -> Result<(EpochKey, i64)> {
+        let what = || format!("key epoch {n:08x}");
+        if envelope_epoch(envelope) != Some(n) {
+            return Err(Error::corrupt(what(), "its epoch number differs from its name"));
         }
-        let tag = self.cipher().encrypt_inout_detached(
-            &XNonce::from(nonce),
-            &aad(ty, id, extra_aad),
-            (&mut out[start + NONCE_LEN..]).into(),
-        );
-        match tag {
-            Ok(tag) => {
-                out.extend_from_slice(&tag);
-                Ok(())
-            }
-            Err(_) => {
-                out.truncate(start);
-                Err(Error::Invalid("encryption failed".into()))
-            }
+        let plain = self
+            .open(ObjType::Epoch, &Id::ZERO, envelope, EPOCH_PAYLOAD, repo_id)
+            .map_err(|_| Error::corrupt(what(), "authentication failed"))?;
+        let plain = Zeroizing::new(plain);
+        if plain.len() != EPOCH_PAYLOAD {
+            return Err(Error::corrupt(what(), "wrong length"));
         }
+        let key: [u8; 32] = plain[..32].try_into().expect("32 bytes");
+        let created = i64::from_le_bytes(plain[32..].try_into().expect("8 bytes"));
+        Ok((EpochKey(key), created))
     }
 
     /// Authenticates, decrypts and decompresses an envelope, and checks that the payload hashes
@@ -184,15 +235,19 @@ impl Keys {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
         let bad = |d: &str| Error::corrupt(format!("{} {}", ty.name(), id.short()), d.to_string());
-        if envelope.len() < NONCE_LEN + TAG_LEN {
+        if envelope.len() < EPOCH_LEN + NONCE_LEN + TAG_LEN {
             return Err(bad("authentication failed"));
         }
-        let (nonce, rest) = envelope.split_at_mut(NONCE_LEN);
+        let epoch = envelope_epoch(envelope).expect("length checked");
+        let key = self
+            .opening_key(ty, epoch)
+            .ok_or_else(|| bad(&format!("sealed under key epoch {epoch}, which this repository does not hold")))?;
+        let (nonce, rest) = envelope[EPOCH_LEN..].split_at_mut(NONCE_LEN);
         let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
         let nonce = XNonce::try_from(&*nonce).map_err(|_| bad("authentication failed"))?;
         let tag = Tag::try_from(&*tag).map_err(|_| bad("authentication failed"))?;
-        self.cipher()
-            .decrypt_inout_detached(&nonce, &aad(ty, id, extra_aad), (&mut *body).into(), &tag)
+        XChaCha20Poly1305::new(key.into())
+            .decrypt_inout_detached(&nonce, &aad(ty, epoch, id, extra_aad), (&mut *body).into(), &tag)
             .map_err(|_| bad("authentication failed"))?;
         let checked =
             |p: &[u8]| if self.id(ty, p) == *id { Ok(f(p)) } else { Err(bad("content does not match its id")) };
@@ -203,6 +258,65 @@ impl Keys {
                 decompress_with(frame, max_len, checked).map_err(|_| bad("bad zstd frame, or larger than its bound"))?
             }
             _ => Err(bad("unknown compression")),
+        }
+    }
+}
+
+/// The epoch an envelope names, when it is long enough to name one.
+pub fn envelope_epoch(envelope: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(envelope.get(..EPOCH_LEN)?.try_into().ok()?))
+}
+
+impl EpochKey {
+    pub fn random() -> Result<EpochKey> {
+        let mut k = EpochKey([0; 32]);
+        random_bytes(&mut k.0)?;
+        Ok(k)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn seal_envelope(
+    key: &[u8; 32],
+    epoch: u32,
+    ty: ObjType,
+    id: &Id,
+    payload: &[u8],
+    zstd_level: i32,
+    extra_aad: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let mut nonce = [0u8; NONCE_LEN];
+    random_bytes(&mut nonce)?;
+    let start = out.len();
+    out.reserve_exact(ENVELOPE_OVERHEAD + payload.len());
+    out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(&nonce);
+    // Stored compressed only when that saves at least 1/64: below that, reading it back
+    // would cost decompression for nothing.
+    let compressed = zstd_level > 0
+        && payload.len() > 64
+        && compress_with(payload, zstd_level, payload.len() - payload.len() / 64 - 1, |z| {
+            out.push(1);
+            out.extend_from_slice(z);
+        });
+    if !compressed {
+        out.push(0);
+        out.extend_from_slice(payload);
+    }
+    let tag = XChaCha20Poly1305::new(key.into()).encrypt_inout_detached(
+        &XNonce::from(nonce),
+        &aad(ty, epoch, id, extra_aad),
+        (&mut out[start + EPOCH_LEN + NONCE_LEN..]).into(),
+    );
+    match tag {
+        Ok(tag) => {
+            out.extend_from_slice(&tag);
+            Ok(())
+        }
+        Err(_) => {
+            out.truncate(start);
+            Err(Error::Invalid("encryption failed".into()))
         }
     }
 }
@@ -267,11 +381,13 @@ fn decompress_with<R>(frame: &[u8], max_len: usize, f: impl FnOnce(&[u8]) -> R) 
     })
 }
 
-fn aad(ty: ObjType, id: &Id, extra: &[u8]) -> Vec<u8> {
-    let mut a = Vec::with_capacity(40 + extra.len());
+/// The associated data (format-spec §7): 44 bytes, then `extra`.
+pub fn aad(ty: ObjType, epoch: u32, id: &Id, extra: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(44 + extra.len());
     a.extend_from_slice(b"snapfs");
     a.push(FORMAT_VERSION);
     a.push(ty as u8);
+    a.extend_from_slice(&epoch.to_le_bytes());
     a.extend_from_slice(&id.0);
     a.extend_from_slice(extra);
     a
@@ -308,7 +424,8 @@ mod tests {
 
     #[test]
     fn seal_into_appends_an_envelope_that_opens() {
-        let keys = Keys::from_master([7; 32]);
+        let mut keys = Keys::from_master([7; 32]);
+        keys.add_epoch(0, EpochKey([9; 32]));
         let text = b"the same line again and again\n".repeat(4000);
         let mut noise = vec![0u8; 100_000];
         random_bytes(&mut noise).unwrap();

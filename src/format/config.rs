@@ -4,7 +4,7 @@ use super::codec::{Dec, Enc};
 use crate::error::{Error, Result};
 
 pub const MAGIC: &[u8; 8] = b"SNAPFS\x00\x01";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 28;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

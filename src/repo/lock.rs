@@ -1,97 +1,121 @@
-//! Repository locks (format-spec §10): shared for backup and restore, exclusive for maintenance.
-//! A lock held by a dead process on this host is stale and removed.
+//! Repository locks (format-spec §10): shared for backup, restore, mount and check, exclusive
+//! for maintenance. A lock expires unless its holder refreshes it, so a dead machine cannot
+//! block a repository forever; one of a dead process on this host is stale at once.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use super::storage::{random_name, write_atomic};
-use crate::error::{Error, IoContext, Result};
+use jiff::{SignedDuration, Timestamp};
+
+use crate::backend::{Backend, Kind};
+use crate::error::{Error, Result};
 use crate::sys;
 
-#[derive(Debug)]
+/// How long a lock counts without a refresh.
+pub const EXPIRY: Duration = Duration::from_secs(30 * 60);
+/// How often a holder writes a fresh lock.
+pub const REFRESH: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// No lock: for commands that only read and must work on read-only storage.
+    None,
+    Shared,
+    Exclusive,
+}
+
+#[derive(Debug, Clone)]
 pub struct LockInfo {
-    pub path: PathBuf,
+    pub name: String,
     pub host: String,
     pub pid: u32,
-    pub time: String,
+    pub time: Timestamp,
+    pub expires: Timestamp,
     pub exclusive: bool,
     pub command: String,
 }
 
 impl LockInfo {
-    fn parse(path: PathBuf, text: &str) -> LockInfo {
-        let get = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('='))).unwrap_or("").to_string()
-        };
-        LockInfo {
-            host: get("host"),
-            pid: get("pid").parse().unwrap_or(0),
-            time: get("time"),
-            exclusive: get("exclusive") != "false",
-            command: get("command"),
-            path,
-        }
+    /// `None` for anything that is not a whole lock: such a file blocks nobody.
+    pub fn parse(name: &str, text: &str) -> Option<LockInfo> {
+        let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')));
+        Some(LockInfo {
+            name: name.to_string(),
+            host: get("host").filter(|h| !h.is_empty())?.to_string(),
+            pid: get("pid")?.parse().ok()?,
+            time: get("time")?.parse().ok()?,
+            expires: get("expires")?.parse().ok()?,
+            exclusive: match get("exclusive")? {
+                "true" => true,
+                "false" => false,
+                _ => return None,
+            },
+            command: get("command").unwrap_or("").to_string(),
+        })
     }
 
+    fn encode(&self) -> String {
+        format!(
+            "host={}\npid={}\ntime={}\nexpires={}\nexclusive={}\ncommand={}\n",
+            self.host, self.pid, self.time, self.expires, self.exclusive, self.command
+        )
+    }
+
+    /// Expired, or held by a process of this host that is gone.
     pub fn is_stale(&self) -> bool {
-        self.host == sys::hostname() && !sys::pid_alive(self.pid)
+        self.expires < Timestamp::now() || (self.host == sys::hostname() && !sys::pid_alive(self.pid))
     }
 
     fn describe(&self) -> String {
         let kind = if self.exclusive { "exclusive" } else { "shared" };
         format!(
-            "{kind} lock of `{}` (pid {} on {}, since {}); if that process is gone, run `snapfs unlock`",
-            self.command, self.pid, self.host, self.time
+            "{kind} lock of `{}` (pid {} on {}, since {}, expires {} unless refreshed); \
+             if that process is gone, run `snapfs unlock`",
+            self.command, self.pid, self.host, self.time, self.expires
         )
     }
 }
 
-/// Removes its lock file when dropped.
-pub struct Lock {
-    path: PathBuf,
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-pub fn list(root: &Path) -> Result<Vec<LockInfo>> {
-    let dir = root.join("locks");
-    let mut out = Vec::new();
-    for e in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
-        let path = e.ctx(|| format!("read {}", dir.display()))?.path();
+/// Every lock object: the parsed ones, and the names of those that are not locks.
+pub fn list(backend: &dyn Backend) -> Result<(Vec<LockInfo>, Vec<String>)> {
+    let mut locks = Vec::new();
+    let mut junk = Vec::new();
+    for (name, _) in backend.list(Kind::Lock)? {
         // A lock removed between listing and reading is simply gone.
-        if let Ok(text) = fs::read_to_string(&path) {
-            out.push(LockInfo::parse(path, &text));
+        let Ok(raw) = backend.read(Kind::Lock, &name) else { continue };
+        match std::str::from_utf8(&raw).ok().and_then(|t| LockInfo::parse(&name, t)) {
+            Some(l) => locks.push(l),
+            None => junk.push(name),
         }
     }
-    Ok(out)
+    Ok((locks, junk))
 }
 
-/// Removes stale locks (or all with `all`), returning how many went.
-pub fn remove(root: &Path, all: bool) -> Result<usize> {
+/// Removes stale locks and files that are not locks (or every lock with `all`); returns how
+/// many went.
+pub fn remove(backend: &dyn Backend, all: bool) -> Result<usize> {
+    let (locks, junk) = list(backend)?;
     let mut n = 0;
-    for l in list(root)? {
-        if all || l.is_stale() {
-            fs::remove_file(&l.path).ctx(|| format!("remove {}", l.path.display()))?;
-            n += 1;
-        }
+    for name in locks.iter().filter(|l| all || l.is_stale()).map(|l| &l.name).chain(&junk) {
+        backend.delete(Kind::Lock, name)?;
+        n += 1;
     }
     Ok(n)
 }
 
 /// The first live lock that conflicts with ours; stale locks met on the way are removed, so
 /// those of killed processes do not pile up.
-fn conflict(root: &Path, exclusive: bool, own: Option<&Path>) -> Result<Option<LockInfo>> {
+fn conflict(backend: &dyn Backend, exclusive: bool, own: Option<&str>) -> Result<Option<LockInfo>> {
+    let (locks, _) = list(backend)?;
     let mut found = None;
-    for l in list(root)? {
-        if Some(l.path.as_path()) == own {
+    for l in locks {
+        if Some(l.name.as_str()) == own {
             continue;
         }
         if l.is_stale() {
-            let _ = fs::remove_file(&l.path);
+            let _ = backend.delete(Kind::Lock, &l.name);
         } else if (exclusive || l.exclusive) && found.is_none() {
             found = Some(l);
         }
@@ -99,22 +123,71 @@ fn conflict(root: &Path, exclusive: bool, own: Option<&Path>) -> Result<Option<L
     Ok(found)
 }
 
-/// Takes a lock. Checks before and after writing ours so two racing processes cannot both win.
-pub fn acquire(root: &Path, exclusive: bool, command: &str) -> Result<Lock> {
-    if let Some(l) = conflict(root, exclusive, None)? {
+/// A held lock: refreshed in the background, removed when dropped.
+pub struct Lock {
+    stop: Option<mpsc::Sender<()>>,
+    refresher: Option<JoinHandle<()>>,
+    backend: Arc<dyn Backend>,
+    name: Arc<Mutex<String>>,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let name = self.name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let _ = self.backend.delete(Kind::Lock, &name);
+    }
+}
+
+fn write_lock(backend: &dyn Backend, exclusive: bool, command: &str) -> Result<String> {
+    let now = Timestamp::now();
+    let expires = now.checked_add(SignedDuration::try_from(EXPIRY).expect("small")).unwrap_or(now);
+    let info = LockInfo {
+        name: String::new(),
+        host: sys::hostname(),
+        pid: std::process::id(),
+        time: now,
+        expires,
+        exclusive,
+        command: command.to_string(),
+    };
+    let mut raw = [0u8; 16];
+    crate::crypto::random_bytes(&mut raw)?;
+    let name = super::hex(&raw);
+    backend.write(Kind::Lock, &name, info.encode().as_bytes())?;
+    Ok(name)
+}
+
+/// Takes a lock, or none for [`LockMode::None`]. Checks before and after writing ours so two
+/// racing processes cannot both win.
+pub fn acquire(backend: &Arc<dyn Backend>, mode: LockMode, command: &str) -> Result<Option<Lock>> {
+    let exclusive = match mode {
+        LockMode::None => return Ok(None),
+        LockMode::Shared => false,
+        LockMode::Exclusive => true,
+    };
+    if let Some(l) = conflict(backend.as_ref(), exclusive, None)? {
         return Err(Error::Locked(l.describe()));
     }
-    let path = root.join("locks").join(random_name(16)?);
-    let text = format!(
-        "host={}\npid={}\ntime={}\nexclusive={exclusive}\ncommand={command}\n",
-        sys::hostname(),
-        std::process::id(),
-        jiff::Timestamp::now()
-    );
-    write_atomic(root, &path, text.as_bytes())?;
-    let lock = Lock { path };
-    if let Some(l) = conflict(root, exclusive, Some(&lock.path))? {
+    let name = write_lock(backend.as_ref(), exclusive, command)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let name = Arc::new(Mutex::new(name));
+    let mut lock = Lock { stop: Some(stop), refresher: None, backend: backend.clone(), name: name.clone() };
+    let current = name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(l) = conflict(backend.as_ref(), exclusive, Some(&current))? {
         return Err(Error::Locked(l.describe()));
     }
-    Ok(lock)
+    let (backend, command) = (backend.clone(), command.to_string());
+    lock.refresher = Some(std::thread::spawn(move || {
+        // A new lock object first, then the old one goes: never a moment without one.
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH) {
+            let Ok(fresh) = write_lock(backend.as_ref(), exclusive, &command) else { continue };
+            let old = std::mem::replace(&mut *name.lock().unwrap_or_else(|e| e.into_inner()), fresh);
+            let _ = backend.delete(Kind::Lock, &old);
+        }
+    }));
+    Ok(Some(lock))
 }

@@ -1,32 +1,35 @@
-//! Opening and creating repositories, and reading the objects in them.
+//! A repository: its keys, its objects through a [`Backend`], its lock and its index cache.
+//!
+//! The type says what is ready: a [`Repository<Opened>`] has its keys and lock but no index
+//! (enough to list snapshots, or to check the index against the packs); [`Repository::load_index`]
+//! brings the cache up to date and gives a [`Repository<Ready>`], which reads blobs. Reading a
+//! blob before the index is caught up does not compile.
 
+pub mod catchup;
 pub mod lock;
 pub mod packer;
 pub mod packs;
-pub mod storage;
 
-use std::collections::HashMap;
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use crate::backend::{self, Backend, Kind};
 use crate::chunker::Chunker;
 use crate::crypto::keyfile::{self, KdfParams, KeySlot};
 use crate::crypto::{Keys, MAX_PAYLOAD, ObjType, random_bytes};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::format::config::{self, Params};
 use crate::format::{snapshot, tree};
 use crate::id::Id;
 use crate::index::{BlobLoc, Index};
 use crate::sys;
-use storage::{pack_path, random_name, snapshot_path, write_atomic};
 
-const SUBDIRS: [&str; 5] = ["keys", "packs", "snapshots", "locks", "tmp"];
-/// Open pack handles kept for reads; enough for restore's parallel workers and a mount.
-const OPEN_PACKS: usize = 64;
+pub use catchup::{Cache, CatchUp};
+pub use lock::LockMode;
+
 /// Per-thread read buffer kept between blobs: room for the largest stored chunk.
 const KEEP_READ_BUF: usize = 9 << 20;
+/// Bound on a snapshot object, checked before it is decrypted.
+const MAX_SNAPSHOT: usize = 16 << 20;
 
 thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -35,120 +38,158 @@ thread_local! {
 /// Readable snapshots oldest first, and the names of damaged ones with why.
 pub type SnapshotListing = (Vec<(Id, snapshot::Snapshot)>, Vec<(String, Error)>);
 
-pub struct Repository {
-    root: PathBuf,
+/// Keys unlocked, lock held, index not loaded.
+pub struct Opened;
+
+/// The index cache is open and caught up with the packs.
+pub struct Ready {
+    index: Index,
+}
+
+pub struct Repository<S = Ready> {
+    backend: Arc<dyn Backend>,
     keys: Keys,
     params: Params,
     repo_id: [u8; 16],
-    index: Index,
     chunker: Chunker,
-    packs: Mutex<HashMap<Id, Arc<File>>>,
+    /// Released (its object deleted) when the repository is dropped, or by [`Repository::unlock`].
+    lock: std::sync::Mutex<Option<lock::Lock>>,
+    state: S,
 }
 
 fn now_ns() -> i64 {
     jiff::Timestamp::now().as_nanosecond() as i64
 }
 
-impl Repository {
-    /// Creates a repository in an empty or missing directory.
-    pub fn init(root: &Path, password: &[u8], kdf: KdfParams) -> Result<Repository> {
-        if root.exists() {
-            let mut entries = fs::read_dir(root).ctx(|| format!("read {}", root.display()))?;
-            if entries.next().is_some() {
-                return Err(Error::NotEmpty(root.to_path_buf()));
+/// Lower-case hex of bytes.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Repository<Opened> {
+    /// Creates a repository where the backend holds nothing yet. The config is written last:
+    /// a location without it is not a repository.
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], kdf: KdfParams) -> Result<Repository<Opened>> {
+        for kind in Kind::ALL {
+            if !backend.list(kind)?.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{} already holds {} objects; refusing to create a repository there",
+                    backend.location(),
+                    kind.dir()
+                )));
             }
         }
-        for d in SUBDIRS {
-            fs::create_dir_all(root.join(d)).ctx(|| format!("create {}", root.join(d).display()))?;
+        if password.is_empty() {
+            return Err(Error::Invalid("an empty password is not allowed".into()));
         }
         let keys = Keys::random()?;
         let mut repo_id = [0u8; 16];
         random_bytes(&mut repo_id)?;
         let params = Params::DEFAULT;
         let slot = keyfile::wrap(&keys, password, kdf, now_ns(), &sys::hostname(), &sys::user_name(sys::uid()))?;
-        write_atomic(root, &root.join("keys").join(random_name(8)?), &slot)?;
+        let mut name = [0u8; 8];
+        random_bytes(&mut name)?;
+        backend.write(Kind::Key, &hex(&name), &slot)?;
+        backend.write(Kind::Epoch, &epoch_name(0), &keys.seal_epoch(0, &repo_id, now_ns())?)?;
         let header = config::encode_header(&repo_id);
         let mut cfg = header.to_vec();
         cfg.extend(keys.seal(ObjType::Config, &Id::ZERO, &params.encode(), 0, &header)?);
-        // The config is the last file written: a directory without it is not a repository yet.
-        write_atomic(root, &root.join("config"), &cfg)?;
-        storage::sync_dir(root)?;
-        Self::assemble(root, keys, params, repo_id)
+        backend.write(Kind::Config, "config", &cfg)?;
+        Ok(Self::assemble(backend, keys, params, repo_id, None))
     }
 
-    pub fn open(root: &Path, password: &[u8]) -> Result<Repository> {
-        let (keys, params, repo_id) = Self::unseal(root, password)?;
-        Self::assemble(root, keys, params, repo_id)
-    }
-
-    /// Opens a repository without touching `index.redb`: `check` and `repair index` must work
-    /// when the index is the missing or damaged part. Its [`Repository::index`] is empty (in
-    /// memory); callers open the real one with [`Index::open_existing`].
-    pub fn open_without_index(root: &Path, password: &[u8]) -> Result<Repository> {
-        let (keys, params, repo_id) = Self::unseal(root, password)?;
-        Self::assemble_with(root, keys, params, repo_id, Index::in_memory()?)
-    }
-
-    fn unseal(root: &Path, password: &[u8]) -> Result<(Keys, Params, [u8; 16])> {
-        let cfg_path = root.join("config");
-        let cfg = match fs::read(&cfg_path) {
+    /// Unlocks a repository with a password and takes a lock of the given mode.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        mode: LockMode,
+        command: &str,
+    ) -> Result<Repository<Opened>> {
+        let cfg = match backend.read(Kind::Config, "config") {
             Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NoRepository(root.to_path_buf())),
-            Err(e) => return Err(Error::io(format!("read {}", cfg_path.display()), e)),
+            Err(e) if backend::is_not_found(&e) => return Err(Error::NoRepository(backend.location())),
+            Err(e) => return Err(e),
         };
         let (version, repo_id) = config::decode_header(&cfg)?;
         if version != config::VERSION {
             return Err(Error::UnsupportedVersion(version));
         }
-        let keys = Self::unlock(root, password)?;
+        let mut keys = unlock(backend.as_ref(), password)?;
         let header = &cfg[..config::HEADER_LEN];
         let params = keys.open(ObjType::Config, &Id::ZERO, &cfg[config::HEADER_LEN..], 1024, header)?;
         let params = Params::decode(&params)?;
-        Ok((keys, params, repo_id))
+        load_epochs(backend.as_ref(), &mut keys, &repo_id)?;
+        let lock = lock::acquire(&backend, mode, command)?;
+        Ok(Self::assemble(backend, keys, params, repo_id, lock))
     }
 
-    fn unlock(root: &Path, password: &[u8]) -> Result<Keys> {
-        let dir = root.join("keys");
-        let mut names: Vec<PathBuf> = fs::read_dir(&dir)
-            .ctx(|| format!("read {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        names.sort();
-        let mut damaged = None;
-        for p in names {
-            let raw = fs::read(&p).ctx(|| format!("read {}", p.display()))?;
-            match KeySlot::parse(&raw) {
-                Ok(slot) => {
-                    if let Some(keys) = slot.unwrap(password)? {
-                        return Ok(keys);
-                    }
-                }
-                Err(e) => damaged = Some(e),
-            }
+    /// Opens the index cache, repairing it by itself when it is missing, damaged or of another
+    /// layout, and reads the headers of the packs it does not know yet (format-spec §9).
+    pub fn load_index(self, cache: &Cache) -> Result<(Repository<Ready>, CatchUp)> {
+        let (index, report) = catchup::load(self.backend.as_ref(), &self.keys, &self.repo_id, cache)?;
+        Ok((self.with_index(index), report))
+    }
+
+    /// With an index the caller built itself (`repair index`).
+    pub fn with_index(self, index: Index) -> Repository<Ready> {
+        let Repository { backend, keys, params, repo_id, chunker, lock, state: Opened } = self;
+        Repository { backend, keys, params, repo_id, chunker, lock, state: Ready { index } }
+    }
+}
+
+fn epoch_name(n: u32) -> String {
+    format!("{n:08x}")
+}
+
+/// Tries every key slot; a damaged one is skipped, not fatal (another may open).
+fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<Keys> {
+    let mut names: Vec<String> = backend.list(Kind::Key)?.into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    let mut damaged = Vec::new();
+    for name in names {
+        let slot = backend.read(Kind::Key, &name).and_then(|raw| KeySlot::parse(&raw));
+        match slot.and_then(|s| s.unwrap(password)) {
+            Ok(Some(keys)) => return Ok(keys),
+            Ok(None) => {}
+            Err(e) => damaged.push(format!("key slot {name}: {e}")),
         }
-        Err(damaged.unwrap_or(Error::WrongPassword))
     }
-
-    fn assemble(root: &Path, keys: Keys, params: Params, repo_id: [u8; 16]) -> Result<Repository> {
-        let index = Index::open(&root.join("index.redb"))?;
-        Self::assemble_with(root, keys, params, repo_id, index)
+    if damaged.is_empty() {
+        Err(Error::WrongPassword)
+    } else {
+        Err(Error::corrupt("key slots", format!("no slot opens with this password, and {}", damaged.join("; "))))
     }
+}
 
-    fn assemble_with(root: &Path, keys: Keys, params: Params, repo_id: [u8; 16], index: Index) -> Result<Repository> {
+fn load_epochs(backend: &dyn Backend, keys: &mut Keys, repo_id: &[u8; 16]) -> Result<()> {
+    for (name, _) in backend.list(Kind::Epoch)? {
+        let n = u32::from_str_radix(&name, 16)
+            .ok()
+            .filter(|n| epoch_name(*n) == name)
+            .ok_or_else(|| Error::corrupt(format!("key epoch {name}"), "not an epoch name"))?;
+        let (key, _) = keys.open_epoch(n, repo_id, &backend.read(Kind::Epoch, &name)?)?;
+        keys.add_epoch(n, key);
+    }
+    if keys.current_epoch().is_none() {
+        return Err(Error::corrupt("keyring", "the repository has no key epoch"));
+    }
+    Ok(())
+}
+
+impl<S> Repository<S> {
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        keys: Keys,
+        params: Params,
+        repo_id: [u8; 16],
+        lock: Option<lock::Lock>,
+    ) -> Repository<Opened> {
         let chunker = Chunker::new(keys.chunker_key(), &params);
-        Ok(Repository {
-            root: root.to_path_buf(),
-            keys,
-            params,
-            repo_id,
-            index,
-            chunker,
-            packs: Mutex::new(HashMap::new()),
-        })
+        Repository { backend, keys, params, repo_id, chunker, lock: std::sync::Mutex::new(lock), state: Opened }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
     }
     pub fn keys(&self) -> &Keys {
         &self.keys
@@ -159,31 +200,78 @@ impl Repository {
     pub fn repo_id(&self) -> &[u8; 16] {
         &self.repo_id
     }
-    pub fn index(&self) -> &Index {
-        &self.index
-    }
-    /// See [`Index::compact_if_bloated`]; call when no transaction of ours is open.
-    pub fn compact_index(&mut self) -> bool {
-        let path = self.root.join("index.redb");
-        self.index.compact_if_bloated(&path)
-    }
-
     pub fn chunker(&self) -> &Chunker {
         &self.chunker
     }
+    /// Where the repository is, for messages.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+    /// Whether this handle holds a lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
 
-    fn pack_file(&self, id: &Id) -> Result<Arc<File>> {
-        if let Some(f) = self.packs.lock().expect("pack cache poisoned").get(id) {
-            return Ok(f.clone());
+    /// Releases the lock now, for a process about to exit without running destructors.
+    pub fn unlock(&self) {
+        drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+
+    /// Writes a snapshot object: the commit point of a backup.
+    pub fn save_snapshot(&self, snap: &snapshot::Snapshot) -> Result<Id> {
+        let plain = snapshot::encode(snap);
+        let id = self.keys.id(ObjType::Snapshot, &plain);
+        let sealed = self.keys.seal(ObjType::Snapshot, &id, &plain, 0, &[])?;
+        self.backend.write(Kind::Snapshot, &id.hex(), &sealed)?;
+        Ok(id)
+    }
+
+    pub fn load_snapshot(&self, id: &Id) -> Result<snapshot::Snapshot> {
+        let raw = self.backend.read(Kind::Snapshot, &id.hex())?;
+        let plain = self.keys.open_verified(ObjType::Snapshot, id, &raw, MAX_SNAPSHOT)?;
+        snapshot::decode(&plain)
+    }
+
+    /// The ids of every snapshot object, and the names that are not ids.
+    pub fn snapshot_ids(&self) -> Result<(Vec<Id>, Vec<String>)> {
+        let mut ids = Vec::new();
+        let mut bad = Vec::new();
+        for (name, _) in self.backend.list(Kind::Snapshot)? {
+            match Id::from_hex(&name) {
+                Ok(id) if id.hex() == name => ids.push(id),
+                _ => bad.push(name),
+            }
         }
-        let path = pack_path(&self.root, id);
-        let f = Arc::new(File::open(&path).ctx(|| format!("open pack {}", path.display()))?);
-        let mut cache = self.packs.lock().expect("pack cache poisoned");
-        if cache.len() >= OPEN_PACKS {
-            cache.clear();
+        Ok((ids, bad))
+    }
+
+    /// Every snapshot, oldest first; damaged ones are returned separately, never dropped silently.
+    pub fn snapshots(&self) -> Result<SnapshotListing> {
+        let (ids, names) = self.snapshot_ids()?;
+        let mut bad: Vec<(String, Error)> = names
+            .into_iter()
+            .map(|n| (n.clone(), Error::corrupt(format!("snapshot {n}"), "not a snapshot id")))
+            .collect();
+        let mut good = Vec::new();
+        for id in ids {
+            match self.load_snapshot(&id) {
+                Ok(s) => good.push((id, s)),
+                Err(e) => bad.push((id.hex(), e)),
+            }
         }
-        cache.insert(*id, f.clone());
-        Ok(f)
+        good.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok((good, bad))
+    }
+}
+
+impl Repository<Ready> {
+    pub fn index(&self) -> &Index {
+        &self.state.index
+    }
+
+    /// See [`Index::compact_if_bloated`]; call when no transaction of ours is open.
+    pub fn compact_index(&mut self) -> bool {
+        self.state.index.compact_if_bloated()
     }
 
     /// Reads a blob at a known location, authenticates it and re-checks its id.
@@ -195,25 +283,11 @@ impl Repository {
     /// Reads a blob at a known location, authenticates it, re-checks its id and hands it to `f`
     /// (which must not read another blob) from this thread's buffers: a chunk costs no allocation.
     pub fn with_blob_at<R>(&self, id: &Id, loc: &BlobLoc, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let f_pack = self.pack_file(&loc.pack)?;
-        READ_BUF.with_borrow_mut(|buf| {
-            buf.resize(loc.length as usize, 0);
-            f_pack
-                .read_exact_at(buf, loc.offset as u64)
-                .ctx(|| format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()))?;
-            let r = self.keys.open_in_place(loc.ty, id, buf, (loc.raw_len as usize).min(MAX_PAYLOAD), &[], f);
-            if buf.capacity() > KEEP_READ_BUF {
-                *buf = Vec::new();
-            }
-            r.map_err(|e| match e {
-                Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in pack {}", loc.pack), detail),
-                e => e,
-            })
-        })
+        read_blob_with(self.backend.as_ref(), &self.keys, id, loc, f)
     }
 
     pub fn read_blob(&self, ty: ObjType, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.index.lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
+        let loc = self.index().lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
         if loc.ty != ty {
             return Err(Error::corrupt(
                 format!("blob {}", id.short()),
@@ -226,36 +300,32 @@ impl Repository {
     pub fn load_tree(&self, id: &Id) -> Result<Vec<tree::Node>> {
         tree::decode(&self.read_blob(ObjType::Tree, id)?)
     }
+}
 
-    pub fn save_snapshot(&self, snap: &snapshot::Snapshot) -> Result<Id> {
-        let plain = snapshot::encode(snap);
-        let id = self.keys.id(ObjType::Snapshot, &plain);
-        let sealed = self.keys.seal(ObjType::Snapshot, &id, &plain, 0, &[])?;
-        write_atomic(&self.root, &snapshot_path(&self.root, &id), &sealed)?;
-        Ok(id)
-    }
-
-    pub fn load_snapshot(&self, id: &Id) -> Result<snapshot::Snapshot> {
-        let path = snapshot_path(&self.root, id);
-        let raw = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
-        let plain = self.keys.open_verified(ObjType::Snapshot, id, &raw, 16 << 20)?;
-        snapshot::decode(&plain)
-    }
-
-    /// Every snapshot, oldest first; damaged ones are returned separately, never dropped silently.
-    pub fn snapshots(&self) -> Result<SnapshotListing> {
-        let dir = self.root.join("snapshots");
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
-        for e in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
-            let e = e.ctx(|| format!("read {}", dir.display()))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            match Id::from_hex(&name).and_then(|id| Ok((id, self.load_snapshot(&id)?))) {
-                Ok(s) => good.push(s),
-                Err(err) => bad.push((name, err)),
+/// Reads one blob through this thread's buffer, authenticates it and re-checks its id.
+/// For readers that have keys and a backend but no index (check, repair).
+pub fn read_blob_with<R>(
+    backend: &dyn Backend,
+    keys: &Keys,
+    id: &Id,
+    loc: &BlobLoc,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
+    READ_BUF.with_borrow_mut(|buf| {
+        buf.resize(loc.length as usize, 0);
+        backend.read_at(Kind::Pack, &loc.pack.hex(), u64::from(loc.offset), buf).map_err(|e| match e {
+            Error::Io { source, .. } => {
+                Error::io(format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()), source)
             }
+            e => e,
+        })?;
+        let r = keys.open_in_place(loc.ty, id, buf, (loc.raw_len as usize).min(MAX_PAYLOAD), &[], f);
+        if buf.capacity() > KEEP_READ_BUF {
+            *buf = Vec::new();
         }
-        good.sort_by_key(|(id, s)| (s.time_ns, *id));
-        Ok((good, bad))
-    }
+        r.map_err(|e| match e {
+            Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in pack {}", loc.pack), detail),
+            e => e,
+        })
+    })
 }

@@ -3,7 +3,7 @@
 //!
 //! Workers seal and append; full packs go through a small bounded queue to one finisher thread
 //! that writes, fsyncs and indexes them, so an fsync never stalls the CPU-bound workers and at
-//! most a few packs wait in memory.
+//! most a few packs wait in memory. [`with_packer`] is the whole pipeline behind one call.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,20 +11,20 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Mutex, RwLock};
 
 use super::Repository;
-use super::storage::{pack_path, write_atomic};
+use crate::backend::Kind;
 use crate::crypto::{ENVELOPE_OVERHEAD, ObjType};
 use crate::error::{Error, Result};
 use crate::format::pack::{self, PackEntry};
 use crate::id::Id;
 use crate::index::{IndexReader, PackInfo};
 
-pub struct PackWriter {
+struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
 }
 
 /// Full packs waiting for the finisher; two keep the disk busy while workers fill the next.
-pub const QUEUE: usize = 2;
+const QUEUE: usize = 2;
 
 /// A pack also closes at this many blobs. Tiny blobs (small files that compress well) would
 /// otherwise put ~100k in one 16 MiB pack, and what is kept per pack in flight grows with that
@@ -35,7 +35,7 @@ pub const MAX_PACK_BLOBS: usize = 16 * 1024;
 pub const INDEX_BATCH_PACKS: usize = 8;
 
 /// What the ingest workers and the finisher share.
-pub struct Shared {
+struct Shared {
     /// The index as of the last pack the finisher committed.
     known: RwLock<IndexReader>,
     /// Blobs queued but not yet in `known`, so parallel workers don't store one twice. The
@@ -48,7 +48,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(repo: &Repository) -> Result<Shared> {
+    fn new(repo: &Repository) -> Result<Shared> {
         Ok(Shared {
             known: RwLock::new(repo.index().reader()?),
             added: Mutex::new(HashSet::new()),
@@ -101,7 +101,7 @@ pub struct Packer<'r> {
 
 impl<'r> Packer<'r> {
     /// `queue` is `None` for a dry run: blobs are sealed and counted, never written.
-    pub fn new(repo: &'r Repository, queue: Option<SyncSender<PackWriter>>, shared: &'r Shared) -> Packer<'r> {
+    fn new(repo: &'r Repository, queue: Option<SyncSender<PackWriter>>, shared: &'r Shared) -> Packer<'r> {
         let dry_run = queue.is_none();
         Packer {
             repo,
@@ -166,6 +166,46 @@ impl<'r> Packer<'r> {
         Ok(id)
     }
 
+    /// Stores an envelope sealed elsewhere as it is (the associated data binds no pack or
+    /// offset, so prune and copy move blobs without re-encrypting them), unless the repository
+    /// has the blob already. The caller vouches that it opens to a payload of `raw_len` bytes.
+    pub fn add_sealed(&self, ty: ObjType, id: &Id, raw_len: u32, envelope: &[u8]) -> Result<bool> {
+        if self.shared.known(id)? || !self.shared.added.lock().expect("poisoned").insert(*id) {
+            return Ok(false);
+        }
+        if self.shared.known(id)? {
+            self.shared.added.lock().expect("poisoned").remove(id);
+            return Ok(false);
+        }
+        let pack_size = self.repo.params().pack_size as usize;
+        let mut w = self
+            .pool
+            .lock()
+            .expect("poisoned")
+            .pop()
+            .unwrap_or_else(|| PackWriter { buf: self.shared.take_buffer(pack_size), entries: Vec::new() });
+        let offset = w.buf.len();
+        let length =
+            u32::try_from(envelope.len()).map_err(|_| Error::Invalid(format!("blob {} too large", id.short())))?;
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        if ty == ObjType::Data {
+            self.data_blobs_added.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes_added.fetch_add(u64::from(length), Ordering::Relaxed);
+        if self.dry_run {
+            self.pool.lock().expect("poisoned").push(w);
+            return Ok(true);
+        }
+        w.buf.extend_from_slice(envelope);
+        w.entries.push(PackEntry { ty, id: *id, offset: offset as u32, length, raw_len });
+        if w.buf.len() >= pack_size || w.entries.len() >= MAX_PACK_BLOBS {
+            self.send(w)?;
+        } else {
+            self.pool.lock().expect("poisoned").push(w);
+        }
+        Ok(true)
+    }
+
     fn send(&self, w: PackWriter) -> Result<()> {
         let tx = self.queue.lock().expect("poisoned").clone();
         match tx {
@@ -177,7 +217,7 @@ impl<'r> Packer<'r> {
 
     /// Hands every partly filled pack to the finisher and closes the queue; the finisher's
     /// result then says whether every pack is durable and indexed.
-    pub fn finish(&self) -> Result<()> {
+    fn finish(&self) -> Result<()> {
         let writers = std::mem::take(&mut *self.pool.lock().expect("poisoned"));
         let sent = writers.into_iter().filter(|_| !self.dry_run).try_for_each(|w| self.send(w));
         self.queue.lock().expect("poisoned").take();
@@ -188,7 +228,7 @@ impl<'r> Packer<'r> {
 /// The finisher: writes each full pack durably, then indexes [`INDEX_BATCH_PACKS`] at a time
 /// (format-spec §11). Ids are random, so a commit copies nearly every leaf it touches: one per
 /// pack of tiny blobs made a 1M-file backup rewrite most of its index ~60 times (33 s, not 25 s).
-pub fn finish_packs(repo: &Repository, rx: Receiver<PackWriter>, shared: &Shared) -> Result<()> {
+fn finish_packs(repo: &Repository, rx: Receiver<PackWriter>, shared: &Shared) -> Result<()> {
     let mut batch: Vec<(Id, u64, Vec<PackEntry>)> = Vec::new();
     for mut w in rx {
         if !w.entries.is_empty() {
@@ -230,7 +270,41 @@ fn write_pack(repo: &Repository, w: &mut PackWriter) -> Result<(Id, u64)> {
     let hlen = u32::try_from(w.buf.len() - start).map_err(|_| Error::Invalid("pack header too large".into()))?;
     w.buf.extend_from_slice(&pack::encode_trailer(hlen));
     let id = Id(*blake3::hash(&w.buf).as_bytes());
-    let root = repo.root();
-    write_atomic(root, &pack_path(root, &id), &w.buf)?;
+    repo.backend().write(Kind::Pack, &id.hex(), &w.buf)?;
     Ok((id, w.buf.len() as u64))
+}
+
+/// What a packer added, for summaries.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Added {
+    pub blobs: u64,
+    pub data_blobs: u64,
+    pub bytes: u64,
+}
+
+/// Runs `f` with a packer and the finisher thread behind it, and returns once every pack `f`
+/// filled is durable and indexed (or, with `dry_run`, counted and thrown away). The blobs are
+/// in the index when this returns `Ok`: only then may a snapshot reference them.
+pub fn with_packer<R>(repo: &Repository, dry_run: bool, f: impl FnOnce(&Packer) -> Result<R>) -> Result<(R, Added)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    let shared = Shared::new(repo)?;
+    std::thread::scope(|scope| {
+        let finisher = (!dry_run).then(|| scope.spawn(|| finish_packs(repo, rx, &shared)));
+        let packer = Packer::new(repo, (!dry_run).then_some(tx), &shared);
+        let out = f(&packer);
+        // Close the queue on every path out, so a failed `f` does not leave the finisher waiting.
+        let sent = packer.finish();
+        let written = finisher
+            .map_or(Ok(()), |h| h.join().unwrap_or_else(|_| Err(Error::Invalid("pack writer panicked".into()))));
+        // The finisher's error is the cause when several failed.
+        written?;
+        let out = out?;
+        sent?;
+        let added = Added {
+            blobs: packer.blobs_added.load(Ordering::Relaxed),
+            data_blobs: packer.data_blobs_added.load(Ordering::Relaxed),
+            bytes: packer.bytes_added.load(Ordering::Relaxed),
+        };
+        Ok((out, added))
+    })
 }

@@ -6,11 +6,10 @@
 //! snapshot listed has all its blobs in that view.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::format::snapshot::Snapshot;
 use crate::id::Id;
 use crate::index::IndexReader;
@@ -62,15 +61,16 @@ impl Catalog {
         let index = Arc::new(repo.index().reader()?);
         let known: HashMap<Id, &Snapshot> =
             prev.map(|p| p.snaps.iter().map(|s| (s.id, &s.snap)).collect()).unwrap_or_default();
-        let dir = repo.root().join("snapshots");
         let mut snaps = Vec::new();
         let mut damaged = BTreeSet::new();
-        for e in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
-            let name = e.ctx(|| format!("read {}", dir.display()))?.file_name().to_string_lossy().into_owned();
-            let loaded = Id::from_hex(&name).and_then(|id| match known.get(&id) {
+        let (ids, strays) = repo.snapshot_ids()?;
+        damaged.extend(strays);
+        for id in ids {
+            let name = id.hex();
+            let loaded = match known.get(&id) {
                 Some(s) => Ok((id, (*s).clone())),
-                None => Ok((id, repo.load_snapshot(&id)?)),
-            });
+                None => repo.load_snapshot(&id).map(|s| (id, s)),
+            };
             match loaded {
                 Ok(s) => snaps.push(s),
                 Err(err) => {

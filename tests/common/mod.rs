@@ -175,6 +175,7 @@ impl Snapfs {
         c.env_remove("SNAPFS_REPOSITORY")
             .env_remove("SNAPFS_PASSWORD")
             .env_remove("SNAPFS_PASSWORD_FILE")
+            .env("SNAPFS_CACHE_DIR", cache_dir(&self.repo))
             .stdin(Stdio::null());
         if let Some(p) = &self.password {
             c.env("SNAPFS_PASSWORD", p);
@@ -365,6 +366,22 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     walk(dir, &mut out);
     out.sort();
     out
+}
+
+/// The index cache the test commands use for `repo`: beside it, so it goes with the test.
+pub fn cache_dir(repo: &Path) -> PathBuf {
+    repo.with_extension("cache")
+}
+
+/// The index cache file of `repo` (the one repository under its cache directory).
+pub fn index_file(repo: &Path) -> PathBuf {
+    let dir = cache_dir(repo);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path().join("index.redb"))
+        .collect();
+    assert_eq!(found.len(), 1, "one repository cache under {}", dir.display());
+    found.pop().unwrap()
 }
 
 /// Bytes under `packs/` plus `snapshots/`.

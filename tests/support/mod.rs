@@ -41,7 +41,10 @@ impl TestRepo {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_snapfs"));
-        c.args(args).env("SNAPFS_REPOSITORY", &self.path).env("SNAPFS_PASSWORD", PASSWORD);
+        c.args(args)
+            .env("SNAPFS_REPOSITORY", &self.path)
+            .env("SNAPFS_PASSWORD", PASSWORD)
+            .env("SNAPFS_CACHE_DIR", self.path.with_extension("cache"));
         c
     }
 
@@ -53,6 +56,15 @@ impl TestRepo {
         let out = self.run(args);
         assert!(out.status.success(), "snapfs {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The repository through the library, with its index caught up in memory.
+    pub fn open(&self) -> snapfs::repo::Repository {
+        let backend: std::sync::Arc<dyn snapfs::backend::Backend> =
+            std::sync::Arc::new(snapfs::backend::LocalBackend::new(&self.path));
+        let r = snapfs::repo::Repository::open(backend, PASSWORD.as_bytes(), snapfs::repo::LockMode::None, "test")
+            .expect("open the repository");
+        r.load_index(&snapfs::repo::Cache::memory()).expect("load the index").0
     }
 
     /// A fresh empty directory inside the test's temporary directory.

@@ -1,0 +1,193 @@
+//! A repository in a local directory: one file per object, written under `tmp/`, fsynced,
+//! linked into place without replacing anything, and every directory the write created or
+//! changed fsynced up to the repository root (format-spec §10.1).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use super::{Backend, Kind};
+use crate::error::{Error, IoContext, Result};
+
+/// Open files kept for positioned reads; enough for restore's workers and a mount.
+const OPEN_FILES: usize = 64;
+/// A staging file this old has no live writer: one renames its file within seconds.
+const TMP_MAX_AGE: Duration = Duration::from_secs(3600);
+
+pub struct LocalBackend {
+    root: PathBuf,
+    open: Mutex<HashMap<PathBuf, Arc<File>>>,
+    cleaned: Once,
+}
+
+impl LocalBackend {
+    pub fn new(root: &Path) -> LocalBackend {
+        LocalBackend { root: root.to_path_buf(), open: Mutex::new(HashMap::new()), cleaned: Once::new() }
+    }
+
+    /// Refuses a directory that already holds anything: `init` must not mix with other files.
+    pub fn check_empty(&self) -> Result<()> {
+        match fs::read_dir(&self.root).map(|mut e| e.next().is_some()) {
+            Ok(true) => Err(Error::NotEmpty(self.root.clone())),
+            Ok(false) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("read {}", self.root.display()), e)),
+        }
+    }
+
+    fn path(&self, kind: Kind, name: &str) -> PathBuf {
+        match kind {
+            Kind::Config => self.root.join("config"),
+            Kind::Pack => self.root.join("packs").join(name.get(..2).unwrap_or("__")).join(name),
+            _ => self.root.join(kind.dir()).join(name),
+        }
+    }
+
+    fn file(&self, path: &Path) -> Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(path) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(path).ctx(|| format!("open {}", path.display()))?);
+        if open.len() >= OPEN_FILES {
+            open.clear();
+        }
+        open.insert(path.to_path_buf(), f.clone());
+        Ok(f)
+    }
+
+    /// Creates `dir` and any missing parent below the root, fsyncing each parent that gained
+    /// an entry, so the new directory survives a power loss with the file put in it.
+    fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if dir == self.root {
+            // The repository's own directory (made by `init`): its parents are not ours to sync.
+            return fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()));
+        }
+        if let Some(parent) = dir.parent()
+            && dir != self.root
+        {
+            self.ensure_dir(parent)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
+        }
+        match dir.parent() {
+            Some(parent) if dir != self.root => sync_dir(parent),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes staging files of writers long gone; best effort, once per process.
+    fn clean_tmp(&self) {
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else { return };
+        for e in entries.flatten() {
+            let old =
+                e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a >= TMP_MAX_AGE));
+            if old {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).ctx(|| format!("fsync directory {}", dir.display()))
+}
+
+fn random_name() -> Result<String> {
+    let mut b = [0u8; 12];
+    crate::crypto::random_bytes(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+impl Backend for LocalBackend {
+    fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        self.cleaned.call_once(|| self.clean_tmp());
+        let dest = self.path(kind, name);
+        let tmp_dir = self.root.join("tmp");
+        self.ensure_dir(&tmp_dir)?;
+        let tmp = tmp_dir.join(format!("{}.tmp", random_name()?));
+        let result = (|| {
+            let mut f = File::create_new(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+            f.write_all(data).ctx(|| format!("write {}", tmp.display()))?;
+            f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
+            drop(f);
+            let dir = dest.parent().expect("object paths have a parent");
+            self.ensure_dir(dir)?;
+            // A link, not a rename: it fails instead of replacing an object that exists.
+            fs::hard_link(&tmp, &dest).ctx(|| format!("write {}", dest.display()))?;
+            sync_dir(dir)
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
+    fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(kind, name);
+        fs::read(&path).ctx(|| format!("read {}", path.display()))
+    }
+
+    fn read_at(&self, kind: Kind, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let path = self.path(kind, name);
+        let f = self.file(&path)?;
+        f.read_exact_at(buf, offset).ctx(|| format!("read {} bytes at {offset} of {}", buf.len(), path.display()))
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        if kind == Kind::Config {
+            if let Ok(m) = fs::metadata(self.path(kind, "")) {
+                out.push(("config".to_string(), m.len()));
+            }
+            return Ok(out);
+        }
+        let dir = self.root.join(kind.dir());
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+        };
+        for e in entries {
+            let e = e.ctx(|| format!("read {}", dir.display()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let meta = e.metadata().ctx(|| format!("stat {}", e.path().display()))?;
+            if kind != Kind::Pack || !meta.is_dir() {
+                out.push((name, meta.len()));
+                continue;
+            }
+            // packs/<2 hex>/<name>: a name outside its prefix directory is listed with the
+            // directory, so it cannot pass for a pack id.
+            let sub = e.path();
+            for f in fs::read_dir(&sub).ctx(|| format!("read {}", sub.display()))? {
+                let f = f.ctx(|| format!("read {}", sub.display()))?;
+                let fname = f.file_name().to_string_lossy().into_owned();
+                let size = f.metadata().ctx(|| format!("stat {}", f.path().display()))?.len();
+                out.push((if fname.starts_with(&name) { fname } else { format!("{name}/{fname}") }, size));
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+        let path = self.path(kind, name);
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&path);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().expect("object paths have a parent")),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+}

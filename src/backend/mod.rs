@@ -1,0 +1,98 @@
+//! The storage seam (format-spec §10): a repository is a set of immutable byte objects, each
+//! named by its kind and a name. Every repository byte goes through a [`Backend`]; nothing
+//! outside this module knows whether the objects are files, memory or a bucket.
+//!
+//! Architecture invariant: no module outside `backend/` touches a repository path.
+
+pub mod fault;
+pub mod local;
+pub mod memory;
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+pub use fault::{Fault, FaultBackend};
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+
+/// The kinds of object a repository holds; each has its own namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Config,
+    Key,
+    Epoch,
+    Snapshot,
+    Pack,
+    Lock,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [Kind::Config, Kind::Key, Kind::Epoch, Kind::Snapshot, Kind::Pack, Kind::Lock];
+
+    /// The word used in messages and as the directory of a local repository.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Config => "",
+            Kind::Key => "keys",
+            Kind::Epoch => "epochs",
+            Kind::Snapshot => "snapshots",
+            Kind::Pack => "packs",
+            Kind::Lock => "locks",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Config => "config",
+            Kind::Key => "key slot",
+            Kind::Epoch => "key epoch",
+            Kind::Snapshot => "snapshot",
+            Kind::Pack => "pack",
+            Kind::Lock => "lock",
+        }
+    }
+}
+
+/// How an object is named in messages: `pack 1a2b3c4d…` or `config`.
+pub fn object_name(kind: Kind, name: &str) -> String {
+    if kind == Kind::Config { "config".into() } else { format!("{} {name}", kind.noun()) }
+}
+
+/// An object store. Implementations are small; features (faults, caching, retries) are
+/// wrappers, not branches inside them.
+pub trait Backend: Send + Sync {
+    /// Stores a whole object, atomically (a reader sees all of it or nothing) and durably (it
+    /// survives a power loss once this returns). An existing object is never replaced: that is
+    /// an error of kind `AlreadyExists`.
+    fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
+    /// A whole object; a missing one is an error of kind `NotFound`.
+    fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
+    /// Fills `buf` from `offset`; an object too short for it is an error of kind `UnexpectedEof`.
+    fn read_at(&self, kind: Kind, name: &str, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Every object of a kind with its size, in no particular order. Names that cannot be
+    /// this kind's (stray files) are listed too: callers decide what a valid name is.
+    fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>>;
+    /// Removes an object; removing a missing one is not an error.
+    fn delete(&self, kind: Kind, name: &str) -> Result<()>;
+    /// Where the repository is, for messages: a path or a URL.
+    fn location(&self) -> String;
+}
+
+/// Whether an error is a backend's "no such object".
+pub fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// Opens the backend a `--repo` value names. Only local paths are built so far.
+pub fn from_location(location: &str) -> Result<Arc<dyn Backend>> {
+    for scheme in ["s3:", "sftp:", "rest:", "http://", "https://", "b2:", "azure:", "gs:"] {
+        if location.starts_with(scheme) {
+            return Err(Error::Invalid(format!(
+                "repository {location}: {} repositories are not supported yet; only local directories are",
+                scheme.trim_end_matches(['/', ':'])
+            )));
+        }
+    }
+    Ok(Arc::new(LocalBackend::new(std::path::Path::new(location))))
+}
