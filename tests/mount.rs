@@ -469,3 +469,18 @@ fn model_serves_everything_with_caches_that_hold_nothing() {
         }
     }
 }
+
+#[test]
+fn mount_rebuilds_a_lost_index_cache() {
+    if !fuse_available() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let src = repo.subdir("src").canonicalize().unwrap();
+    fs::write(src.join("f"), b"served after the cache is gone").unwrap();
+    repo.ok(&["backup", src.to_str().unwrap()]);
+    fs::remove_dir_all(repo.path.with_extension("cache")).unwrap();
+    let m = repo.mount(&[]);
+    assert_eq!(fs::read(m.latest(&src).join("f")).unwrap(), b"served after the cache is gone");
+    assert!(m.log_text().contains("index: no cache for this repository yet"), "log: {}", m.log_text());
+}

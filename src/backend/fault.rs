@@ -29,6 +29,9 @@ pub enum Fault {
     PowerLoss {
         op: u64,
     },
+    /// The same, at the first write of an object of this kind (e.g. just before the snapshot,
+    /// wherever the parallel packers put that write).
+    PowerLossAtFirst(Kind),
 }
 
 pub struct FaultBackend {
@@ -48,7 +51,10 @@ fn os_err(what: String, errno: i32) -> Error {
 impl FaultBackend {
     /// Wraps any backend; power loss needs [`FaultBackend::over_memory`].
     pub fn new(inner: Arc<dyn Backend>, fault: Fault) -> FaultBackend {
-        assert!(!matches!(fault, Fault::PowerLoss { .. }), "power loss needs a memory image");
+        assert!(
+            !matches!(fault, Fault::PowerLoss { .. } | Fault::PowerLossAtFirst(_)),
+            "power loss needs a memory image"
+        );
         FaultBackend { durable: inner, fault, ops: AtomicU64::new(0), volatile: Mutex::new(None), image: None }
     }
 
@@ -69,17 +75,19 @@ impl FaultBackend {
         self.ops.load(Ordering::SeqCst)
     }
 
-    /// The store reads and writes go to now, and whether the operation counts as failed.
-    fn target(&self, mutating: bool, what: impl FnOnce() -> String) -> Result<Arc<dyn Backend>> {
+    /// The store reads and writes go to now, or the injected error. `kind` is that of a write.
+    fn target(&self, mutating: bool, kind: Option<Kind>, what: impl FnOnce() -> String) -> Result<Arc<dyn Backend>> {
         let n = if mutating { self.ops.fetch_add(1, Ordering::SeqCst) + 1 } else { self.ops() };
-        match self.fault {
+        let power_lost = match self.fault {
             Fault::FailFrom { op, errno } if mutating && n >= op => return Err(os_err(what(), errno)),
-            Fault::PowerLoss { op } if mutating && n >= op => {
-                let mut v = self.volatile.lock().unwrap_or_else(|e| e.into_inner());
-                let image = self.image.as_ref().expect("set for power loss");
-                return Ok(Arc::new(v.get_or_insert_with(|| image.deep_copy()).clone()));
-            }
-            _ => {}
+            Fault::PowerLoss { op } => mutating && n >= op,
+            Fault::PowerLossAtFirst(k) => kind == Some(k),
+            _ => false,
+        };
+        if power_lost {
+            let mut v = self.volatile.lock().unwrap_or_else(|e| e.into_inner());
+            let image = self.image.as_ref().expect("set for power loss");
+            return Ok(Arc::new(v.get_or_insert_with(|| image.deep_copy()).clone()));
         }
         match &*self.volatile.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(v) => Ok(Arc::new(v.clone())),
@@ -92,7 +100,7 @@ impl Backend for FaultBackend {
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         let what = || format!("write {}", object_name(kind, name));
         let n = self.ops() + 1;
-        let target = self.target(true, what)?;
+        let target = self.target(true, Some(kind), what)?;
         if matches!(self.fault, Fault::TornWrite { op } if op == n) {
             target.write(kind, name, &data[..data.len() / 2])?;
             return Err(os_err(what(), libc::EIO));
@@ -104,22 +112,22 @@ impl Backend for FaultBackend {
         if self.fault == Fault::ReadEio(kind) {
             return Err(os_err(format!("read {}", object_name(kind, name)), libc::EIO));
         }
-        self.target(false, String::new)?.read(kind, name)
+        self.target(false, None, String::new)?.read(kind, name)
     }
 
     fn read_at(&self, kind: Kind, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
         if self.fault == Fault::ReadEio(kind) {
             return Err(os_err(format!("read {}", object_name(kind, name)), libc::EIO));
         }
-        self.target(false, String::new)?.read_at(kind, name, offset, buf)
+        self.target(false, None, String::new)?.read_at(kind, name, offset, buf)
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>> {
-        self.target(false, String::new)?.list(kind)
+        self.target(false, None, String::new)?.list(kind)
     }
 
     fn delete(&self, kind: Kind, name: &str) -> Result<()> {
-        self.target(true, || format!("delete {}", object_name(kind, name)))?.delete(kind, name)
+        self.target(true, None, || format!("delete {}", object_name(kind, name)))?.delete(kind, name)
     }
 
     fn location(&self) -> String {
