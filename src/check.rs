@@ -39,7 +39,7 @@ pub struct CheckOptions {
 }
 
 /// One damaged thing. `kind` is a stable word for monitoring: `key_slot`, `snapshot`,
-/// `pack_missing`, `pack_size`, `pack_header`, `pack_hash`, `pack_read`, `blob`, `tree`.
+/// `key_epoch`, `pack_missing`, `pack_size`, `pack_header`, `pack_hash`, `pack_read`, `blob`, `tree`.
 #[derive(Clone, Debug)]
 pub struct Problem {
     pub kind: &'static str,
@@ -129,6 +129,10 @@ const COVERAGE_DAYS: u64 = 30;
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<Report> {
     let mut report = Report::default();
     structure::key_slots(repo.backend().as_ref(), &mut report);
+    for (name, e) in repo.damaged_epochs() {
+        let detail = format!("key epoch {name}: {e}");
+        report.problems.push(Problem { kind: "key_epoch", pack: None, blob: None, detail });
+    }
     let mut facts = structure::gather(repo, &mut report)?;
 
     let (mut snaps, bad) = repo.snapshots()?;

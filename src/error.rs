@@ -31,6 +31,8 @@ pub enum Error {
     Corrupt { what: String, detail: String },
     #[error("blob {0} is not in the index")]
     MissingBlob(String),
+    #[error("{0}: no such path in the snapshot")]
+    NotFound(String),
     #[error("no snapshot matches {0}")]
     NoSnapshot(String),
     #[error("snapshot prefix {0} is ambiguous")]

@@ -23,6 +23,7 @@ pub mod restore;
 pub mod select;
 pub mod sys;
 pub mod timespec;
+pub mod trees;
 pub mod vfs;
 
 pub use error::{Error, Result};

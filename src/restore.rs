@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,6 +20,7 @@ use crate::index::IndexReader;
 use crate::reader::FileMap;
 use crate::repo::Repository;
 use crate::sys;
+use crate::trees::Trees;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overwrite {
@@ -64,15 +64,18 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
     let mut items = Vec::new();
     // Directories whose listing is damaged: reported, and everything else is still restored.
     let mut unreadable = Vec::new();
-    match &opts.subpath {
+    // Small: a restore reads each listing once; the cache only spares repeats of one subtree.
+    let trees = Trees::new(repo, 4 << 20);
+    let sub = opts.subpath.as_ref().filter(|p| p.components().any(|c| matches!(c, std::path::Component::Normal(_))));
+    match sub {
         None => {
-            collect(repo, tree, Path::new("/"), &opts.target, None, opts, &mut items, false, &mut unreadable)?;
+            collect(&trees, tree, Path::new("/"), &opts.target, None, opts, &mut items, false, &mut unreadable)?;
         }
         Some(sub) => {
-            let node = find(repo, tree, sub)?;
+            let node = trees.resolve(tree, sub)?.expect("a path below /");
             match node.subtree() {
                 Some(t) => {
-                    collect(repo, t, sub, &opts.target, None, opts, &mut items, false, &mut unreadable)?;
+                    collect(&trees, t, sub, &opts.target, None, opts, &mut items, false, &mut unreadable)?;
                 }
                 None => {
                     let dest = opts.target.join(sys::os(&node.name));
@@ -242,35 +245,12 @@ fn replace(dest: &Path, node: &Node, mode: Overwrite) -> bool {
     }
 }
 
-/// Resolves an absolute path inside a snapshot to its node.
-fn find(repo: &Repository, root: Id, path: &Path) -> Result<Node> {
-    let mut tree = root;
-    let mut node: Option<Node> = None;
-    for c in path.components().filter(|c| matches!(c, std::path::Component::Normal(_))) {
-        let t = match &node {
-            None => tree,
-            Some(n) => n
-                .subtree()
-                .ok_or_else(|| Error::Invalid(format!("{}: not a directory in the snapshot", path.display())))?,
-        };
-        tree = t;
-        let name = c.as_os_str().as_bytes();
-        node = Some(
-            repo.load_tree(&tree)?
-                .into_iter()
-                .find(|n| n.name == name)
-                .ok_or_else(|| Error::Invalid(format!("{}: no such path in the snapshot", path.display())))?,
-        );
-    }
-    node.ok_or_else(|| Error::Invalid("restore the whole snapshot without a path, or name a path below /".into()))
-}
-
 /// Gathers the entries to restore under `tree`; `forced` means an ancestor matched an include.
 /// Returns whether anything was selected, so directories leading to included paths are kept.
 /// A subdirectory whose tree cannot be read is left out and recorded in `unreadable`.
 #[allow(clippy::too_many_arguments)]
 fn collect(
-    repo: &Repository,
+    trees: &Trees<&Repository>,
     tree: Id,
     at: &Path,
     dest: &Path,
@@ -281,7 +261,7 @@ fn collect(
     unreadable: &mut Vec<String>,
 ) -> Result<bool> {
     let mut any = false;
-    for node in repo.load_tree(&tree)? {
+    for node in trees.get(&tree)?.iter().cloned() {
         let name = sys::os(&node.name);
         let snap_path = at.join(name);
         if opts.excludes.is_match(&snap_path) || opts.excludes.is_match(name) {
@@ -293,7 +273,7 @@ fn collect(
         if let Some(sub) = node.subtree() {
             let at_dir = out.len();
             out.push(Item { dest: d.clone(), node, parent });
-            match collect(repo, sub, &snap_path, &d, Some(at_dir), opts, out, included, unreadable) {
+            match collect(trees, sub, &snap_path, &d, Some(at_dir), opts, out, included, unreadable) {
                 Ok(selected) if selected || included => any = true,
                 Ok(_) => out.truncate(at_dir),
                 Err(e) => {

@@ -1,4 +1,7 @@
-//! Choosing snapshots: by id prefix, `latest`, time, and tag/host/path filters.
+//! Choosing snapshots, the one way every command does it: `SNAPSHOT[:PATH]` specs, `latest`,
+//! an id prefix, the newest at or before a time, and tag/host/path filters.
+
+use std::path::PathBuf;
 
 use jiff::Timestamp;
 
@@ -26,6 +29,56 @@ impl Filter {
     }
 }
 
+/// How a command names one snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Selector {
+    Latest,
+    /// A unique prefix of its id (hex).
+    Id(String),
+    /// The newest snapshot taken at or before this time.
+    AtOrBefore(Timestamp),
+}
+
+/// Splits `SNAPSHOT[:PATH]` (`latest:/home/me/docs`); the path must be absolute.
+pub fn parse_spec(spec: &str) -> Result<(Selector, Option<PathBuf>)> {
+    let (name, path) = match spec.split_once(':') {
+        Some((n, p)) => (n, Some(PathBuf::from(p))),
+        None => (spec, None),
+    };
+    if path.as_ref().is_some_and(|p| !p.is_absolute()) {
+        return Err(Error::Invalid(
+            "the path after `:` must be absolute, as the snapshot stores it (e.g. latest:/home/me/docs)".into(),
+        ));
+    }
+    let sel = if name == "latest" {
+        Selector::Latest
+    } else if !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Selector::Id(name.to_ascii_lowercase())
+    } else {
+        return Err(Error::Invalid(format!("{name:?} is neither `latest` nor a snapshot id")));
+    };
+    Ok((sel, path))
+}
+
+/// The one snapshot `sel` names among `snaps` (sorted oldest first) that pass `filter`.
+pub fn pick<'a>(snaps: &'a [(Id, Snapshot)], sel: &Selector, filter: &Filter) -> Result<&'a (Id, Snapshot)> {
+    match sel {
+        Selector::Latest => by_name(snaps, "latest", filter),
+        Selector::Id(p) => by_name(snaps, p, filter),
+        Selector::AtOrBefore(t) => at_or_before(snaps, *t, filter),
+    }
+}
+
+/// Of snapshot times sorted oldest first, the position of the newest at or before `t`.
+pub fn newest_at_or_before(
+    times: impl DoubleEndedIterator<Item = i64> + ExactSizeIterator,
+    t: Timestamp,
+) -> Option<usize> {
+    let t_ns = t.as_nanosecond();
+    let n = times.len();
+    times.rev().position(|s| i128::from(s) <= t_ns).map(|back| n - 1 - back)
+}
+
 /// Finds one snapshot among `snaps` (sorted oldest first) by `latest` or an id prefix.
 pub fn by_name<'a>(snaps: &'a [(Id, Snapshot)], name: &str, filter: &Filter) -> Result<&'a (Id, Snapshot)> {
     if name == "latest" {
@@ -49,10 +102,9 @@ pub fn by_name<'a>(snaps: &'a [(Id, Snapshot)], name: &str, filter: &Filter) -> 
 
 /// The newest matching snapshot taken at or before `t`.
 pub fn at_or_before<'a>(snaps: &'a [(Id, Snapshot)], t: Timestamp, filter: &Filter) -> Result<&'a (Id, Snapshot)> {
-    let t_ns = t.as_nanosecond();
     let matching: Vec<_> = snaps.iter().filter(|(_, s)| filter.matches(s)).collect();
-    if let Some(s) = matching.iter().rev().find(|(_, s)| i128::from(s.time_ns) <= t_ns) {
-        return Ok(s);
+    if let Some(i) = newest_at_or_before(matching.iter().map(|(_, s)| s.time_ns), t) {
+        return Ok(matching[i]);
     }
     Err(Error::NoSnapshot(match matching.first() {
         Some((id, s)) => format!(

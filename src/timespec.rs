@@ -25,6 +25,12 @@ pub fn parse_at(s: &str) -> Result<Timestamp> {
 fn parse(s: &str, until: bool) -> Result<Timestamp> {
     let s = s.trim();
     if let Ok(t) = s.parse::<Timestamp>() {
+        // Given to the second, it covers that whole second, as the civil forms do: a time
+        // `snapshots` printed must find that snapshot.
+        let whole_seconds = !s.contains('.') && !s.contains(',');
+        if until && whole_seconds {
+            return Ok(t.checked_add(999_999_999.nanoseconds()).unwrap_or(t));
+        }
         return Ok(t);
     }
     let bad = || {
@@ -46,12 +52,21 @@ fn parse(s: &str, until: bool) -> Result<Timestamp> {
             (DateTime::from_parts(date, tm), if colons == 1 { 1.minute() } else { 1.second() })
         }
     };
-    let start = dt.to_zoned_datetime(TimeZone::system()).map_err(|_| bad())?;
+    let start = match dt.to_zoned_datetime(TimeZone::system()) {
+        Ok(z) => z,
+        // jiff's instants end a day early (9999-12-30T22:00Z, room for offsets): a time past
+        // that is, for "at or before", the end of time.
+        Err(_) if until && date.year() == 9999 => return Ok(Timestamp::MAX),
+        Err(_) => return Err(bad()),
+    };
     if !until {
         return Ok(start.timestamp());
     }
-    let end = start.checked_add(span).map_err(|_| bad())?;
-    Ok(end.timestamp() - 1.nanosecond())
+    // The end of the last day there is (9999-12-31) is the last instant there is.
+    match start.checked_add(span) {
+        Ok(end) => Ok(end.timestamp() - 1.nanosecond()),
+        Err(_) => Ok(Timestamp::MAX),
+    }
 }
 
 /// Formats nanoseconds since the epoch in the local time zone, to the second.
@@ -72,11 +87,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_is_exact() {
+    fn rfc3339_covers_its_precision() {
         let t = parse_until("2026-11-23T14:05:09Z").unwrap();
-        assert_eq!(t.as_second(), 1_795_442_709);
+        assert_eq!((t.as_second(), t.subsec_nanosecond()), (1_795_442_709, 999_999_999));
         let t = parse_until("2026-11-23T15:05:09+01:00").unwrap();
         assert_eq!(t.as_second(), 1_795_442_709);
+        let t = parse_until("2026-11-23T14:05:09.5Z").unwrap();
+        assert_eq!(t.subsec_nanosecond(), 500_000_000);
+        assert_eq!(parse_at("2026-11-23T14:05:09Z").unwrap().subsec_nanosecond(), 0);
+    }
+
+    #[test]
+    fn the_last_day_there_is_parses() {
+        assert_eq!(parse_until("9999-12-31").unwrap(), Timestamp::MAX);
     }
 
     #[test]

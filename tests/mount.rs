@@ -242,8 +242,10 @@ fn time_tag_and_host_views_and_new_snapshots() {
     assert!(read_names(&m.mp.join("at")).is_empty());
     assert_eq!(f("at/2026-01-01T10:00:00Z").unwrap(), "one");
     assert_eq!(f("at/2026-01-02T09:59:59Z").unwrap(), "one");
-    assert_eq!(f("at/2026-01-02T10:00:00Z").unwrap(), "two");
-    assert_eq!(f("at/2026-01-02T11:00:00+01:00").unwrap(), "two");
+    // A time to the second covers that whole second, so the newest snapshot in it is found.
+    assert_eq!(f("at/2026-01-02T10:00:00Z").unwrap(), "three");
+    assert_eq!(f("at/2026-01-02T10:00:00.000Z").unwrap(), "two");
+    assert_eq!(f("at/2026-01-02T11:00:00+01:00").unwrap(), "three");
     assert_eq!(f("at/2030-01-01").unwrap(), "three");
     assert_eq!(f("at/2026-01-03 00:00").unwrap(), "three");
     assert_eq!(f("at/2025-12-31T00:00:00Z"), Err(Some(libc::ENOENT)));

@@ -299,3 +299,34 @@ fn a_killed_backups_packs_are_adopted_by_the_next_one() {
     assert_eq!(out.summary.data_blobs_added, 0, "the packs the killed backup left were not reused");
     verify(&repo, &[v1, v2], &tmp.path().join("scratch"));
 }
+
+#[test]
+fn a_new_key_epoch_seals_new_objects_and_old_ones_still_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (mem, v1) = seeded(&src);
+    // What `key rotate` will do: one more epoch object, nothing else rewritten.
+    let repo = open(Arc::new(mem.clone()), &Cache::memory()).unwrap();
+    let mut keys = snapfs::crypto::Keys::from_master(*repo.keys().master());
+    keys.add_epoch(1, snapfs::crypto::EpochKey::random().unwrap());
+    let epoch1 = keys.seal_epoch(1, repo.repo_id(), 0).unwrap();
+    mem.write(snapfs::backend::Kind::Epoch, "00000001", &epoch1).unwrap();
+    drop(repo);
+    let v2 = write_tree(&src, 2);
+    let repo = open(Arc::new(mem.clone()), &Cache::memory()).unwrap();
+    assert_eq!(repo.keys().current_epoch(), Some(1));
+    let second = run_backup(&repo, &src, false).unwrap().snapshot.unwrap();
+    let sealed = mem.read(snapfs::backend::Kind::Snapshot, &second.hex()).unwrap();
+    assert_eq!(snapfs::crypto::envelope_epoch(&sealed), Some(1), "new objects are sealed under the new epoch");
+    // Unchanged data is not stored again: ids do not depend on the epoch.
+    assert_eq!(verify(&repo, &[v1, v2], &tmp.path().join("scratch")), 2);
+}
+
+#[test]
+fn a_damaged_epoch_object_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mem, _) = seeded(&tmp.path().join("src"));
+    mem.tamper(snapfs::backend::Kind::Epoch, "00000000", |b| b[40] ^= 1);
+    let err = open(Arc::new(mem), &Cache::memory()).err().expect("no key epoch opens").to_string();
+    assert!(err.contains("no key epoch opens") && err.contains("key epoch 00000000"), "{err}");
+}

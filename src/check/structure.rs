@@ -234,32 +234,22 @@ pub(super) struct Walk {
 /// Reads every tree reachable from the snapshots, level by level in parallel, each tree once.
 pub(super) fn walk(repo: &Repository, facts: &Facts, snaps: &[(Id, Snapshot)], lost: &mut HashMap<Id, Lost>) -> Walk {
     let mut w = Walk::default();
-    let mut frontier: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).filter(|t| w.trees.insert(*t)).collect();
-    while !frontier.is_empty() {
-        let loaded: Vec<(Id, Result<Vec<Node>>)> =
-            frontier.par_iter().map(|id| (*id, facts.load_tree(repo, id))).collect();
-        frontier = Vec::new();
-        for (id, nodes) in loaded {
-            let nodes = match nodes {
-                Ok(n) => n,
-                Err(e) => {
-                    let indexed = facts.index.as_ref().and_then(|i| i.blobs.get(&id)).map(|l| l.pack);
-                    let pack = facts.locations(&id).first().map(|l| l.pack).or(indexed);
-                    lost.insert(id, Lost { ty: ObjType::Tree, pack, detail: e.to_string() });
-                    continue;
-                }
-            };
-            for n in nodes {
-                if let Some(sub) = n.subtree() {
-                    if w.trees.insert(sub) {
-                        frontier.push(sub);
-                    }
-                } else {
-                    w.data.extend(n.content);
+    let load = |id: &Id| facts.load_tree(repo, id).map(std::sync::Arc::new);
+    crate::trees::walk_unique(snaps.iter().map(|(_, s)| s.tree), load, |id, listing| {
+        w.trees.insert(id);
+        match listing {
+            Ok(nodes) => {
+                for n in nodes.iter().filter(|n| n.subtree().is_none()) {
+                    w.data.extend(n.content.iter().copied());
                 }
             }
+            Err(e) => {
+                let indexed = facts.index.as_ref().and_then(|i| i.blobs.get(&id)).map(|l| l.pack);
+                let pack = facts.locations(&id).first().map(|l| l.pack).or(indexed);
+                lost.insert(id, Lost { ty: ObjType::Tree, pack, detail: e.to_string() });
+            }
         }
-    }
+    });
     for id in &w.data {
         if facts.locs.get(id).is_some_and(|ls| ls.iter().any(|l| l.ty == ObjType::Data)) {
             continue; // the common case, without building the list of locations

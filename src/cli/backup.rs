@@ -79,7 +79,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     };
     // Fail on a missing path before asking for the password.
     snapfs::archiver::normalize_paths(&opts.paths)?;
-    let mut repo = super::open(g, snapfs::repo::LockMode::Shared, "backup")?;
+    let repo = super::open(g, snapfs::repo::LockMode::Shared, "backup")?;
     let mode = progress::Mode::choose(g.quiet, a.json);
     let done = AtomicBool::new(false);
     let out = std::thread::scope(|s| {
@@ -94,9 +94,6 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         opts.progress.stop.store(true, Ordering::Relaxed);
         out
     })?;
-    if out.snapshot.is_some() {
-        repo.compact_index();
-    }
     for p in &out.dropped_paths {
         eprintln!("warning: {} is given twice or inside another given path; backed up once", p.display());
     }

@@ -45,7 +45,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         None => None,
         Some(name) => {
             let (snaps, _) = repo.snapshots()?;
-            Some(select::by_name(&snaps, name, &Filter::default())?.0)
+            Some(select::pick(&snaps, &select::parse_spec(name)?.0, &Filter::default())?.0)
         }
     };
     let opts = CheckOptions { read_data: subset, max_duration, snapshot };

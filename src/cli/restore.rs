@@ -46,27 +46,18 @@ enum OverwriteArg {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
-    let until = a.timestamp.as_deref().map(timespec::parse_until).transpose()?;
-    let (name, subpath) = match &a.snapshot {
-        Some(s) => match s.split_once(':') {
-            Some((n, p)) => (n.to_string(), Some(PathBuf::from(p))),
-            None => (s.clone(), None),
-        },
-        None => (String::new(), None),
+    let (selector, subpath) = match (&a.snapshot, &a.timestamp) {
+        (Some(spec), _) => select::parse_spec(spec)?,
+        (None, Some(t)) => (select::Selector::AtOrBefore(timespec::parse_until(t)?), None),
+        (None, None) => bail!("name a snapshot, or give --timestamp"),
     };
-    if subpath.as_ref().is_some_and(|p| !p.is_absolute()) {
-        bail!("the path after `:` must be absolute, as the snapshot stores it (e.g. latest:/home/me/docs)");
-    }
     let repo = super::open(g, snapfs::repo::LockMode::Shared, "restore")?;
     let (snaps, bad) = repo.snapshots()?;
     for (n, e) in &bad {
         eprintln!("warning: snapshot {n} is damaged and was left out: {e}");
     }
     let filter: snapfs::select::Filter = a.filter.into();
-    let (id, snap) = match until {
-        Some(t) => select::at_or_before(&snaps, t, &filter)?,
-        None => select::by_name(&snaps, &name, &filter)?,
-    };
+    let (id, snap) = select::pick(&snaps, &selector, &filter)?;
     let opts = RestoreOptions {
         target: a.target.clone(),
         subpath,

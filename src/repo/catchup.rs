@@ -129,7 +129,7 @@ fn bytes(n: u64) -> String {
 /// Opens the cache for a repository and catches it up.
 pub fn load(backend: &dyn Backend, keys: &Keys, repo_id: &[u8; 16], cache: &Cache) -> Result<(Index, CatchUp)> {
     let mut report = CatchUp::default();
-    let index = match cache.index_path(repo_id) {
+    let mut index = match cache.index_path(repo_id) {
         None => Index::in_memory()?,
         Some(path) => match open_file(&path, cache.audit, &mut report) {
             Ok(i) => i,
@@ -140,6 +140,9 @@ pub fn load(backend: &dyn Backend, keys: &Keys, repo_id: &[u8; 16], cache: &Cach
         },
     };
     catch_up(&index, backend, keys, !cache.audit, &mut report)?;
+    // Here, before this process opens a transaction of its own (see compact_if_bloated): what
+    // the last backups left bloated is given back as the next command starts.
+    index.compact_if_bloated();
     Ok((index, report))
 }
 

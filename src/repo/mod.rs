@@ -54,6 +54,8 @@ pub struct Repository<S = Ready> {
     chunker: Chunker,
     /// Released (its object deleted) when the repository is dropped, or by [`Repository::unlock`].
     lock: std::sync::Mutex<Option<lock::Lock>>,
+    /// Epoch objects that did not open, with why (for `check`).
+    damaged_epochs: Vec<(String, Error)>,
     state: S,
 }
 
@@ -118,9 +120,11 @@ impl Repository<Opened> {
         let header = &cfg[..config::HEADER_LEN];
         let params = keys.open(ObjType::Config, &Id::ZERO, &cfg[config::HEADER_LEN..], 1024, header)?;
         let params = Params::decode(&params)?;
-        load_epochs(backend.as_ref(), &mut keys, &repo_id)?;
+        let damaged_epochs = load_epochs(backend.as_ref(), &mut keys, &repo_id)?;
         let lock = lock::acquire(&backend, mode, command)?;
-        Ok(Self::assemble(backend, keys, params, repo_id, lock))
+        let mut repo = Self::assemble(backend, keys, params, repo_id, lock);
+        repo.damaged_epochs = damaged_epochs;
+        Ok(repo)
     }
 
     /// Opens the index cache, repairing it by itself when it is missing, damaged or of another
@@ -132,8 +136,8 @@ impl Repository<Opened> {
 
     /// With an index the caller built itself (`repair index`).
     pub fn with_index(self, index: Index) -> Repository<Ready> {
-        let Repository { backend, keys, params, repo_id, chunker, lock, state: Opened } = self;
-        Repository { backend, keys, params, repo_id, chunker, lock, state: Ready { index } }
+        let Repository { backend, keys, params, repo_id, chunker, lock, damaged_epochs, state: Opened } = self;
+        Repository { backend, keys, params, repo_id, chunker, lock, damaged_epochs, state: Ready { index } }
     }
 }
 
@@ -161,19 +165,26 @@ fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<Keys> {
     }
 }
 
-fn load_epochs(backend: &dyn Backend, keys: &mut Keys, repo_id: &[u8; 16]) -> Result<()> {
+/// Loads every epoch key that opens; a damaged epoch object costs only the objects sealed
+/// under it (`check` names it), not the repository. Returns the damaged ones.
+fn load_epochs(backend: &dyn Backend, keys: &mut Keys, repo_id: &[u8; 16]) -> Result<Vec<(String, Error)>> {
+    let mut damaged = Vec::new();
     for (name, _) in backend.list(Kind::Epoch)? {
-        let n = u32::from_str_radix(&name, 16)
+        let opened = u32::from_str_radix(&name, 16)
             .ok()
             .filter(|n| epoch_name(*n) == name)
-            .ok_or_else(|| Error::corrupt(format!("key epoch {name}"), "not an epoch name"))?;
-        let (key, _) = keys.open_epoch(n, repo_id, &backend.read(Kind::Epoch, &name)?)?;
-        keys.add_epoch(n, key);
+            .ok_or_else(|| Error::corrupt(format!("key epoch {name}"), "not an epoch name"))
+            .and_then(|n| Ok((n, keys.open_epoch(n, repo_id, &backend.read(Kind::Epoch, &name)?)?)));
+        match opened {
+            Ok((n, (key, _))) => keys.add_epoch(n, key),
+            Err(e) => damaged.push((name, e)),
+        }
     }
     if keys.current_epoch().is_none() {
-        return Err(Error::corrupt("keyring", "the repository has no key epoch"));
+        let why: Vec<String> = damaged.iter().map(|(_, e)| e.to_string()).collect();
+        return Err(Error::corrupt("keyring", format!("no key epoch opens ({})", why.join("; "))));
     }
-    Ok(())
+    Ok(damaged)
 }
 
 impl<S> Repository<S> {
@@ -185,7 +196,8 @@ impl<S> Repository<S> {
         lock: Option<lock::Lock>,
     ) -> Repository<Opened> {
         let chunker = Chunker::new(keys.chunker_key(), &params);
-        Repository { backend, keys, params, repo_id, chunker, lock: std::sync::Mutex::new(lock), state: Opened }
+        let lock = std::sync::Mutex::new(lock);
+        Repository { backend, keys, params, repo_id, chunker, lock, damaged_epochs: Vec::new(), state: Opened }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -207,6 +219,11 @@ impl<S> Repository<S> {
     pub fn location(&self) -> String {
         self.backend.location()
     }
+    /// Epoch objects that did not open when the repository was opened.
+    pub fn damaged_epochs(&self) -> &[(String, Error)] {
+        &self.damaged_epochs
+    }
+
     /// Whether this handle holds a lock.
     pub fn is_locked(&self) -> bool {
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).is_some()
@@ -269,11 +286,6 @@ impl Repository<Ready> {
         &self.state.index
     }
 
-    /// See [`Index::compact_if_bloated`]; call when no transaction of ours is open.
-    pub fn compact_index(&mut self) -> bool {
-        self.state.index.compact_if_bloated()
-    }
-
     /// Reads a blob at a known location, authenticates it and re-checks its id.
     pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
         // Through the per-thread buffers, so the only allocation is the one the caller keeps.
@@ -286,19 +298,9 @@ impl Repository<Ready> {
         read_blob_with(self.backend.as_ref(), &self.keys, id, loc, f)
     }
 
-    pub fn read_blob(&self, ty: ObjType, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.index().lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
-        if loc.ty != ty {
-            return Err(Error::corrupt(
-                format!("blob {}", id.short()),
-                format!("index says {}, expected {}", loc.ty.name(), ty.name()),
-            ));
-        }
-        self.read_blob_at(id, &loc)
-    }
-
+    /// A directory listing (see [`crate::trees`] for the cached and walking forms).
     pub fn load_tree(&self, id: &Id) -> Result<Vec<tree::Node>> {
-        tree::decode(&self.read_blob(ObjType::Tree, id)?)
+        crate::trees::load(self, id)
     }
 }
 

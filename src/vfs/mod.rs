@@ -17,7 +17,6 @@ mod attr;
 mod catalog;
 mod file;
 mod inode;
-mod trees;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -33,6 +32,7 @@ use crate::id::Id;
 use crate::reader::ChunkReader;
 use crate::repo::Repository;
 use crate::select::Filter;
+use crate::trees::Trees;
 
 /// How long the kernel may cache what never changes: entries and attributes inside snapshots.
 pub const LONG_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -95,7 +95,7 @@ pub struct Vfs {
     opts: Options,
     catalog: RwLock<Arc<Catalog>>,
     refreshing: Mutex<()>,
-    trees: trees::Trees,
+    trees: Trees<Arc<Repository>>,
     inodes: inode::Table,
     files: file::Files,
     walk: Mutex<file::Walk>,
@@ -115,7 +115,7 @@ impl Vfs {
         let catalog = Catalog::load(&repo, &opts.filter, None, &mut |m| (opts.warn)(&m))?;
         Ok(Vfs {
             reader: Arc::new(ChunkReader::new(repo.clone(), opts.chunk_cache)),
-            trees: trees::Trees::new(repo.clone(), opts.tree_cache),
+            trees: Trees::new(repo.clone(), opts.tree_cache),
             repo,
             opts,
             catalog: RwLock::new(Arc::new(catalog)),
@@ -161,7 +161,7 @@ impl Vfs {
 
     /// A directory listing, through the tree cache. Errors name the blob and its pack.
     fn tree(&self, id: &Id) -> VfsResult<Arc<Vec<Node>>> {
-        Ok(self.trees.get(&self.catalog(false).index, id)?)
+        Ok(self.trees.get(id)?)
     }
 
     fn newest_time(&self, cat: &Catalog) -> Time {
@@ -260,12 +260,9 @@ impl Vfs {
             (IDS, _) => cat.by_id(name).map(|s| self.snap_root(parent, name, s)),
             (TAGS | HOSTS, _) => cat.groups(parent == TAGS).contains(name).then(|| self.group(parent, name, &cat)),
             (AT, _) => {
-                let t = crate::timespec::parse_until(name).map_err(|_| VfsError::NotFound)?.as_nanosecond();
-                cat.snaps
-                    .iter()
-                    .rev()
-                    .find(|s| i128::from(s.snap.time_ns) <= t)
-                    .map(|s| self.snap_root(parent, name, s))
+                let t = crate::timespec::parse_until(name).map_err(|_| VfsError::NotFound)?;
+                crate::select::newest_at_or_before(cat.snaps.iter().map(|s| s.snap.time_ns), t)
+                    .map(|i| self.snap_root(parent, name, &cat.snaps[i]))
             }
             (_, Some(What::Group { top, name: group })) => {
                 let mut members = cat.members(*top == TAGS, group);
@@ -399,7 +396,7 @@ impl Vfs {
             Some(i) if matches!(i.what, What::SnapRoot { .. } | What::Node { .. }) => {
                 let (id, tree, root) = self.snapshot_dir(ino, i)?;
                 if offset == 0 {
-                    self.trees.prefetch_children(&self.catalog(false).index, &tree);
+                    self.trees.prefetch_children(&tree);
                 }
                 for idx in skip..tree.len() {
                     if emit(idx, &tree[idx].name, self.node_entry(ino, root, &id, &tree, idx)) {

@@ -1,0 +1,143 @@
+//! The one tree layer: directory listings loaded through a bounded cache, a path resolved
+//! inside a snapshot, and every tree reachable from some roots visited once, in parallel.
+//! Restore, mount and check read trees through it, and so will every command that walks
+//! snapshots (ls, find, diff, prune's mark phase).
+
+use std::path::{Component, Path};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::cache::LoadingLru;
+use crate::error::{Error, Result};
+use crate::format::tree::Node;
+use crate::id::{BlobIdSet, Id};
+use crate::repo::Repository;
+
+/// A decoded directory listing, shared between the cache and its users.
+pub type Listing = Arc<Vec<Node>>;
+
+/// Subdirectories fetched ahead per listing: enough to keep a walk fed, few enough that listing
+/// one huge directory does not flush the cache.
+const AHEAD: usize = 32;
+
+/// Where listings come from: the repository through its index, or (for check) any copy that
+/// authenticates.
+pub trait TreeSource: Send + Sync {
+    fn load_listing(&self, id: &Id) -> Result<Vec<Node>>;
+}
+
+/// `&Repository` for one command's walk, `Arc<Repository>` for a mount's lifetime.
+impl<R: std::ops::Deref<Target = Repository> + Send + Sync> TreeSource for R {
+    fn load_listing(&self, id: &Id) -> Result<Vec<Node>> {
+        load(self, id)
+    }
+}
+
+/// A listing from the repository; errors name the blob and its pack.
+pub fn load(repo: &Repository, id: &Id) -> Result<Vec<Node>> {
+    let loc = repo.index().lookup(id)?.ok_or_else(|| Error::MissingBlob(format!("tree blob {}", id.hex())))?;
+    let wrap = |e: Error| Error::Blob { kind: "tree blob", blob: id.hex(), pack: loc.pack.hex(), source: Box::new(e) };
+    if loc.ty != crate::crypto::ObjType::Tree {
+        return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
+    }
+    let plain = repo.read_blob_at(id, &loc).map_err(wrap)?;
+    crate::format::tree::decode(&plain).map_err(wrap)
+}
+
+pub struct Trees<S> {
+    source: S,
+    cache: Arc<LoadingLru<Id, Listing>>,
+}
+
+impl<S: TreeSource> Trees<S> {
+    /// A cache holding about `capacity` bytes of listings beyond those in use.
+    pub fn new(source: S, capacity: usize) -> Trees<S> {
+        Trees { source, cache: Arc::new(LoadingLru::new(capacity, weight)) }
+    }
+
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// A listing, through the cache.
+    pub fn get(&self, id: &Id) -> Result<Listing> {
+        self.cache.get_or_load(id, || self.source.load_listing(id).map(Arc::new))
+    }
+
+    /// Starts loading the listings of the first subdirectories of `listing` that are not cached.
+    /// Failures are left for the real use to report.
+    pub fn prefetch_children(&self, listing: &[Node])
+    where
+        S: Clone + 'static,
+    {
+        for id in listing.iter().filter_map(Node::subtree).filter(|id| !self.cache.contains(id)).take(AHEAD) {
+            let (source, cache) = (self.source.clone(), self.cache.clone());
+            rayon::spawn(move || {
+                let _ = cache.get_or_load(&id, || source.load_listing(&id).map(Arc::new));
+            });
+        }
+    }
+
+    /// The entry at an absolute `path` below the tree `root`; `None` for `/` itself.
+    pub fn resolve(&self, root: Id, path: &Path) -> Result<Option<Node>> {
+        let mut node: Option<Node> = None;
+        for c in path.components() {
+            let Component::Normal(name) = c else { continue };
+            let tree = match &node {
+                None => root,
+                Some(n) => n
+                    .subtree()
+                    .ok_or_else(|| Error::Invalid(format!("{}: not a directory in the snapshot", path.display())))?,
+            };
+            let listing = self.get(&tree)?;
+            let name = name.as_encoded_bytes();
+            let i = listing
+                .binary_search_by(|n| n.name.as_slice().cmp(name))
+                .map_err(|_| Error::NotFound(path.display().to_string()))?;
+            node = Some(listing[i].clone());
+        }
+        Ok(node)
+    }
+}
+
+/// Visits every distinct tree reachable from `roots` once, a level at a time, loading each
+/// level in parallel. `visit` sees each tree's listing or why it could not be loaded; the
+/// subtrees of a listing that failed are not reached.
+pub fn walk_unique(
+    roots: impl IntoIterator<Item = Id>,
+    load: impl Fn(&Id) -> Result<Listing> + Sync,
+    mut visit: impl FnMut(Id, Result<Listing>),
+) {
+    let mut seen = BlobIdSet::default();
+    let mut frontier: Vec<Id> = roots.into_iter().filter(|t| seen.insert(*t)).collect();
+    while !frontier.is_empty() {
+        let loaded: Vec<(Id, Result<Listing>)> = frontier.par_iter().map(|id| (*id, load(id))).collect();
+        frontier = Vec::new();
+        for (id, listing) in loaded {
+            if let Ok(l) = &listing {
+                frontier.extend(l.iter().filter_map(Node::subtree).filter(|sub| seen.insert(*sub)));
+            }
+            visit(id, listing);
+        }
+    }
+}
+
+/// The memory a listing takes, so the cache's bound is in real bytes: the nodes, their strings
+/// and lists, and an allocator's header for each of those.
+fn weight(t: &Listing) -> usize {
+    const ALLOC: usize = 16;
+    t.iter()
+        .map(|n| {
+            let xattrs: usize = n.xattrs.iter().map(|(k, v)| k.len() + v.len() + 2 * ALLOC).sum();
+            std::mem::size_of::<Node>()
+                + n.name.len()
+                + n.user.len()
+                + n.group.len()
+                + n.link_target.len()
+                + std::mem::size_of::<Id>() * n.content.len()
+                + xattrs
+                + 4 * ALLOC
+        })
+        .sum()
+}
