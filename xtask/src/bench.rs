@@ -44,7 +44,9 @@ impl Tool {
         let data = data.display().to_string();
         let bin = self.bin.display().to_string();
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        match (self.name, step) {
+        // A baseline snapfs (another build) runs the same commands.
+        let name = if self.name.starts_with("snapfs") { "snapfs" } else { self.name };
+        match (name, step) {
             ("snapfs", 0..=2) => v(&[&bin, "--repo", &repo, "-q", "backup", &data]),
             ("snapfs", 3) => {
                 v(&[&bin, "--repo", &repo, "-q", "restore", "latest", "--target", &restore_to.display().to_string()])
@@ -74,7 +76,7 @@ impl Tool {
         let repo = self.repo.display().to_string();
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         match self.name {
-            "snapfs" => v(&[&self.bin.display().to_string(), "--repo", &repo, "-q", "init"]),
+            n if n.starts_with("snapfs") => v(&[&self.bin.display().to_string(), "--repo", &repo, "-q", "init"]),
             "restic" => v(&["restic", "-r", &repo, "-q", "init"]),
             "rustic" => v(&["rustic", "-r", &repo, "--no-progress", "init"]),
             _ => v(&["borg", "init", "--encryption", "repokey-blake2", &repo]),
@@ -131,7 +133,13 @@ pub(crate) fn check_flags(args: &[String], known: &[&str], with_value: &[&str]) 
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    check_flags(args, &["--quick", "--limits"], &["--rounds"])?;
+    check_flags(args, &["--quick", "--limits", "--no-borg"], &["--rounds", "--baseline"])?;
+    // `--baseline BIN`: another snapfs build beside this one, same data, same run (to show a
+    // change costs nothing); `--no-borg` leaves borg out of a run that only needs that.
+    let baseline = match args.iter().position(|a| a == "--baseline") {
+        Some(i) => Some(PathBuf::from(args.get(i + 1).context("--baseline needs a snapfs binary")?)),
+        None => None,
+    };
     let quick = args.iter().any(|a| a == "--quick");
     let rounds: usize = match args.iter().position(|a| a == "--rounds") {
         Some(i) => args.get(i + 1).context("--rounds needs a number")?.parse()?,
@@ -167,7 +175,13 @@ pub fn run(args: &[String]) -> Result<()> {
         return Ok(());
     }
 
-    let mut tools = vec!["snapfs", "restic", "borg zstd,3", "borg lz4"];
+    let mut tools = vec!["snapfs", "restic"];
+    if baseline.is_some() {
+        tools.insert(1, "snapfs baseline");
+    }
+    if !args.iter().any(|a| a == "--no-borg") {
+        tools.extend(["borg zstd,3", "borg lz4"]);
+    }
     if installed("rustic") {
         tools.push("rustic");
     } else {
@@ -182,13 +196,14 @@ pub fn run(args: &[String]) -> Result<()> {
             .map(|name| Tool {
                 name,
                 repo: work.join(format!("repo-{}", name.replace([' ', ','], "-"))),
-                bin: snapfs.clone(),
+                bin: if *name == "snapfs baseline" { baseline.clone().unwrap_or_default() } else { snapfs.clone() },
             })
             .collect();
         // Each tool inherits the page cache and writeback its predecessor left, so the order
         // turns every round rather than favouring whoever comes last.
         let turn = round % tools.len();
         tools.rotate_left(turn);
+        let _ = fs::remove_dir_all(cache_dir());
         for t in &tools {
             let _ = fs::remove_dir_all(&t.repo);
             exec(&t.init(), &data)?;
@@ -199,7 +214,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 change(&data, &work.join("saved"), true)?;
             }
             for t in &tools {
-                if step == 4 && t.name == "snapfs" && !has_check(&snapfs) {
+                if step == 4 && t.name.starts_with("snapfs") && !has_check(&t.bin) {
                     continue;
                 }
                 let _ = fs::remove_dir_all(&restore_to);
@@ -218,7 +233,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     step_name, t.name, s.wall, s.cpu, s.rss_mb
                 );
                 results.entry((t.name, step)).or_default().push(s);
-                if step == 3 && t.name == "snapfs" {
+                if step == 3 && t.name.starts_with("snapfs") {
                     verify_restore(&data, &restore_to)?;
                 }
             }
@@ -232,10 +247,20 @@ pub fn run(args: &[String]) -> Result<()> {
         change(&data, &work.join("saved"), false)?;
     }
     out.push_str(&table(&tools, &results, &sizes));
+    if let Some(b) = &baseline {
+        out.push_str(&format!("\n`snapfs baseline` is {}; `snapfs` is this build.\n", b.display()));
+    }
+    let _ = fs::remove_dir_all(cache_dir());
     println!("\n{out}");
     let dest = crate::workspace_root().join("benches/results");
     fs::create_dir_all(&dest)?;
-    let name = if quick { "quick.md" } else { "latest.md" };
+    let name = if baseline.is_some() {
+        "baseline.md"
+    } else if quick {
+        "quick.md"
+    } else {
+        "latest.md"
+    };
     fs::write(dest.join(name), &out)?;
     println!("written to benches/results/{name}");
     Ok(())
@@ -403,6 +428,11 @@ fn verify_restore(data: &Path, restored: &Path) -> Result<()> {
     Ok(())
 }
 
+/// snapfs's index cache during a bench run: out of the user's cache, and easy to measure.
+pub(crate) fn cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("snapfs-bench-cache-{}", std::process::id()))
+}
+
 /// Runs a command under GNU time, with every tool's password in its environment.
 pub(crate) fn exec(argv: &[String], cwd: &Path) -> Result<Sample> {
     let stats = std::env::temp_dir().join(format!("snapfs-bench-time-{}", std::process::id()));
@@ -413,6 +443,7 @@ pub(crate) fn exec(argv: &[String], cwd: &Path) -> Result<Sample> {
         .args(argv)
         .current_dir(cwd)
         .env("SNAPFS_PASSWORD", PASSWORD)
+        .env("SNAPFS_CACHE_DIR", cache_dir())
         .env("RESTIC_PASSWORD", PASSWORD)
         .env("RUSTIC_PASSWORD", PASSWORD)
         .env("BORG_PASSPHRASE", PASSWORD)
@@ -638,6 +669,8 @@ pub fn scale(args: &[String]) -> Result<()> {
     let data = work.join("slow");
     small_files(&data, 10_000)?;
     let repo = work.join("repo-slow");
+    // The index is a per-client cache now (format-spec §9): measure it where it lives.
+    let _ = fs::remove_dir_all(cache_dir());
     exec(&cmd(&repo, &["init"]), &work)?;
     let mut files = Vec::new();
     collect_files(&data, &mut files)?;
@@ -648,13 +681,14 @@ pub fn scale(args: &[String]) -> Result<()> {
         }
         let s = exec(&cmd(&repo, &["backup", &data.display().to_string()]), &work)?;
         if [1, 2, 10, 25, 50].contains(&round) {
-            let index = fs::metadata(repo.join("index.redb"))?.len() as f64 / 1e6;
+            let index = dir_bytes(&cache_dir())? as f64 / 1e6;
             let line = format!("| {round} | {:.2} s | {:.0} MB | {index:.1} MB |\n", s.wall, s.rss_mb);
             print!("{line}");
             out.push_str(&line);
         }
     }
     fs::remove_dir_all(&work)?;
+    let _ = fs::remove_dir_all(cache_dir());
     let dest = crate::workspace_root().join("benches/results");
     fs::create_dir_all(&dest)?;
     fs::write(dest.join("scale.md"), &out)?;
@@ -677,4 +711,15 @@ fn small_files(dir: &Path, n: usize) -> Result<()> {
         fs::write(d.join(format!("f{i}")), body)?;
     }
     Ok(())
+}
+
+/// Bytes in the files under `dir`.
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut n = 0;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        n += if m.is_dir() { dir_bytes(&e.path())? } else { m.len() };
+    }
+    Ok(n)
 }

@@ -226,6 +226,7 @@ fn spawn_mount(argv: &[String], log: &Path) -> Result<Child> {
     Command::new(&argv[0])
         .args(&argv[1..])
         .env("SNAPFS_PASSWORD", PASSWORD)
+        .env("SNAPFS_CACHE_DIR", crate::bench::cache_dir())
         .env("RESTIC_PASSWORD", PASSWORD)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -274,6 +275,7 @@ fn timed(cmd: &str, cold: bool) -> Result<f64> {
     let out = Command::new("bash")
         .args(["-c", &format!("set -o pipefail; {cmd}")])
         .env("SNAPFS_PASSWORD", PASSWORD)
+        .env("SNAPFS_CACHE_DIR", crate::bench::cache_dir())
         .output()?;
     let wall = started.elapsed().as_secs_f64();
     if !out.status.success() {
