@@ -45,11 +45,19 @@ impl Id {
     pub const ZERO: Id = Id([0; 32]);
 
     pub fn hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
+        let mut buf = [0u8; 64];
+        self.hex_into(&mut buf).to_string()
+    }
+
+    /// The hex form in a caller's buffer: the read path names a pack per blob it reads, and
+    /// an allocation each time showed in a restore of many small files.
+    pub fn hex_into<'b>(&self, buf: &'b mut [u8; 64]) -> &'b str {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in self.0.iter().enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
         }
-        s
+        std::str::from_utf8(buf).expect("hex digits are ASCII")
     }
 
     pub fn short(&self) -> String {

@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::crypto::ObjType;
@@ -60,6 +63,10 @@ fn decode_blob(v: &[u8; 17], pack: impl FnOnce(u32) -> Result<Id>) -> Result<Blo
     Ok(BlobLoc { pack: pack(u(0))?, offset: u(4), length: u(8), raw_len: u(12), ty })
 }
 
+fn pack_no(v: &[u8; 17]) -> u32 {
+    u32::from_le_bytes(v[..4].try_into().expect("4 bytes"))
+}
+
 fn unknown_pack(no: u32) -> Error {
     Error::corrupt("index", format!("blob entry names pack number {no}, which the index does not list"))
 }
@@ -68,6 +75,9 @@ pub struct Index {
     db: Database,
     /// The file, for compaction; `None` in memory.
     path: Option<std::path::PathBuf>,
+    /// Numbers of the packs prune has condemned (format-spec §11): still read from, never
+    /// deduplicated against. Known from the repository at each catch-up, not stored here.
+    condemned: std::sync::RwLock<Arc<HashSet<u32>>>,
 }
 
 /// redb's page cache (1 GiB by default) kept every page a backup wrote, so memory grew with the
@@ -100,7 +110,7 @@ impl Index {
             };
             if bad_file { damaged(e.to_string()) } else { e.into() }
         })?;
-        let index = Index { db, path: Some(path.to_path_buf()) };
+        let index = Index { db, path: Some(path.to_path_buf()), condemned: Default::default() };
         // A write transaction costs an fsync; only a new index needs one.
         let exists = index.db.begin_read()?.open_table(META).is_ok();
         if !exists {
@@ -144,7 +154,7 @@ impl Index {
     /// An empty index in memory: for tests, and where no cache directory can be written.
     pub fn in_memory() -> Result<Index> {
         let db = redb::Builder::new().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        let index = Index { db, path: None };
+        let index = Index { db, path: None, condemned: Default::default() };
         index.create_tables()?;
         Ok(index)
     }
@@ -152,7 +162,8 @@ impl Index {
     /// A consistent view for many lookups, e.g. one backup's dedup checks.
     pub fn reader(&self) -> Result<IndexReader> {
         let tx = self.db.begin_read()?;
-        Ok(IndexReader { blobs: tx.open_table(BLOBS)?, pack_ids: tx.open_table(PACK_IDS)? })
+        let condemned = self.condemned.read().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(IndexReader { blobs: tx.open_table(BLOBS)?, pack_ids: tx.open_table(PACK_IDS)?, condemned })
     }
 
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLoc>> {
@@ -285,6 +296,60 @@ impl Index {
 }
 
 impl Index {
+    /// Marks these packs (and only these) as condemned. A blob whose location is in one of
+    /// them and that has a copy in a pack that is not moves its location there, so readers
+    /// stop using the pack before prune deletes it.
+    pub fn set_condemned(&self, packs: &[Id]) -> Result<()> {
+        let mut numbers = HashSet::new();
+        {
+            let tx = self.db.begin_read()?;
+            let table = tx.open_table(PACKS)?;
+            for id in packs {
+                if let Some(v) = table.get(&id.0)? {
+                    numbers.insert(PackInfo::decode(v.value()).0);
+                }
+            }
+        }
+        if !numbers.is_empty() {
+            self.move_off(&numbers)?;
+        }
+        *self.condemned.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(numbers);
+        Ok(())
+    }
+
+    /// Gives every blob located in `packs` a location outside them, where it has one.
+    fn move_off(&self, packs: &HashSet<u32>) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        let mut moved = 0;
+        {
+            let mut blobs = tx.open_table(BLOBS)?;
+            let mut redundant = tx.open_table(REDUNDANT)?;
+            let copies: Vec<([u8; 36], [u8; 17])> = redundant
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter(|(_, v)| !packs.contains(&pack_no(v.value())))
+                .map(|(k, v)| (*k.value(), *v.value()))
+                .collect();
+            for (k, copy) in copies {
+                let id: [u8; 32] = k[..32].try_into().expect("32 bytes");
+                let Some(current) = blobs.get(&id)?.map(|v| *v.value()) else { continue };
+                if !packs.contains(&pack_no(&current)) {
+                    continue;
+                }
+                blobs.insert(&id, &copy)?;
+                redundant.remove(&k)?;
+                redundant.insert(&redundant_key(&Id(id), pack_no(&current)), &current)?;
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            tx.commit()?;
+        } else {
+            tx.abort()?;
+        }
+        Ok(())
+    }
+
     /// Forgets packs that are gone: their blob entries go, and where another pack holds a
     /// copy of such a blob, that copy becomes its location. Returns how many blobs lost their
     /// last known copy.
@@ -393,6 +458,7 @@ impl PackInfo {
 pub struct IndexReader {
     blobs: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8; 17]>,
     pack_ids: redb::ReadOnlyTable<u32, &'static [u8; 32]>,
+    condemned: Arc<HashSet<u32>>,
 }
 
 impl IndexReader {
@@ -404,8 +470,11 @@ impl IndexReader {
 
     /// Whether the blob is indexed, without resolving its pack: the test dedup and the reuse
     /// of an unchanged file's chunk list make once per chunk.
+    /// A blob whose copy is in a condemned pack counts as absent: a backup stores it again
+    /// rather than reference a pack that prune will delete.
     pub fn contains(&self, id: &Id) -> Result<bool> {
-        Ok(self.blobs.get(&id.0)?.is_some())
+        let Some(v) = self.blobs.get(&id.0)? else { return Ok(false) };
+        Ok(self.condemned.is_empty() || !self.condemned.contains(&pack_no(v.value())))
     }
 }
 

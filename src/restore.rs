@@ -261,7 +261,8 @@ fn collect(
     unreadable: &mut Vec<String>,
 ) -> Result<bool> {
     let mut any = false;
-    for node in trees.get(&tree)?.iter().cloned() {
+    // Owned, not through the cache: a restore reads each listing once and moves its nodes.
+    for node in trees.source().load_tree(&tree)? {
         let name = sys::os(&node.name);
         let snap_path = at.join(name);
         if opts.excludes.is_match(&snap_path) || opts.excludes.is_match(name) {

@@ -107,9 +107,18 @@ impl<S: TreeSource> Trees<S> {
 pub fn walk_unique(
     roots: impl IntoIterator<Item = Id>,
     load: impl Fn(&Id) -> Result<Listing> + Sync,
+    visit: impl FnMut(Id, Result<Listing>),
+) {
+    walk_unique_from(BlobIdSet::default(), roots, load, visit)
+}
+
+/// [`walk_unique`] that does not enter the trees in `seen` (known from an earlier walk).
+pub fn walk_unique_from(
+    mut seen: BlobIdSet,
+    roots: impl IntoIterator<Item = Id>,
+    load: impl Fn(&Id) -> Result<Listing> + Sync,
     mut visit: impl FnMut(Id, Result<Listing>),
 ) {
-    let mut seen = BlobIdSet::default();
     let mut frontier: Vec<Id> = roots.into_iter().filter(|t| seen.insert(*t)).collect();
     while !frontier.is_empty() {
         let loaded: Vec<(Id, Result<Listing>)> = frontier.par_iter().map(|id| (*id, load(id))).collect();

@@ -20,7 +20,8 @@ const TMP_MAX_AGE: Duration = Duration::from_secs(3600);
 
 pub struct LocalBackend {
     root: PathBuf,
-    open: Mutex<HashMap<PathBuf, Arc<File>>>,
+    /// By kind and name: looked up before any path is built, once per blob read.
+    open: Mutex<HashMap<Kind, HashMap<String, Arc<File>>>>,
     cleaned: Once,
 }
 
@@ -47,16 +48,18 @@ impl LocalBackend {
         }
     }
 
-    fn file(&self, path: &Path) -> Result<Arc<File>> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = open.get(path) {
+    fn file(&self, kind: Kind, name: &str) -> Result<Arc<File>> {
+        if let Some(f) = self.open.lock().unwrap_or_else(|e| e.into_inner()).get(&kind).and_then(|m| m.get(name)) {
             return Ok(f.clone());
         }
-        let f = Arc::new(File::open(path).ctx(|| format!("open {}", path.display()))?);
-        if open.len() >= OPEN_FILES {
-            open.clear();
+        let path = self.path(kind, name);
+        let f = Arc::new(File::open(&path).ctx(|| format!("open {}", path.display()))?);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let files = open.entry(kind).or_default();
+        if files.len() >= OPEN_FILES {
+            files.clear();
         }
-        open.insert(path.to_path_buf(), f.clone());
+        files.insert(name.to_string(), f.clone());
         Ok(f)
     }
 
@@ -137,9 +140,9 @@ impl Backend for LocalBackend {
     }
 
     fn read_at(&self, kind: Kind, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let path = self.path(kind, name);
-        let f = self.file(&path)?;
-        f.read_exact_at(buf, offset).ctx(|| format!("read {} bytes at {offset} of {}", buf.len(), path.display()))
+        let f = self.file(kind, name)?;
+        f.read_exact_at(buf, offset)
+            .ctx(|| format!("read {} bytes at {offset} of {}", buf.len(), self.path(kind, name).display()))
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>> {
@@ -179,7 +182,9 @@ impl Backend for LocalBackend {
 
     fn delete(&self, kind: Kind, name: &str) -> Result<()> {
         let path = self.path(kind, name);
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&path);
+        if let Some(files) = self.open.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&kind) {
+            files.remove(name);
+        }
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(path.parent().expect("object paths have a parent")),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

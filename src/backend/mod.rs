@@ -25,10 +25,13 @@ pub enum Kind {
     Snapshot,
     Pack,
     Lock,
+    /// Lists of packs prune has condemned, to be deleted once no user can still need them.
+    Condemned,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [Kind::Config, Kind::Key, Kind::Epoch, Kind::Snapshot, Kind::Pack, Kind::Lock];
+    pub const ALL: [Kind; 7] =
+        [Kind::Config, Kind::Key, Kind::Epoch, Kind::Snapshot, Kind::Pack, Kind::Lock, Kind::Condemned];
 
     /// The word used in messages and as the directory of a local repository.
     pub fn dir(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::Snapshot => "snapshots",
             Kind::Pack => "packs",
             Kind::Lock => "locks",
+            Kind::Condemned => "condemned",
         }
     }
 
@@ -50,6 +54,7 @@ impl Kind {
             Kind::Snapshot => "snapshot",
             Kind::Pack => "pack",
             Kind::Lock => "lock",
+            Kind::Condemned => "condemned-pack list",
         }
     }
 }

@@ -2,8 +2,10 @@
 
 mod backup;
 mod check;
+mod forget;
 mod mount;
 mod progress;
+mod prune;
 mod repair;
 mod restore;
 mod snapshots;
@@ -70,6 +72,10 @@ enum Command {
     Restore(restore::Args),
     /// Verify the repository: structure, and with --read-data every blob
     Check(check::Args),
+    /// Remove snapshots by a retention policy (restic's --keep-* options) or by id
+    Forget(Box<forget::Args>),
+    /// Delete the data no snapshot needs, beside running backups and mounts
+    Prune(prune::Command),
     /// Repair the repository
     #[command(subcommand)]
     Repair(repair::Args),
@@ -136,6 +142,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Check(a) => check::run(g, a),
+        Command::Forget(a) => forget::run(g, *a),
+        Command::Prune(a) => prune::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
         Command::Unlock { remove_all } => {
@@ -285,4 +293,13 @@ pub fn human(bytes: u64) -> String {
         u += 1;
     }
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // clap checks names, groups and conflicts only when a command is built: build them all.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -33,6 +33,7 @@ pub enum ObjType {
     PackHeader = 4,
     Config = 5,
     Epoch = 6,
+    Condemned = 7,
 }
 
 impl ObjType {
@@ -44,6 +45,7 @@ impl ObjType {
             4 => ObjType::PackHeader,
             5 => ObjType::Config,
             6 => ObjType::Epoch,
+            7 => ObjType::Condemned,
             _ => return None,
         })
     }
@@ -55,6 +57,7 @@ impl ObjType {
             ObjType::PackHeader => "pack header",
             ObjType::Config => "config",
             ObjType::Epoch => "key epoch",
+            ObjType::Condemned => "condemned-pack list",
         }
     }
 }
@@ -133,7 +136,7 @@ impl Keys {
             ObjType::Data => &self.data_id,
             ObjType::Tree => &self.tree_id,
             ObjType::Snapshot => &self.snapshot_id,
-            ObjType::PackHeader | ObjType::Config | ObjType::Epoch => return Id::ZERO,
+            ObjType::PackHeader | ObjType::Config | ObjType::Epoch | ObjType::Condemned => return Id::ZERO,
         };
         Id(*blake3::keyed_hash(key, plaintext).as_bytes())
     }

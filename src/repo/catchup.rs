@@ -77,8 +77,12 @@ pub struct CatchUp {
     pub unreadable: Vec<(Id, Error)>,
     /// Blobs whose last known copy was in a pack that is gone.
     pub blobs_lost: u64,
-    /// Packs in the repository, and those the index holds now.
+    /// Packs in the repository.
     pub packs: u64,
+    /// Packs prune has condemned (still readable, never deduplicated against).
+    pub condemned: u64,
+    /// Condemned-pack lists that could not be read.
+    pub bad_lists: Vec<(String, Error)>,
 }
 
 impl CatchUp {
@@ -201,6 +205,11 @@ pub fn catch_up(
     let verified: HashMap<Id, i64> = HashMap::new();
     add_packs(index, backend, keys, &new, &verified, report)?;
     report.packs = files.len() as u64;
+    let (lists, bad) = super::condemned::load_all(backend, keys)?;
+    let condemned: Vec<Id> = lists.iter().flat_map(|l| l.list.packs.iter().copied()).collect();
+    index.set_condemned(&condemned)?;
+    report.condemned = condemned.len() as u64;
+    report.bad_lists = bad;
     report.seconds += started.elapsed().as_secs_f64();
     Ok(())
 }

@@ -23,6 +23,10 @@ pub enum LockMode {
     /// No lock: for commands that only read and must work on read-only storage.
     None,
     Shared,
+    /// forget and prune: beside backups and mounts (shared locks), never beside another prune
+    /// or an exclusive lock. Prune's deletions are made safe by the lock times instead
+    /// (format-spec §11).
+    Prune,
     Exclusive,
 }
 
@@ -33,7 +37,12 @@ pub struct LockInfo {
     pub pid: u32,
     pub time: Timestamp,
     pub expires: Timestamp,
+    /// When the holder first took the lock; refreshes keep it. Prune compares it with the
+    /// time packs were condemned: a holder that started before may still use them.
+    pub started: Timestamp,
     pub exclusive: bool,
+    /// A forget or prune lock (see [`LockMode::Prune`]).
+    pub prune: bool,
     pub command: String,
 }
 
@@ -41,25 +50,30 @@ impl LockInfo {
     /// `None` for anything that is not a whole lock: such a file blocks nobody.
     pub fn parse(name: &str, text: &str) -> Option<LockInfo> {
         let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')));
+        let flag = |v: &str| match v {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        };
+        let time: Timestamp = get("time")?.parse().ok()?;
         Some(LockInfo {
             name: name.to_string(),
             host: get("host").filter(|h| !h.is_empty())?.to_string(),
             pid: get("pid")?.parse().ok()?,
-            time: get("time")?.parse().ok()?,
+            time,
             expires: get("expires")?.parse().ok()?,
-            exclusive: match get("exclusive")? {
-                "true" => true,
-                "false" => false,
-                _ => return None,
-            },
+            // Absent: as old as the file, the safe side for prune.
+            started: get("started").map_or(Some(time), |s| s.parse().ok())?.min(time),
+            exclusive: flag(get("exclusive")?)?,
+            prune: get("prune").map_or(Some(false), flag)?,
             command: get("command").unwrap_or("").to_string(),
         })
     }
 
     fn encode(&self) -> String {
         format!(
-            "host={}\npid={}\ntime={}\nexpires={}\nexclusive={}\ncommand={}\n",
-            self.host, self.pid, self.time, self.expires, self.exclusive, self.command
+            "host={}\npid={}\ntime={}\nexpires={}\nstarted={}\nexclusive={}\nprune={}\ncommand={}\n",
+            self.host, self.pid, self.time, self.expires, self.started, self.exclusive, self.prune, self.command
         )
     }
 
@@ -69,7 +83,13 @@ impl LockInfo {
     }
 
     fn describe(&self) -> String {
-        let kind = if self.exclusive { "exclusive" } else { "shared" };
+        let kind = if self.exclusive {
+            "exclusive"
+        } else if self.prune {
+            "prune"
+        } else {
+            "shared"
+        };
         format!(
             "{kind} lock of `{}` (pid {} on {}, since {}, expires {} unless refreshed); \
              if that process is gone, run `snapfs unlock`",
@@ -107,16 +127,21 @@ pub fn remove(backend: &dyn Backend, all: bool) -> Result<usize> {
 
 /// The first live lock that conflicts with ours; stale locks met on the way are removed, so
 /// those of killed processes do not pile up.
-fn conflict(backend: &dyn Backend, exclusive: bool, own: Option<&str>) -> Result<Option<LockInfo>> {
+fn conflict(backend: &dyn Backend, mode: LockMode, own: Option<&str>) -> Result<Option<LockInfo>> {
     let (locks, _) = list(backend)?;
     let mut found = None;
     for l in locks {
         if Some(l.name.as_str()) == own {
             continue;
         }
+        let clash = match mode {
+            LockMode::Exclusive => true,
+            LockMode::Prune => l.exclusive || l.prune,
+            _ => l.exclusive,
+        };
         if l.is_stale() {
             let _ = backend.delete(Kind::Lock, &l.name);
-        } else if (exclusive || l.exclusive) && found.is_none() {
+        } else if clash && found.is_none() {
             found = Some(l);
         }
     }
@@ -128,7 +153,14 @@ pub struct Lock {
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
     backend: Arc<dyn Backend>,
+    /// The lock's own object name now (it changes at each refresh).
     name: Arc<Mutex<String>>,
+}
+
+impl Lock {
+    pub fn name(&self) -> String {
+        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl Drop for Lock {
@@ -142,7 +174,7 @@ impl Drop for Lock {
     }
 }
 
-fn write_lock(backend: &dyn Backend, exclusive: bool, command: &str) -> Result<String> {
+fn write_lock(backend: &dyn Backend, mode: LockMode, started: Timestamp, command: &str) -> Result<String> {
     let now = Timestamp::now();
     let expires = now.checked_add(SignedDuration::try_from(EXPIRY).expect("small")).unwrap_or(now);
     let info = LockInfo {
@@ -151,7 +183,9 @@ fn write_lock(backend: &dyn Backend, exclusive: bool, command: &str) -> Result<S
         pid: std::process::id(),
         time: now,
         expires,
-        exclusive,
+        started,
+        exclusive: mode == LockMode::Exclusive,
+        prune: mode == LockMode::Prune,
         command: command.to_string(),
     };
     let mut raw = [0u8; 16];
@@ -164,27 +198,26 @@ fn write_lock(backend: &dyn Backend, exclusive: bool, command: &str) -> Result<S
 /// Takes a lock, or none for [`LockMode::None`]. Checks before and after writing ours so two
 /// racing processes cannot both win.
 pub fn acquire(backend: &Arc<dyn Backend>, mode: LockMode, command: &str) -> Result<Option<Lock>> {
-    let exclusive = match mode {
-        LockMode::None => return Ok(None),
-        LockMode::Shared => false,
-        LockMode::Exclusive => true,
-    };
-    if let Some(l) = conflict(backend.as_ref(), exclusive, None)? {
+    if mode == LockMode::None {
+        return Ok(None);
+    }
+    if let Some(l) = conflict(backend.as_ref(), mode, None)? {
         return Err(Error::Locked(l.describe()));
     }
-    let name = write_lock(backend.as_ref(), exclusive, command)?;
+    let started = Timestamp::now();
+    let name = write_lock(backend.as_ref(), mode, started, command)?;
     let (stop, stopped) = mpsc::channel::<()>();
     let name = Arc::new(Mutex::new(name));
     let mut lock = Lock { stop: Some(stop), refresher: None, backend: backend.clone(), name: name.clone() };
     let current = name.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if let Some(l) = conflict(backend.as_ref(), exclusive, Some(&current))? {
+    if let Some(l) = conflict(backend.as_ref(), mode, Some(&current))? {
         return Err(Error::Locked(l.describe()));
     }
     let (backend, command) = (backend.clone(), command.to_string());
     lock.refresher = Some(std::thread::spawn(move || {
         // A new lock object first, then the old one goes: never a moment without one.
         while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH) {
-            let Ok(fresh) = write_lock(backend.as_ref(), exclusive, &command) else { continue };
+            let Ok(fresh) = write_lock(backend.as_ref(), mode, started, &command) else { continue };
             let old = std::mem::replace(&mut *name.lock().unwrap_or_else(|e| e.into_inner()), fresh);
             let _ = backend.delete(Kind::Lock, &old);
         }

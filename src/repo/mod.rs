@@ -6,6 +6,7 @@
 //! blob before the index is caught up does not compile.
 
 pub mod catchup;
+pub mod condemned;
 pub mod lock;
 pub mod packer;
 pub mod packs;
@@ -229,6 +230,19 @@ impl<S> Repository<S> {
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
+    /// The object name of the lock this handle holds now.
+    pub fn lock_name(&self) -> Option<String> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(lock::Lock::name)
+    }
+
+    /// Deletes snapshot objects (forget). A snapshot already gone is not an error.
+    pub fn delete_snapshots(&self, ids: &[Id]) -> Result<()> {
+        for id in ids {
+            self.backend.delete(Kind::Snapshot, &id.hex())?;
+        }
+        Ok(())
+    }
+
     /// Releases the lock now, for a process about to exit without running destructors.
     pub fn unlock(&self) {
         drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()).take());
@@ -315,7 +329,8 @@ pub fn read_blob_with<R>(
 ) -> Result<R> {
     READ_BUF.with_borrow_mut(|buf| {
         buf.resize(loc.length as usize, 0);
-        backend.read_at(Kind::Pack, &loc.pack.hex(), u64::from(loc.offset), buf).map_err(|e| match e {
+        let mut name = [0u8; 64];
+        backend.read_at(Kind::Pack, loc.pack.hex_into(&mut name), u64::from(loc.offset), buf).map_err(|e| match e {
             Error::Io { source, .. } => {
                 Error::io(format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()), source)
             }

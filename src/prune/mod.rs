@@ -1,0 +1,175 @@
+//! `prune`: removes what no snapshot references, without stopping backups or mounts
+//! (format-spec §11). It marks what the snapshots use, repacks packs that are mostly unused
+//! (moving their live blobs as they are, without re-encrypting), and condemns the packs it no
+//! longer needs in a list object. A condemned pack is deleted only when no backup or mount that
+//! started before it was condemned is still running, and only after a fresh look at the
+//! snapshots written since the mark: what one of them references is rescued, not deleted.
+
+mod plan;
+
+use std::collections::HashSet;
+
+use crate::backend::Kind;
+use crate::error::{Error, Result};
+use crate::format::condemned::Condemned;
+use crate::id::{BlobIdSet, Id};
+use crate::repo::{Repository, condemned, lock, packer};
+
+pub use plan::{Plan, plan};
+
+/// Clocks of the hosts sharing a repository are taken to agree within this much (format-spec
+/// §11): a lock that started up to this long after a list was written still holds it back.
+pub const CLOCK_SKEW_NS: i64 = 5 * 60 * 1_000_000_000;
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Unused space to tolerate, as a fraction of the repository (restic's `--max-unused`).
+    pub max_unused: f64,
+    /// Copy at most this many bytes of live blobs out of packs being repacked.
+    pub max_repack_bytes: Option<u64>,
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions { max_unused: 0.05, max_repack_bytes: None, dry_run: false }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct PruneOutcome {
+    pub plan: Plan,
+    /// Blobs copied out of repacked packs.
+    pub copied_blobs: u64,
+    pub copied_bytes: u64,
+    /// What the sweep deleted now.
+    pub deleted_packs: u64,
+    pub deleted_bytes: u64,
+    /// Condemned packs held back for users that started before they were condemned.
+    pub waiting_packs: u64,
+    pub waiting_bytes: u64,
+    /// Those users, as lock descriptions.
+    pub waiting_for: Vec<String>,
+    /// Condemned packs a snapshot written since turned out to need: kept.
+    pub rescued_packs: u64,
+}
+
+/// Prunes. The caller holds a [`lock::LockMode::Prune`] lock on `repo`.
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
+    let (plan, marked) = plan(repo, opts)?;
+    let mut out = PruneOutcome::default();
+    if opts.dry_run {
+        out.plan = plan;
+        return Ok(out);
+    }
+    let condemned_now: Vec<Id> = plan.delete.iter().chain(&plan.repack).copied().collect();
+    if !condemned_now.is_empty() {
+        // Condemned in this client's index first, so the packer does not take the blobs it
+        // must copy for present in the very packs being emptied.
+        let mut all = plan.already_condemned.clone();
+        all.extend(condemned_now.iter().copied());
+        repo.index().set_condemned(&all)?;
+        let (copied, added) = packer::with_packer(repo, false, |p| {
+            let mut n = 0;
+            for (id, loc) in &plan.to_copy {
+                let mut env = vec![0u8; loc.length as usize];
+                repo.backend().read_at(Kind::Pack, &loc.pack.hex(), u64::from(loc.offset), &mut env)?;
+                // Nothing damaged is carried over: the copy must open as what it claims to be.
+                repo.keys().open_in_place(loc.ty, id, &mut env.clone(), loc.raw_len as usize, &[], |_| ()).map_err(
+                    |e| {
+                        Error::corrupt(
+                            format!("{} {} in pack {}", loc.ty.name(), id.short(), loc.pack.short()),
+                            e.to_string(),
+                        )
+                    },
+                )?;
+                if p.add_sealed(loc.ty, id, loc.raw_len, &env)? {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })?;
+        out.copied_blobs = copied;
+        out.copied_bytes = added.bytes;
+        // The copies are durable and indexed: only now may the old packs be condemned.
+        let time_ns = jiff::Timestamp::now().as_nanosecond() as i64;
+        condemned::write(repo.backend().as_ref(), repo.keys(), &Condemned { time_ns, packs: condemned_now })?;
+    }
+    out.plan = plan;
+    sweep(repo, marked, &mut out)?;
+    Ok(out)
+}
+
+/// What the mark found, for the sweep: the blobs in use and the snapshots walked.
+pub struct Marked {
+    pub used: BlobIdSet,
+    pub trees: BlobIdSet,
+    pub snapshots: HashSet<Id>,
+}
+
+/// Deletes the condemned packs no running user can still need, rescuing those that a
+/// snapshot written since the mark references.
+fn sweep(repo: &Repository, mut marked: Marked, out: &mut PruneOutcome) -> Result<()> {
+    let backend = repo.backend();
+    let (lists, _) = condemned::load_all(backend.as_ref(), repo.keys())?;
+    if lists.is_empty() {
+        return Ok(());
+    }
+    let own = repo.lock_name();
+    let (locks, _) = lock::list(backend.as_ref())?;
+    let live: Vec<lock::LockInfo> =
+        locks.into_iter().filter(|l| Some(&l.name) != own.as_ref() && !l.is_stale()).collect();
+    let sizes: std::collections::HashMap<Id, u64> =
+        repo.index().packs()?.into_iter().map(|(id, i)| (id, i.size)).collect();
+    let mut sweepable = Vec::new();
+    let mut held = HashSet::new();
+    for l in lists {
+        let blockers: Vec<&lock::LockInfo> = live
+            .iter()
+            .filter(|k| k.started.as_nanosecond() as i64 <= l.list.time_ns.saturating_add(CLOCK_SKEW_NS))
+            .collect();
+        if blockers.is_empty() {
+            sweepable.push(l);
+        } else {
+            held.extend(l.list.packs.iter().copied());
+            out.waiting_packs += l.list.packs.len() as u64;
+            out.waiting_bytes += l.list.packs.iter().filter_map(|p| sizes.get(p)).sum::<u64>();
+            for b in blockers {
+                let d = format!("`{}` (pid {} on {}, since {})", b.command, b.pid, b.host, b.started);
+                if !out.waiting_for.contains(&d) {
+                    out.waiting_for.push(d);
+                }
+            }
+        }
+    }
+    if sweepable.is_empty() {
+        return Ok(());
+    }
+    // Snapshots written since the mark (by backups that ran beside this prune) are walked too.
+    let (ids, _) = repo.snapshot_ids()?;
+    let fresh: Vec<Id> = ids.into_iter().filter(|id| !marked.snapshots.contains(id)).collect();
+    if !fresh.is_empty() {
+        let mut roots = Vec::new();
+        for id in &fresh {
+            roots.push(repo.load_snapshot(id)?.tree);
+        }
+        plan::mark_trees(repo, roots, &mut marked)?;
+    }
+    // A pack also on a list that is held back stays (only a crash can put it on two).
+    let doomed: HashSet<Id> =
+        sweepable.iter().flat_map(|l| l.list.packs.iter().copied()).filter(|p| !held.contains(p)).collect();
+    let rescued = plan::needed_packs(repo, &marked.used, &doomed)?;
+    for pack in doomed.iter().filter(|p| !rescued.contains(p)) {
+        backend.delete(Kind::Pack, &pack.hex())?;
+        out.deleted_packs += 1;
+        out.deleted_bytes += sizes.get(pack).copied().unwrap_or(0);
+    }
+    let deleted: Vec<Id> = doomed.iter().filter(|p| !rescued.contains(p)).copied().collect();
+    repo.index().remove_packs(&deleted)?;
+    // The lists go last: a prune killed before this finds them again and finishes the job.
+    for l in &sweepable {
+        backend.delete(Kind::Condemned, &l.name)?;
+    }
+    out.rescued_packs = rescued.len() as u64;
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! Prune's mark and plan: what the snapshots use, and which packs to delete or repack.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::{Marked, PruneOptions};
+use crate::error::{Error, Result};
+use crate::id::{BlobIdSet, Id};
+use crate::index::BlobLoc;
+use crate::repo::{Repository, condemned, packs};
+
+/// What a prune will do (all of it, on a dry run).
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub packs: u64,
+    pub bytes: u64,
+    pub used_blobs: u64,
+    pub used_bytes: u64,
+    /// Blobs no snapshot needs, and copies of blobs beyond one.
+    pub unused_blobs: u64,
+    pub unused_bytes: u64,
+    /// Packs none of whose blobs is needed.
+    pub delete: Vec<Id>,
+    pub delete_bytes: u64,
+    /// Packs whose needed blobs are copied to new packs before they go.
+    pub repack: Vec<Id>,
+    pub repack_bytes: u64,
+    /// The needed blobs that have no other copy in a pack that stays.
+    pub to_copy: Vec<(Id, BlobLoc)>,
+    pub copy_bytes: u64,
+    /// Packs condemned by earlier prunes, waiting for their sweep.
+    pub already_condemned: Vec<Id>,
+    /// The repository's size once the deletions are swept.
+    pub bytes_after: u64,
+}
+
+/// Marks what every snapshot uses and plans the deletions. Refuses when the repository is
+/// damaged in a way that would make it delete what it cannot account for.
+pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked)> {
+    let refuse =
+        |why: String| Error::Invalid(format!("prune refuses to run: {why}; run `snapfs check` to see what is damaged"));
+    let (files, _) = packs::list_packs(repo.backend().as_ref())?;
+    let infos: HashMap<Id, crate::index::PackInfo> = repo.index().packs()?.into_iter().collect();
+    let unreadable = files.iter().filter(|f| !infos.contains_key(&f.id)).count();
+    if unreadable > 0 {
+        return Err(refuse(format!("{unreadable} pack(s) have headers that cannot be read")));
+    }
+    let (snaps, bad) = repo.snapshots()?;
+    if let Some((name, e)) = bad.first() {
+        return Err(refuse(format!("snapshot {name} cannot be read ({e})")));
+    }
+    let mut marked = Marked { used: BlobIdSet::default(), trees: BlobIdSet::default(), snapshots: HashSet::new() };
+    marked.snapshots.extend(snaps.iter().map(|(id, _)| *id));
+    mark_trees(repo, snaps.iter().map(|(_, s)| s.tree).collect(), &mut marked)?;
+
+    let (lists, bad_lists) = condemned::load_all(repo.backend().as_ref(), repo.keys())?;
+    if let Some((name, e)) = bad_lists.first() {
+        return Err(refuse(format!("condemned-pack list {name} cannot be read ({e})")));
+    }
+    let already: HashSet<Id> = lists.iter().flat_map(|l| l.list.packs.iter().copied()).collect();
+
+    let mut p = Plan { already_condemned: already.iter().copied().collect(), ..Default::default() };
+    let primaries = repo.index().blobs()?;
+    let redundant = repo.index().redundant()?;
+    let mut used_in: HashMap<Id, u64> = HashMap::new();
+    let mut unused_in: HashMap<Id, u64> = HashMap::new();
+    for (id, loc) in &primaries {
+        let loc = loc.as_ref().map_err(|e| refuse(format!("index entry of blob {}: {e}", id.short())))?;
+        let n = u64::from(loc.length);
+        if marked.used.contains(id) {
+            *used_in.entry(loc.pack).or_default() += n;
+            p.used_blobs += 1;
+            p.used_bytes += n;
+        } else {
+            *unused_in.entry(loc.pack).or_default() += n;
+            p.unused_blobs += 1;
+            p.unused_bytes += n;
+        }
+    }
+    for (id, loc) in &redundant {
+        let loc = loc.as_ref().map_err(|e| refuse(format!("index entry of a copy of blob {}: {e}", id.short())))?;
+        *unused_in.entry(loc.pack).or_default() += u64::from(loc.length);
+        p.unused_blobs += 1;
+        p.unused_bytes += u64::from(loc.length);
+    }
+    let missing = marked.used.iter().filter(|id| !primaries_has(&primaries, id)).count();
+    if missing > 0 {
+        return Err(refuse(format!("{missing} blob(s) the snapshots need are in no pack")));
+    }
+
+    // Fully unused packs go; then the packs with the largest unused share are repacked while
+    // the repository's unused space is over the limit.
+    let mut candidates = Vec::new();
+    for f in &files {
+        p.packs += 1;
+        p.bytes += f.size;
+        if already.contains(&f.id) {
+            continue;
+        }
+        let used = used_in.get(&f.id).copied().unwrap_or(0);
+        if used == 0 {
+            p.delete.push(f.id);
+            p.delete_bytes += f.size;
+        } else if unused_in.get(&f.id).copied().unwrap_or(0) > 0 {
+            candidates.push((f.id, f.size, used));
+        }
+    }
+    let live_size: u64 =
+        files.iter().filter(|f| !already.contains(&f.id)).map(|f| f.size).sum::<u64>() - p.delete_bytes;
+    let mut unused: u64 = candidates.iter().map(|(id, _, _)| unused_in.get(id).copied().unwrap_or(0)).sum();
+    candidates.sort_by(|a, b| (b.1 - b.2).saturating_mul(a.1.max(1)).cmp(&(a.1 - a.2).saturating_mul(b.1.max(1))));
+    let mut copy_budget = opts.max_repack_bytes.unwrap_or(u64::MAX);
+    for (id, size, used) in candidates {
+        if (unused as f64) <= opts.max_unused * live_size as f64 || used > copy_budget {
+            break;
+        }
+        copy_budget -= used;
+        unused = unused.saturating_sub(unused_in.get(&id).copied().unwrap_or(0));
+        p.repack.push(id);
+        p.repack_bytes += size;
+    }
+    // Needed blobs in the packs that go, unless a copy stays elsewhere.
+    let going: HashSet<Id> = p.delete.iter().chain(&p.repack).chain(&p.already_condemned).copied().collect();
+    let mut stays_elsewhere: BlobIdSet = BlobIdSet::default();
+    for (id, loc) in redundant.iter().filter_map(|(id, l)| l.as_ref().ok().map(|l| (id, l))) {
+        if !going.contains(&loc.pack) {
+            stays_elsewhere.insert(*id);
+        }
+    }
+    let repacked: HashSet<Id> = p.repack.iter().copied().collect();
+    for (id, loc) in primaries.iter().filter_map(|(id, l)| l.as_ref().ok().map(|l| (id, l))) {
+        if repacked.contains(&loc.pack) && marked.used.contains(id) && !stays_elsewhere.contains(id) {
+            p.to_copy.push((*id, *loc));
+            p.copy_bytes += u64::from(loc.length);
+        }
+    }
+    p.to_copy.sort_by_key(|(_, l)| (l.pack, l.offset));
+    let condemned_bytes: u64 = files.iter().filter(|f| already.contains(&f.id)).map(|f| f.size).sum();
+    p.bytes_after = p.bytes - p.delete_bytes - p.repack_bytes - condemned_bytes + p.copy_bytes;
+    Ok((p, marked))
+}
+
+fn primaries_has(primaries: &[(Id, Result<BlobLoc>)], id: &Id) -> bool {
+    // The list is in key order (redb's), so a binary search finds a blob.
+    primaries.binary_search_by(|(k, _)| k.cmp(id)).is_ok()
+}
+
+/// Adds to `marked` every blob reachable from `roots`, entering no tree it has seen. A tree that
+/// cannot be read stops prune: it cannot know what that tree references.
+pub(super) fn mark_trees(repo: &Repository, roots: Vec<Id>, marked: &mut Marked) -> Result<()> {
+    let mut failed: Option<(Id, Error)> = None;
+    let seen = std::mem::take(&mut marked.trees);
+    let mut trees = BlobIdSet::default();
+    let used = &mut marked.used;
+    let load = |id: &Id| crate::trees::load(repo, id).map(Arc::new);
+    crate::trees::walk_unique_from(seen.clone(), roots, load, |id, listing| {
+        trees.insert(id);
+        used.insert(id);
+        match listing {
+            Ok(nodes) => {
+                for n in nodes.iter().filter(|n| n.subtree().is_none()) {
+                    used.extend(n.content.iter().copied());
+                }
+            }
+            Err(e) => {
+                failed.get_or_insert((id, e));
+            }
+        }
+    });
+    marked.trees = seen;
+    marked.trees.extend(trees);
+    if let Some((id, e)) = failed {
+        return Err(Error::Invalid(format!(
+            "prune refuses to run: tree {} cannot be read ({e}); run `snapfs check` to see what is damaged",
+            id.short()
+        )));
+    }
+    Ok(())
+}
+
+/// Of `doomed`, the packs that hold a needed blob with no copy outside `doomed`.
+pub(super) fn needed_packs(repo: &Repository, used: &BlobIdSet, doomed: &HashSet<Id>) -> Result<HashSet<Id>> {
+    let mut locs: HashMap<Id, Vec<Id>> = HashMap::new();
+    for (id, loc) in repo.index().blobs()?.into_iter().chain(repo.index().redundant()?) {
+        if let Ok(loc) = loc
+            && used.contains(&id)
+        {
+            locs.entry(id).or_default().push(loc.pack);
+        }
+    }
+    let mut needed = HashSet::new();
+    for packs in locs.values() {
+        if packs.iter().all(|p| doomed.contains(p)) {
+            needed.extend(packs.iter().copied());
+        }
+    }
+    Ok(needed)
+}

@@ -1,0 +1,210 @@
+//! Prune is the one command that destroys data. Here it runs on the in-memory backend against
+//! the cases that lose backups in the field: power lost at any of its writes and deletions, and
+//! a backup that started before it and reuses, unread, the data of the snapshots it removes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use snapfs::archiver::{BackupOptions, backup};
+use snapfs::backend::{Backend, Fault, FaultBackend, Kind, MemoryBackend};
+use snapfs::check::{CheckOptions, Subset, check};
+use snapfs::crypto::keyfile::KdfParams;
+use snapfs::forget::{ForgetOptions, forget};
+use snapfs::policy::{GroupBy, Policy};
+use snapfs::prune::{PruneOptions, prune};
+use snapfs::repo::{Cache, LockMode, Repository};
+use snapfs::restore::{Overwrite, RestoreOptions, restore};
+
+const PW: &[u8] = b"correct horse battery staple";
+
+type State = BTreeMap<PathBuf, Vec<u8>>;
+
+fn write_tree(dir: &Path, version: u32) -> State {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let mut files = State::new();
+    let mut x = 0x2545_f491_4f6c_dd1du64 ^ u64::from(version);
+    let mut noise = |n: usize| {
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v
+    };
+    files.insert(dir.join("stays.bin"), {
+        let mut y = 99u64;
+        (0..(1 << 20))
+            .map(|_| {
+                y = y.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (y >> 33) as u8
+            })
+            .collect()
+    });
+    files.insert(dir.join("changes.bin"), noise(2 << 20));
+    files.insert(dir.join("small.txt"), format!("version {version}\n").into_bytes());
+    for (p, d) in &files {
+        std::fs::write(p, d).unwrap();
+    }
+    files
+}
+
+fn open(backend: Arc<dyn Backend>, mode: LockMode) -> snapfs::Result<Repository> {
+    Ok(Repository::open(backend, PW, mode, "test")?.load_index(&Cache::memory())?.0)
+}
+
+fn run_backup(repo: &Repository, src: &Path, time_s: i64) -> snapfs::Result<()> {
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        tags: vec![],
+        host: Some("h".into()),
+        description: String::new(),
+        excludes: globset::GlobSet::empty(),
+        one_file_system: false,
+        dry_run: false,
+        force: false,
+        with_atime: false,
+        time_ns: Some(time_s * 1_000_000_000),
+        progress: Default::default(),
+    };
+    backup(repo, &opts).map(|_| ())
+}
+
+fn keep_last(n: i64) -> ForgetOptions {
+    ForgetOptions {
+        policy: Policy { last: n, ..Default::default() },
+        group_by: GroupBy::DEFAULT,
+        filter: Default::default(),
+        ids: vec![],
+        dry_run: false,
+        allow_remove_all: false,
+    }
+}
+
+/// Every snapshot restores to one of `states`, check --read-data is clean; returns the count.
+fn verify(repo: &Repository, states: &[State], scratch: &Path) -> usize {
+    let (snaps, bad) = repo.snapshots().unwrap();
+    assert!(bad.is_empty(), "damaged snapshots");
+    for (i, (id, snap)) in snaps.iter().enumerate() {
+        let target = scratch.join(format!("r{i}"));
+        let _ = std::fs::remove_dir_all(&target);
+        let opts = RestoreOptions {
+            target: target.clone(),
+            subpath: None,
+            includes: globset::GlobSet::empty(),
+            excludes: globset::GlobSet::empty(),
+            dry_run: false,
+            overwrite: Overwrite::Never,
+        };
+        let out = restore(repo, snap.tree, &opts).unwrap_or_else(|e| panic!("restore {}: {e}", id.short()));
+        assert!(out.errors.is_empty(), "snapshot {}: {:?}", id.short(), out.errors);
+        let got: State = states[0]
+            .keys()
+            .map(|p| (p.clone(), std::fs::read(target.join(p.strip_prefix("/").unwrap())).unwrap_or_default()))
+            .collect();
+        assert!(states.contains(&got), "snapshot {} restores to no state that was backed up", id.short());
+    }
+    let report = check(repo, &CheckOptions { read_data: Some(Subset::All), ..Default::default() }).unwrap();
+    let problems: Vec<&str> = report.problems.iter().map(|p| p.detail.as_str()).collect();
+    assert!(report.is_clean(), "check: {problems:?} {:?}", report.index.problems);
+    snaps.len()
+}
+
+#[test]
+fn power_loss_at_every_write_of_forget_and_prune_keeps_every_kept_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mem = MemoryBackend::new();
+    drop(Repository::init(Arc::new(mem.clone()), PW, KdfParams::DEFAULT).unwrap());
+    let mut states = Vec::new();
+    {
+        let repo = open(Arc::new(mem.clone()), LockMode::Shared).unwrap();
+        for v in 1..=3 {
+            states.push(write_tree(&src, v));
+            run_backup(&repo, &src, 1_800_000_000 + i64::from(v) * 86_400).unwrap();
+        }
+    }
+    let newest = states[2].clone();
+    let mut points = 0;
+    for k in 1.. {
+        let image = mem.deep_copy();
+        let faulty = Arc::new(FaultBackend::over_memory(image.clone(), Fault::PowerLoss { op: k }));
+        if let Ok(repo) = open(faulty.clone(), LockMode::Prune) {
+            let _ = forget(&repo, &keep_last(1)).and_then(|_| prune(&repo, &PruneOptions::default()));
+        }
+        if faulty.ops() < k {
+            break;
+        }
+        points += 1;
+        let repo = open(Arc::new(image), LockMode::Shared).unwrap_or_else(|e| panic!("power loss at op {k}: {e}"));
+        let n = verify(&repo, &states, &tmp.path().join("scratch"));
+        assert!(n >= 1, "power loss at op {k}: the kept snapshot is gone");
+        // And the job finishes: forget and prune again, then only the newest is left, intact.
+        forget(&repo, &keep_last(1)).unwrap();
+        prune(&repo, &PruneOptions::default()).unwrap();
+        assert_eq!(verify(&repo, std::slice::from_ref(&newest), &tmp.path().join("scratch")), 1);
+    }
+    eprintln!("forget + prune: power lost at {points} write points, no kept snapshot lost");
+    assert!(points >= 5, "{points} write points: a lock, snapshot deletions, a condemned list, pack deletions");
+}
+
+#[test]
+fn a_backup_that_started_before_prune_keeps_the_data_it_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mem = MemoryBackend::new();
+    drop(Repository::init(Arc::new(mem.clone()), PW, KdfParams::DEFAULT).unwrap());
+    let v1 = write_tree(&src, 1);
+    run_backup(&open(Arc::new(mem.clone()), LockMode::Shared).unwrap(), &src, 1_800_000_000).unwrap();
+
+    // A backup starts: lock taken, index read, parent chosen (the one snapshot there is).
+    let running = open(Arc::new(mem.clone()), LockMode::Shared).unwrap();
+    // Meanwhile the only snapshot is forgotten and pruned: its data is condemned, not deleted.
+    {
+        let other = open(Arc::new(mem.clone()), LockMode::Prune).unwrap();
+        let (snaps, _) = other.snapshots().unwrap();
+        let ids = vec![snaps[0].0.hex()];
+        forget(&other, &ForgetOptions { ids, policy: Policy::default(), ..keep_last(0) }).unwrap();
+        let out = prune(&other, &PruneOptions::default()).unwrap();
+        assert_eq!(out.deleted_packs, 0, "deleted packs a running backup may still use");
+        assert!(out.waiting_packs > 0);
+    }
+    // The running backup finishes, deduplicating against the condemned data it saw as present.
+    run_backup(&running, &src, 1_800_086_400).unwrap();
+    drop(running);
+    // The next prune sees the new snapshot needs those packs and keeps them.
+    let repo = open(Arc::new(mem.clone()), LockMode::Prune).unwrap();
+    let out = prune(&repo, &PruneOptions::default()).unwrap();
+    assert!(out.rescued_packs > 0, "{out:?}");
+    assert!(mem.list(Kind::Condemned).unwrap().is_empty(), "the swept list is gone");
+    assert_eq!(verify(&repo, &[v1], &tmp.path().join("scratch")), 1);
+}
+
+#[test]
+fn a_backup_after_the_condemnation_stores_the_data_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mem = MemoryBackend::new();
+    drop(Repository::init(Arc::new(mem.clone()), PW, KdfParams::DEFAULT).unwrap());
+    let v1 = write_tree(&src, 1);
+    run_backup(&open(Arc::new(mem.clone()), LockMode::Shared).unwrap(), &src, 1_800_000_000).unwrap();
+    // A mount holds the packs back: prune condemns but does not delete.
+    let mount = open(Arc::new(mem.clone()), LockMode::Shared).unwrap();
+    let other = open(Arc::new(mem.clone()), LockMode::Prune).unwrap();
+    let (snaps, _) = other.snapshots().unwrap();
+    forget(&other, &ForgetOptions { ids: vec![snaps[0].0.hex()], policy: Policy::default(), ..keep_last(0) }).unwrap();
+    assert!(prune(&other, &PruneOptions::default()).unwrap().waiting_packs > 0);
+    drop(other);
+    // A backup that starts now sees the condemned list: it does not reference those packs.
+    let repo = open(Arc::new(mem.clone()), LockMode::Shared).unwrap();
+    run_backup(&repo, &src, 1_800_086_400).unwrap();
+    drop(repo);
+    drop(mount);
+    let repo = open(Arc::new(mem.clone()), LockMode::Prune).unwrap();
+    let out = prune(&repo, &PruneOptions::default()).unwrap();
+    assert!(out.deleted_packs > 0 && out.rescued_packs == 0, "{out:?}");
+    assert_eq!(verify(&repo, &[v1], &tmp.path().join("scratch")), 1);
+}
