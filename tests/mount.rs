@@ -486,3 +486,26 @@ fn mount_rebuilds_a_lost_index_cache() {
     assert_eq!(fs::read(m.latest(&src).join("f")).unwrap(), b"served after the cache is gone");
     assert!(m.log_text().contains("index: no cache for this repository yet"), "log: {}", m.log_text());
 }
+
+#[test]
+fn a_snapshot_written_by_another_machine_is_readable_in_a_running_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let src = repo.subdir("src").canonicalize().unwrap();
+    fs::write(src.join("f"), b"first").unwrap();
+    repo.ok(&["backup", src.to_str().unwrap()]);
+    let m = repo.mount(&[]);
+    // Another machine: its own cache, so this mount's index knows none of its packs.
+    fs::write(src.join("f"), b"written elsewhere, new data").unwrap();
+    let other_cache = repo.subdir("other-cache");
+    let out = repo.cmd(&["backup", src.to_str().unwrap()]).env("SNAPFS_CACHE_DIR", &other_cache).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let start = Instant::now();
+    while read_names(&m.mp.join("snapshots")).len() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the new snapshot did not appear");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(fs::read(m.latest(&src).join("f")).unwrap(), b"written elsewhere, new data", "log: {}", m.log_text());
+}

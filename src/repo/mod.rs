@@ -312,6 +312,14 @@ impl Repository<Ready> {
         read_blob_with(self.backend.as_ref(), &self.keys, id, loc, f)
     }
 
+    /// Brings the index up to date with packs written since it was loaded (a mount does, when
+    /// new snapshots appear).
+    pub fn catch_up(&self) -> Result<CatchUp> {
+        let mut report = CatchUp::default();
+        catchup::catch_up(&self.state.index, self.backend.as_ref(), &self.keys, true, &mut report)?;
+        Ok(report)
+    }
+
     /// A directory listing (see [`crate::trees`] for the cached and walking forms).
     pub fn load_tree(&self, id: &Id) -> Result<Vec<tree::Node>> {
         crate::trees::load(self, id)

@@ -58,12 +58,23 @@ impl Catalog {
         prev: Option<&Catalog>,
         warn: &mut dyn FnMut(String),
     ) -> Result<Catalog> {
-        let index = Arc::new(repo.index().reader()?);
         let known: HashMap<Id, &Snapshot> =
             prev.map(|p| p.snaps.iter().map(|s| (s.id, &s.snap)).collect()).unwrap_or_default();
         let mut snaps = Vec::new();
         let mut damaged = BTreeSet::new();
         let (ids, strays) = repo.snapshot_ids()?;
+        // A new snapshot may have been written by a client with another cache: catch up before
+        // showing it, so its blobs are found. Its packs were written before it, so they are
+        // listed now. The view is opened after that, and after the listing above.
+        let fresh =
+            ids.iter().any(|id| !known.contains_key(id) && !prev.is_some_and(|p| p.damaged.contains(&id.hex())));
+        if prev.is_some()
+            && fresh
+            && let Err(e) = repo.catch_up()
+        {
+            warn(format!("index: could not catch up with new packs: {e}"));
+        }
+        let index = Arc::new(repo.index().reader()?);
         damaged.extend(strays);
         for id in ids {
             let name = id.hex();
