@@ -159,10 +159,17 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
         };
+        // An object deleted between the listing and its stat (forget, prune, an unlock) is
+        // simply not listed.
+        let stat = |e: &fs::DirEntry| match e.metadata() {
+            Ok(m) => Ok(Some(m)),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(Error::io(format!("stat {}", e.path().display()), err)),
+        };
         for e in entries {
             let e = e.ctx(|| format!("read {}", dir.display()))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let meta = e.metadata().ctx(|| format!("stat {}", e.path().display()))?;
+            let Some(meta) = stat(&e)? else { continue };
             if kind != Kind::Pack || !meta.is_dir() {
                 out.push((name, meta.len()));
                 continue;
@@ -173,7 +180,7 @@ impl Backend for LocalBackend {
             for f in fs::read_dir(&sub).ctx(|| format!("read {}", sub.display()))? {
                 let f = f.ctx(|| format!("read {}", sub.display()))?;
                 let fname = f.file_name().to_string_lossy().into_owned();
-                let size = f.metadata().ctx(|| format!("stat {}", f.path().display()))?.len();
+                let Some(size) = stat(&f)?.map(|m| m.len()) else { continue };
                 out.push((if fname.starts_with(&name) { fname } else { format!("{name}/{fname}") }, size));
             }
         }

@@ -39,12 +39,17 @@ pub struct Plan {
 pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked)> {
     let refuse =
         |why: String| Error::Invalid(format!("prune refuses to run: {why}; run `snapfs check` to see what is damaged"));
-    let (files, _) = packs::list_packs(repo.backend().as_ref())?;
-    let infos: HashMap<Id, crate::index::PackInfo> = repo.index().packs()?.into_iter().collect();
-    let unreadable = files.iter().filter(|f| !infos.contains_key(&f.id)).count();
-    if unreadable > 0 {
-        return Err(refuse(format!("{unreadable} pack(s) have headers that cannot be read")));
+    // Up to date with the packs now, so a header that cannot be read is one that cannot be read.
+    let caught_up = repo.catch_up()?;
+    if let Some((pack, e)) = caught_up.unreadable.first() {
+        let n = caught_up.unreadable.len();
+        return Err(refuse(format!("{n} pack(s) have headers that cannot be read (pack {}: {e})", pack.short())));
     }
+    let infos: HashMap<Id, crate::index::PackInfo> = repo.index().packs()?.into_iter().collect();
+    // Packs that backups running beside this prune write from now on are not in the plan: they
+    // hold new blobs, and nothing deletes a pack that is not condemned.
+    let (files, _) = packs::list_packs(repo.backend().as_ref())?;
+    let files: Vec<packs::PackFile> = files.into_iter().filter(|f| infos.contains_key(&f.id)).collect();
     let (snaps, bad) = repo.snapshots()?;
     if let Some((name, e)) = bad.first() {
         return Err(refuse(format!("snapshot {name} cannot be read ({e})")));

@@ -287,6 +287,8 @@ impl<S> Repository<S> {
         for id in ids {
             match self.load_snapshot(&id) {
                 Ok(s) => good.push((id, s)),
+                // Forgotten between the listing and the read: gone, not damaged.
+                Err(e) if backend::is_not_found(&e) => {}
                 Err(e) => bad.push((id.hex(), e)),
             }
         }
