@@ -27,8 +27,8 @@ const STEPS: [&str; 5] =
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Sample {
     pub(crate) wall: f64,
-    cpu: f64,
-    rss_mb: f64,
+    pub(crate) cpu: f64,
+    pub(crate) rss_mb: f64,
 }
 
 struct Tool {

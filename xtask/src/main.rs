@@ -6,6 +6,7 @@
 mod bench;
 mod demo;
 mod mountbench;
+mod prunebench;
 
 use std::env;
 use std::ffi::OsStr;
@@ -26,6 +27,9 @@ Tasks:
          with --scale: backup cost from 10k to 1M files and over 50 snapshots  [--max N]
          with --mount: snapfs mount against restic mount (find, cat, tar, RSS); writes
          benches/results/mount.md  [--quick] [--rounds N]
+         with --prune: forget half of a 20-snapshot history and prune, against restic
+         forget --prune and borg prune + compact; writes benches/results/prune.md
+         [--quick] [--rounds N] [--snapshots N]
 ";
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
     let result = match task {
         "bench" if rest.iter().any(|a| a == "--scale") => bench::scale(rest),
         "bench" if rest.iter().any(|a| a == "--mount") => mountbench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--prune") => prunebench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
         "ci" => ci(),
