@@ -157,3 +157,22 @@ fn prune_waits_for_a_backup_that_started_before_it_and_another_prune_is_refused(
     assert!(dir_size(&s.repo.join("packs")) < packs);
     s.ok(["check", "--read-data"]);
 }
+
+#[test]
+fn snapshots_with_a_policy_show_why_each_is_kept_and_when_it_expires() {
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let (s, _, ids) = history(&base);
+    let mut c = s.command();
+    c.args(["snapshots", "--keep-within", "2d", "--keep-last", "1", "--json"]).env("TZ", "UTC");
+    let list: serde_json::Value = serde_json::from_str(&stdout_of(&run_cmd(&mut c))).unwrap();
+    let by_id = |id: &str| list.as_array().unwrap().iter().find(|v| v["id"] == id).unwrap().clone();
+    // Newest (day 6): kept by both rules, so no expiry; day 5 only by within 2d of day 6.
+    assert_eq!(by_id(&ids[5])["keep_reasons"], serde_json::json!(["within 2d", "last snapshot"]));
+    assert!(by_id(&ids[5])["expires"].is_null());
+    assert_eq!(by_id(&ids[4])["keep_reasons"], serde_json::json!(["within 2d"]));
+    assert_eq!(by_id(&ids[4])["expires"], "2026-11-07T12:00:00Z");
+    assert_eq!(by_id(&ids[0])["keep_reasons"], serde_json::json!([]));
+    let table = s.ok(["snapshots", "--keep-within", "2d"]);
+    assert!(table.contains("expires") && table.contains("(removed by this policy)"), "{table}");
+}

@@ -17,6 +17,10 @@ pub struct Args {
     /// Print a JSON array
     #[arg(long)]
     json: bool,
+    /// With --keep-* options: why each snapshot is kept under that policy, and when a
+    /// --keep-within* rule stops keeping it (grouped by host and paths, as forget does)
+    #[command(flatten)]
+    policy: super::forget::PolicyArgs,
 }
 
 pub fn json_of(id: &Id, s: &Snapshot) -> serde_json::Value {
@@ -51,13 +55,34 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         eprintln!("warning: snapshot {name} is damaged and was left out: {e}");
     }
     let filter: snapfs::select::Filter = a.filter.into();
+    let policy = a.policy.policy()?;
+    let verdicts = (!policy.is_empty()).then(|| verdicts(&snaps, &filter, &policy));
     let mut list: Vec<_> = snaps.iter().filter(|(_, s)| filter.matches(s)).collect();
     if let Some(n) = a.last {
         list = list.split_off(list.len().saturating_sub(n));
     }
     if a.json {
-        let arr: Vec<_> = list.iter().map(|(id, s)| json_of(id, s)).collect();
+        let arr: Vec<_> = list
+            .iter()
+            .map(|(id, s)| {
+                let mut v = json_of(id, s);
+                if let Some(m) = &verdicts {
+                    let (reasons, expires) = m.get(id).cloned().unwrap_or_default();
+                    v["keep_reasons"] = json!(reasons);
+                    v["expires"] = json!(expires.map(|t| t.to_string()));
+                }
+                v
+            })
+            .collect();
         println!("{}", serde_json::Value::Array(arr));
+    } else if let Some(m) = &verdicts {
+        println!("{:<8}  {:<19}  {:<19}  keep (times in the local zone)", "id", "time", "expires");
+        for (id, s) in &list {
+            let (reasons, expires) = m.get(id).cloned().unwrap_or_default();
+            let expires = expires.map(|t| timespec::local(t.as_nanosecond() as i64)).unwrap_or_default();
+            let keep = if reasons.is_empty() { "(removed by this policy)".to_string() } else { reasons.join(", ") };
+            println!("{:<8}  {:<19}  {:<19}  {keep}", id.short(), timespec::local(s.time_ns), expires);
+        }
     } else {
         println!("{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
         for (id, s) in &list {
@@ -80,4 +105,19 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         }
     }
     Ok(if bad.is_empty() { 0 } else { super::exit::ERROR })
+}
+
+type Verdicts = std::collections::HashMap<Id, (Vec<String>, Option<jiff::Timestamp>)>;
+
+/// Why each snapshot is kept under `policy` (empty: it would be removed), per forget's groups.
+fn verdicts(snaps: &[(Id, Snapshot)], filter: &snapfs::select::Filter, policy: &snapfs::policy::Policy) -> Verdicts {
+    let matching: Vec<(Id, Snapshot)> = snaps.iter().filter(|(_, s)| filter.matches(s)).cloned().collect();
+    let (tz, now) = (jiff::tz::TimeZone::system(), jiff::Timestamp::now());
+    let mut out = Verdicts::new();
+    for (_, group) in snapfs::policy::group(&matching, snapfs::policy::GroupBy::DEFAULT) {
+        for kept in snapfs::policy::apply(&group, policy, &tz, now).keep {
+            out.insert(kept.id, (kept.matches, kept.expires));
+        }
+    }
+    out
 }

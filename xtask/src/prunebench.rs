@@ -54,7 +54,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let snapshots = value("--snapshots", 20)?;
     crate::run(crate::cargo().args(["build", "--release", "--bin", "snapfs"]))?;
     for tool in ["restic", "borg", "/usr/bin/time"] {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_or(true, |o| o.stdout.is_empty()) {
+        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_or(true, |o| o.stdout.is_empty())
+        {
             bail!("{tool} is missing: apt-get install restic borgbackup time");
         }
     }
@@ -91,13 +92,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let prune_cmd = |t: &str, r: &Path| -> Vec<String> {
         let r = r.display().to_string();
         match t {
-            "snapfs" => ["--repo", &r, "-q", "forget", "--keep-last", &keep, "--prune"]
-                .iter()
-                .fold(vec![snapfs.clone()], |mut v, a| {
+            "snapfs" => ["--repo", &r, "-q", "forget", "--keep-last", &keep, "--prune"].iter().fold(
+                vec![snapfs.clone()],
+                |mut v, a| {
                     v.push(a.to_string());
                     v
-                }),
-            "restic" => ["restic", "-r", &r, "-q", "forget", "--keep-last", &keep, "--prune"].map(String::from).to_vec(),
+                },
+            ),
+            "restic" => {
+                ["restic", "-r", &r, "-q", "forget", "--keep-last", &keep, "--prune"].map(String::from).to_vec()
+            }
             _ => vec!["sh".into(), "-c".into(), format!("borg prune --keep-last {keep} {r} && borg compact {r}")],
         }
     };
@@ -131,7 +135,9 @@ pub fn run(args: &[String]) -> Result<()> {
                 let _ = fs::remove_dir_all(cache_dir());
                 crate::run(Command::new("cp").arg("-a").arg(&cache_saved).arg(cache_dir()))?;
             }
-            crate::run(Command::new("sh").args(["-c", &format!("cat $(find {} -type f) > /dev/null", copy.display())]))?;
+            crate::run(
+                Command::new("sh").args(["-c", &format!("cat $(find {} -type f) > /dev/null", copy.display())]),
+            )?;
             crate::run(&mut Command::new("sync"))?;
             let before = du(&copy)?;
             let s = exec(&prune_cmd(t, &copy), &work)?;
