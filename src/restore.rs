@@ -363,6 +363,11 @@ fn write_file(repo: &Repository, index: &IndexReader, dest: &Path, node: &Node) 
                 return Err(Error::corrupt(format!("blob {}", id.short()), "not a data blob"));
             }
             repo.with_blob_at(id, loc, |data| {
+                // The offsets of the following chunks come from the index's lengths: a chunk of
+                // another length (an altered index) would shift them, so it is refused.
+                if data.len() != loc.raw_len as usize {
+                    return Err(Error::corrupt(format!("data blob {}", id.short()), "length differs from the index"));
+                }
                 if data.iter().all(|&b| b == 0) {
                     holes.store(true, Ordering::Relaxed);
                     return Ok(());

@@ -152,6 +152,43 @@ fn power_loss_at_every_write_of_forget_and_prune_keeps_every_kept_snapshot() {
 }
 
 #[test]
+fn a_full_disk_at_any_write_of_prune_is_an_error_that_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mem = MemoryBackend::new();
+    drop(Repository::init(Arc::new(mem.clone()), PW, KdfParams::DEFAULT).unwrap());
+    let mut states = Vec::new();
+    {
+        let repo = open(Arc::new(mem.clone()), LockMode::Shared).unwrap();
+        for v in 1..=3 {
+            states.push(write_tree(&src, v));
+            run_backup(&repo, &src, 1_800_000_000 + i64::from(v) * 86_400).unwrap();
+        }
+        forget(&repo, &keep_last(1)).unwrap();
+    }
+    let mut points = 0;
+    for k in 1.. {
+        let image = mem.deep_copy();
+        let faulty =
+            Arc::new(FaultBackend::new(Arc::new(image.clone()), Fault::FailFrom { op: k, errno: libc::ENOSPC }));
+        let result = open(faulty.clone(), LockMode::Prune).and_then(|repo| prune(&repo, &PruneOptions::default()));
+        if faulty.ops() < k {
+            break;
+        }
+        points += 1;
+        if let Err(e) = &result {
+            assert!(e.to_string().contains("No space left on device"), "op {k}: {e}");
+        }
+        // The failed process exits; its lock, which it could not delete on a full disk, with it.
+        snapfs::repo::lock::remove(&image, true).unwrap();
+        let repo = open(Arc::new(image), LockMode::Prune).unwrap();
+        assert_eq!(verify(&repo, &states, &tmp.path().join("scratch")), 1, "ENOSPC at op {k}");
+        prune(&repo, &PruneOptions::default()).expect("prune works again once there is room");
+    }
+    assert!(points >= 3, "{points} write points");
+}
+
+#[test]
 fn a_backup_that_started_before_prune_keeps_the_data_it_reused() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
