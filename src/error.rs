@@ -23,6 +23,9 @@ pub enum Error {
     WrongPassword,
     #[error("repository is locked by {0}")]
     Locked(String),
+    /// A shared lock could not be written (read-only or full storage); see `Repository::open`.
+    #[error("no lock could be written ({0})")]
+    Unlocked(String),
     #[error(
         "the repository has format version {0}; this snapfs reads version 2 only (version 1 repositories must be backed up again into a new one)"
     )]

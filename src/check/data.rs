@@ -168,7 +168,12 @@ pub(super) fn record(
 
 /// Orders packs least recently verified first, then applies the subset.
 fn select<'f>(facts: &'f Facts, plan: &Plan, entries: &HashMap<Id, Vec<(Id, BlobLoc)>>) -> Vec<&'f PackFile> {
-    let verified_at = |id: &Id| facts.index.as_ref().and_then(|i| i.packs.get(id)).map_or(0, |p| p.last_verified);
+    // The times are the cache's word, not authenticated: one in the future (a clock that was
+    // wrong, or an altered cache) counts as never, so it cannot hide a pack from short runs.
+    let verified_at = |id: &Id| {
+        let t = facts.index.as_ref().and_then(|i| i.packs.get(id)).map_or(0, |p| p.last_verified);
+        if t > facts.now_ns { 0 } else { t }
+    };
     let mut packs: Vec<&PackFile> = facts
         .files
         .iter()

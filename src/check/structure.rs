@@ -68,7 +68,10 @@ impl Facts {
         let recent = self
             .index
             .as_ref()
-            .map(|i| self.files.iter().filter(|f| i.packs.get(&f.id).is_some_and(|p| p.last_verified >= since)).count())
+            .map(|i| {
+                let recent = |t: i64| t >= since && t <= self.now_ns;
+                self.files.iter().filter(|f| i.packs.get(&f.id).is_some_and(|p| recent(p.last_verified))).count()
+            })
             .unwrap_or(0);
         Coverage { packs: self.files.len() as u64, verified_recently: recent as u64, days }
     }

@@ -40,7 +40,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let max_duration = a.max_duration.as_deref().map(parse_duration).transpose()?;
     // The cache is checked page by page on open (check must not trust an altered file), and
     // packs that vanished stay in it for check to name.
-    let repo = super::open_cached(g, LockMode::Shared, "check", &super::cache(g).audited())?;
+    let repo = super::open_cached(g, LockMode::Reader, "check", &super::cache(g).audited())?;
     let snapshot = match &a.snapshot {
         None => None,
         Some(name) => {

@@ -193,7 +193,11 @@ pub fn cache(g: &Global) -> Cache {
 pub fn open_keys(g: &Global, mode: LockMode, command: &str) -> Result<Repository<Opened>> {
     let backend = backend(g)?;
     let pw = password(g, false)?;
-    Ok(Repository::open(backend, pw.as_bytes(), mode, command)?)
+    let repo = Repository::open(backend, pw.as_bytes(), mode, command)?;
+    if let Some(why) = repo.unlocked() {
+        eprintln!("warning: reading without a lock: {why}");
+    }
+    Ok(repo)
 }
 
 /// As [`open_keys`], with the index cache caught up (one line on stderr when it had to be).

@@ -69,7 +69,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     check_mountpoint(&a.mountpoint)?;
     let mountpoint = a.mountpoint.canonicalize().with_context(|| format!("resolve {}", a.mountpoint.display()))?;
     // A shared lock: backups take shared locks too, so they run while this is mounted.
-    let repo = Arc::new(super::open(g, snapfs::repo::LockMode::Shared, "mount")?);
+    let repo = Arc::new(super::open(g, snapfs::repo::LockMode::Reader, "mount")?);
     let held = repo.clone();
     let opts = Options {
         filter: a.filter.into(),

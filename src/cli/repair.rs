@@ -18,7 +18,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
 }
 
 fn index(g: &Global) -> Result<u8> {
-    let repo = super::open_keys(g, LockMode::Shared, "repair index")?;
+    let repo = super::open_keys(g, LockMode::Reader, "repair index")?;
     let cache = super::cache(g);
     let (index, out) =
         catchup::rebuild(repo.backend().as_ref(), repo.keys(), repo.repo_id(), &cache).context("rebuild the index")?;

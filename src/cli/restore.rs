@@ -51,7 +51,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         (None, Some(t)) => (select::Selector::AtOrBefore(timespec::parse_until(t)?), None),
         (None, None) => bail!("name a snapshot, or give --timestamp"),
     };
-    let repo = super::open(g, snapfs::repo::LockMode::Shared, "restore")?;
+    let repo = super::open(g, snapfs::repo::LockMode::Reader, "restore")?;
     let (snaps, bad) = repo.snapshots()?;
     for (n, e) in &bad {
         eprintln!("warning: snapshot {n} is damaged and was left out: {e}");

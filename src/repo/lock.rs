@@ -22,6 +22,10 @@ pub const REFRESH: Duration = Duration::from_secs(5 * 60);
 pub enum LockMode {
     /// No lock: for commands that only read and must work on read-only storage.
     None,
+    /// A shared lock when one can be written; none on read-only or full storage (restore,
+    /// mount and check must work there: an emergency restore from a write-protected disk).
+    Reader,
+    /// A shared lock, required (backup: it writes, and prune must see it).
     Shared,
     /// forget and prune: beside backups and mounts (shared locks), never beside another prune
     /// or an exclusive lock. Prune's deletions are made safe by the lock times instead
@@ -148,6 +152,12 @@ fn conflict(backend: &dyn Backend, mode: LockMode, own: Option<&str>) -> Result<
     Ok(found)
 }
 
+fn cannot_write(e: &Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(e, Error::Io { source, .. }
+        if matches!(source.kind(), K::ReadOnlyFilesystem | K::StorageFull | K::PermissionDenied | K::QuotaExceeded))
+}
+
 /// A held lock: refreshed in the background, removed when dropped.
 pub struct Lock {
     stop: Option<mpsc::Sender<()>>,
@@ -205,7 +215,13 @@ pub fn acquire(backend: &Arc<dyn Backend>, mode: LockMode, command: &str) -> Res
         return Err(Error::Locked(l.describe()));
     }
     let started = Timestamp::now();
-    let name = write_lock(backend.as_ref(), mode, started, command)?;
+    let name = match write_lock(backend.as_ref(), mode, started, command) {
+        Ok(name) => name,
+        // A reader on a full or read-only disk (an emergency restore) goes on without a lock;
+        // the caller warns. Writers need theirs.
+        Err(e) if mode == LockMode::Reader && cannot_write(&e) => return Err(Error::Unlocked(e.to_string())),
+        Err(e) => return Err(e),
+    };
     let (stop, stopped) = mpsc::channel::<()>();
     let name = Arc::new(Mutex::new(name));
     let mut lock = Lock { stop: Some(stop), refresher: None, backend: backend.clone(), name: name.clone() };

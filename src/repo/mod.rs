@@ -57,6 +57,8 @@ pub struct Repository<S = Ready> {
     lock: std::sync::Mutex<Option<lock::Lock>>,
     /// Epoch objects that did not open, with why (for `check`).
     damaged_epochs: Vec<(String, Error)>,
+    /// Why a shared lock was asked for but could not be written (read-only or full storage).
+    unlocked: Option<String>,
     state: S,
 }
 
@@ -122,9 +124,14 @@ impl Repository<Opened> {
         let params = keys.open(ObjType::Config, &Id::ZERO, &cfg[config::HEADER_LEN..], 1024, header)?;
         let params = Params::decode(&params)?;
         let damaged_epochs = load_epochs(backend.as_ref(), &mut keys, &repo_id)?;
-        let lock = lock::acquire(&backend, mode, command)?;
+        let (lock, unlocked) = match lock::acquire(&backend, mode, command) {
+            Ok(l) => (l, None),
+            Err(Error::Unlocked(why)) => (None, Some(why)),
+            Err(e) => return Err(e),
+        };
         let mut repo = Self::assemble(backend, keys, params, repo_id, lock);
         repo.damaged_epochs = damaged_epochs;
+        repo.unlocked = unlocked;
         Ok(repo)
     }
 
@@ -137,8 +144,9 @@ impl Repository<Opened> {
 
     /// With an index the caller built itself (`repair index`).
     pub fn with_index(self, index: Index) -> Repository<Ready> {
-        let Repository { backend, keys, params, repo_id, chunker, lock, damaged_epochs, state: Opened } = self;
-        Repository { backend, keys, params, repo_id, chunker, lock, damaged_epochs, state: Ready { index } }
+        let Repository { backend, keys, params, repo_id, chunker, lock, damaged_epochs, unlocked, state: Opened } =
+            self;
+        Repository { backend, keys, params, repo_id, chunker, lock, damaged_epochs, unlocked, state: Ready { index } }
     }
 }
 
@@ -198,7 +206,17 @@ impl<S> Repository<S> {
     ) -> Repository<Opened> {
         let chunker = Chunker::new(keys.chunker_key(), &params);
         let lock = std::sync::Mutex::new(lock);
-        Repository { backend, keys, params, repo_id, chunker, lock, damaged_epochs: Vec::new(), state: Opened }
+        Repository {
+            backend,
+            keys,
+            params,
+            repo_id,
+            chunker,
+            lock,
+            damaged_epochs: Vec::new(),
+            unlocked: None,
+            state: Opened,
+        }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -223,6 +241,12 @@ impl<S> Repository<S> {
     /// Epoch objects that did not open when the repository was opened.
     pub fn damaged_epochs(&self) -> &[(String, Error)] {
         &self.damaged_epochs
+    }
+
+    /// Why this handle holds no lock although a shared one was asked for: the storage is
+    /// read-only or full. Reading goes on; the caller should say so.
+    pub fn unlocked(&self) -> Option<&str> {
+        self.unlocked.as_deref()
     }
 
     /// Whether this handle holds a lock.
