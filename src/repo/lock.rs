@@ -208,6 +208,16 @@ fn write_lock(backend: &dyn Backend, mode: LockMode, started: Timestamp, command
 /// Takes a lock, or none for [`LockMode::None`]. Checks before and after writing ours so two
 /// racing processes cannot both win.
 pub fn acquire(backend: &Arc<dyn Backend>, mode: LockMode, command: &str) -> Result<Option<Lock>> {
+    acquire_refreshing(backend, mode, command, REFRESH)
+}
+
+/// [`acquire`] with another refresh interval (tests).
+pub fn acquire_refreshing(
+    backend: &Arc<dyn Backend>,
+    mode: LockMode,
+    command: &str,
+    refresh: Duration,
+) -> Result<Option<Lock>> {
     if mode == LockMode::None {
         return Ok(None);
     }
@@ -232,11 +242,47 @@ pub fn acquire(backend: &Arc<dyn Backend>, mode: LockMode, command: &str) -> Res
     let (backend, command) = (backend.clone(), command.to_string());
     lock.refresher = Some(std::thread::spawn(move || {
         // A new lock object first, then the old one goes: never a moment without one.
-        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH) {
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(refresh) {
             let Ok(fresh) = write_lock(backend.as_ref(), mode, started, &command) else { continue };
             let old = std::mem::replace(&mut *name.lock().unwrap_or_else(|e| e.into_inner()), fresh);
             let _ = backend.delete(Kind::Lock, &old);
         }
     }));
     Ok(Some(lock))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+
+    #[test]
+    fn a_held_lock_is_refreshed_and_removed_when_dropped() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let lock = acquire_refreshing(&backend, LockMode::Shared, "test", Duration::from_millis(50)).unwrap().unwrap();
+        let (first, _) = list(backend.as_ref()).unwrap();
+        assert_eq!(first.len(), 1);
+        std::thread::sleep(Duration::from_millis(300));
+        let (now, junk) = list(backend.as_ref()).unwrap();
+        assert!(junk.is_empty());
+        assert_eq!(now.len(), 1, "a refresh replaces the lock, it does not add one");
+        assert_ne!(now[0].name, first[0].name, "not refreshed");
+        assert!(now[0].time > first[0].time && now[0].expires > first[0].expires);
+        assert_eq!(now[0].started, first[0].started, "a refresh keeps when the holder started");
+        assert_eq!(lock.name(), now[0].name);
+        drop(lock);
+        assert!(list(backend.as_ref()).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn prune_locks_exclude_each_other_but_not_shared_ones() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let _backup = acquire(&backend, LockMode::Shared, "backup").unwrap();
+        let prune = acquire(&backend, LockMode::Prune, "prune").unwrap();
+        assert!(matches!(acquire(&backend, LockMode::Prune, "prune"), Err(Error::Locked(_))));
+        assert!(matches!(acquire(&backend, LockMode::Exclusive, "x"), Err(Error::Locked(_))));
+        assert!(acquire(&backend, LockMode::Shared, "another backup").unwrap().is_some());
+        drop(prune);
+        assert!(acquire(&backend, LockMode::Prune, "prune").unwrap().is_some());
+    }
 }
