@@ -17,6 +17,9 @@ use crate::repo::Repository;
 /// A decoded directory listing, shared between the cache and its users.
 pub type Listing = Arc<Vec<Node>>;
 
+/// Listings decoded at once by a walk.
+const WALK_BATCH: usize = 256;
+
 /// Subdirectories fetched ahead per listing: enough to keep a walk fed, few enough that listing
 /// one huge directory does not flush the cache.
 const AHEAD: usize = 32;
@@ -121,14 +124,19 @@ pub fn walk_unique_from(
 ) {
     let mut frontier: Vec<Id> = roots.into_iter().filter(|t| seen.insert(*t)).collect();
     while !frontier.is_empty() {
-        let loaded: Vec<(Id, Result<Listing>)> = frontier.par_iter().map(|id| (*id, load(id))).collect();
-        frontier = Vec::new();
-        for (id, listing) in loaded {
-            if let Ok(l) = &listing {
-                frontier.extend(l.iter().filter_map(Node::subtree).filter(|sub| seen.insert(*sub)));
+        let mut next = Vec::new();
+        // A level of a big tree holds thousands of listings: decoded a batch at a time, so
+        // memory stays bounded by the batch, not by the widest level.
+        for batch in frontier.chunks(WALK_BATCH) {
+            let loaded: Vec<(Id, Result<Listing>)> = batch.par_iter().map(|id| (*id, load(id))).collect();
+            for (id, listing) in loaded {
+                if let Ok(l) = &listing {
+                    next.extend(l.iter().filter_map(Node::subtree).filter(|sub| seen.insert(*sub)));
+                }
+                visit(id, listing);
             }
-            visit(id, listing);
         }
+        frontier = next;
     }
 }
 

@@ -72,13 +72,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let keep = (snapshots / 2).max(1).to_string();
 
     let tools = ["snapfs", "restic", "borg"];
+    let borg_base = work.join("borg-base");
     let repo = |t: &str| work.join(format!("repo-{t}"));
     let init = |t: &str| -> Vec<String> {
         let r = repo(t).display().to_string();
         match t {
             "snapfs" => vec![snapfs.clone(), "-q".into(), "--repo".into(), r, "init".into()],
             "restic" => vec!["restic".into(), "-q".into(), "-r".into(), r, "init".into()],
-            _ => vec!["borg".into(), "init".into(), "--encryption".into(), "repokey-blake2".into(), r],
+            _ => ["env", &format!("BORG_BASE_DIR={}", borg_base.display()), "borg", "init", "--encryption", "repokey-blake2", &r]
+                .map(String::from)
+                .to_vec(),
         }
     };
     let backup = |t: &str, k: usize| -> Vec<String> {
@@ -86,7 +89,10 @@ pub fn run(args: &[String]) -> Result<()> {
         match t {
             "snapfs" => vec![snapfs.clone(), "-q".into(), "--repo".into(), r, "backup".into(), d],
             "restic" => vec!["restic".into(), "-q".into(), "-r".into(), r, "backup".into(), d],
-            _ => ["borg", "create", "--compression", "zstd,3", &format!("{r}::s{k}"), &d].map(String::from).to_vec(),
+            _ => {
+                let base = format!("BORG_BASE_DIR={}", borg_base.display());
+                ["env", &base, "borg", "create", "--compression", "zstd,3", &format!("{r}::s{k}"), &d].map(String::from).to_vec()
+            }
         }
     };
     let prune_cmd = |t: &str, r: &Path| -> Vec<String> {
@@ -102,7 +108,16 @@ pub fn run(args: &[String]) -> Result<()> {
             "restic" => {
                 ["restic", "-r", &r, "-q", "forget", "--keep-last", &keep, "--prune"].map(String::from).to_vec()
             }
-            _ => vec!["sh".into(), "-c".into(), format!("borg prune --keep-last {keep} {r} && borg compact {r}")],
+            // Its own copy of borg's cache and security records for each copy of the repository:
+            // borg refuses a repository older than what it remembers of it.
+            _ => vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "export BORG_BASE_DIR={}; borg prune --keep-last {keep} {r} && borg compact {r}",
+                    work.join("borg-base-copy").display()
+                ),
+            ],
         }
     };
     println!("building a history of {snapshots} snapshots per tool on {files} files, {:.2} GB", bytes as f64 / 1e9);
@@ -134,6 +149,11 @@ pub fn run(args: &[String]) -> Result<()> {
             if *t == "snapfs" {
                 let _ = fs::remove_dir_all(cache_dir());
                 crate::run(Command::new("cp").arg("-a").arg(&cache_saved).arg(cache_dir()))?;
+            }
+            if *t == "borg" {
+                let copy_base = work.join("borg-base-copy");
+                let _ = fs::remove_dir_all(&copy_base);
+                crate::run(Command::new("cp").arg("-a").arg(&borg_base).arg(&copy_base))?;
             }
             crate::run(
                 Command::new("sh").args(["-c", &format!("cat $(find {} -type f) > /dev/null", copy.display())]),
