@@ -35,6 +35,9 @@ impl LocalBackend {
             Ok(true) => Err(Error::NotEmpty(self.root.clone())),
             Ok(false) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotADirectory => {
+                Err(Error::Invalid(format!("{} is not a directory", self.root.display())))
+            }
             Err(e) => Err(Error::io(format!("read {}", self.root.display()), e)),
         }
     }

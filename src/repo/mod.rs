@@ -316,8 +316,8 @@ pub fn read_blob_with<R>(
     READ_BUF.with_borrow_mut(|buf| {
         buf.resize(loc.length as usize, 0);
         backend.read_at(Kind::Pack, &loc.pack.hex(), u64::from(loc.offset), buf).map_err(|e| match e {
-            Error::Io { source, .. } => {
-                Error::io(format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()), source)
+            Error::Io { cause, .. } => {
+                Error::io(format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()), cause)
             }
             e => e,
         })?;
