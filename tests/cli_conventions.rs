@@ -3,6 +3,84 @@
 mod common;
 use common::*;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn make_files(root: &Path, files: &[(&str, &[u8])]) {
+    for (rel, data) in files {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+}
+
+/// Every file and directory under `root` with its permission bits.
+fn modes(root: &Path) -> Vec<(PathBuf, u32, bool)> {
+    let mut out = Vec::new();
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, u32, bool)>) {
+        let md = fs::symlink_metadata(p).unwrap();
+        out.push((p.to_path_buf(), md.mode() & 0o7777, md.is_dir()));
+        if md.is_dir() {
+            for e in fs::read_dir(p).unwrap() {
+                walk(&e.unwrap().path(), out);
+            }
+        }
+    }
+    walk(root, &mut out);
+    out
+}
+
+/// Runs snapfs under a permissive umask (002), which must not loosen the repository's modes.
+fn run_umask_002(s: &Snapfs, args: &[&std::ffi::OsStr]) -> Output {
+    let inner = s.command();
+    let mut c = Command::new("sh");
+    c.args(["-c", "umask 002 && exec \"$0\" \"$@\""]).arg(inner.get_program()).args(inner.get_args()).args(args);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.stdin(Stdio::null());
+    run_cmd(&mut c)
+}
+
+#[test]
+fn the_repository_is_private_unless_its_owner_shares_it_with_a_group() {
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let s = Snapfs::new(base.join("repo"));
+    let out = run_umask_002(&s, &["init".as_ref()]);
+    assert!(out.status.success(), "{}", describe("init", &out));
+    let data = base.join("data");
+    make_files(&data, &[("a", &Rng::new(1).bytes(200_000))]);
+    let out = run_umask_002(&s, &["backup".as_ref(), data.as_os_str()]);
+    assert!(out.status.success(), "{}", describe("backup", &out));
+    for (p, mode, dir) in modes(&s.repo) {
+        let want = if dir {
+            0o700
+        } else if p.parent().unwrap().ends_with("keys") {
+            0o400
+        } else {
+            0o600
+        };
+        assert_eq!(mode, want, "{} has mode {mode:o}, want {want:o}", p.display());
+    }
+
+    // Shared with a group the way restic documents it: from then on, new files stay readable.
+    sh("chmod", &["-R".as_ref(), "g+rX".as_ref(), s.repo.as_os_str()]);
+    let before: Vec<PathBuf> = modes(&s.repo).into_iter().map(|(p, _, _)| p).collect();
+    make_files(&data, &[("b", &Rng::new(2).bytes(300_000))]);
+    let out = run_umask_002(&s, &["backup".as_ref(), data.as_os_str()]);
+    assert!(out.status.success(), "{}", describe("backup into the shared repository", &out));
+    let new: Vec<_> = modes(&s.repo).into_iter().filter(|(p, _, _)| !before.contains(p)).collect();
+    assert!(new.iter().any(|(p, _, _)| p.starts_with(s.repo.join("snapshots"))), "no new snapshot file: {new:?}");
+    for (p, mode, dir) in new {
+        let want = if dir { 0o750 } else { 0o640 };
+        assert_eq!(mode, want, "{} has mode {mode:o} in a shared repository, want {want:o}", p.display());
+    }
+}
 
 #[test]
 fn an_os_error_is_printed_once() {
