@@ -17,6 +17,7 @@ pub mod format;
 pub mod fuse;
 pub mod id;
 pub mod index;
+pub mod patterns;
 pub mod reader;
 pub mod repo;
 pub mod restore;

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use globset::GlobSet;
 use rayon::prelude::*;
 
 use crate::crypto::ObjType;
@@ -17,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::format::tree::{Kind, Node};
 use crate::id::Id;
 use crate::index::IndexReader;
+use crate::patterns::Patterns;
 use crate::reader::FileMap;
 use crate::repo::Repository;
 use crate::sys;
@@ -33,8 +33,8 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore only this absolute path inside the snapshot: a directory's contents, or one entry.
     pub subpath: Option<PathBuf>,
-    pub includes: GlobSet,
-    pub excludes: GlobSet,
+    pub includes: Patterns,
+    pub excludes: Patterns,
     pub dry_run: bool,
     pub overwrite: Overwrite,
 }
@@ -264,11 +264,10 @@ fn collect(
     for node in trees.get(&tree)?.iter().cloned() {
         let name = sys::os(&node.name);
         let snap_path = at.join(name);
-        if opts.excludes.is_match(&snap_path) || opts.excludes.is_match(name) {
+        if opts.excludes.matches(&snap_path) {
             continue;
         }
-        let included =
-            forced || opts.includes.is_empty() || opts.includes.is_match(&snap_path) || opts.includes.is_match(name);
+        let included = forced || opts.includes.is_empty() || opts.includes.matches(&snap_path);
         let d = dest.join(name);
         if let Some(sub) = node.subtree() {
             let at_dir = out.len();

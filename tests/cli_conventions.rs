@@ -7,6 +7,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+fn setup() -> (tempfile::TempDir, PathBuf, Snapfs) {
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let s = Snapfs::new(base.join("repo"));
+    s.init();
+    (tmp, base, s)
+}
+
 fn make_files(root: &Path, files: &[(&str, &[u8])]) {
     for (rel, data) in files {
         let p = root.join(rel);
@@ -96,4 +104,43 @@ fn an_os_error_is_printed_once() {
     let out = Snapfs::new(&file).run(["init"]);
     let line = assert_error_line(&out);
     assert!(line.contains("is not a directory") && !line.contains("os error"), "{line}");
+}
+
+#[test]
+fn exclude_patterns_follow_restic() {
+    let (_tmp, base, s) = setup();
+    let data = base.join("data");
+    make_files(
+        &data,
+        &[
+            ("deep/data/doc/x", b"x"),
+            ("data/doc/y", b"y"),
+            ("mydata/doc/kept", b"k"),
+            ("src/drop.c", b"c"),
+            ("src/keep.c", b"c"),
+            ("photo.JPG", b"j"),
+            ("notes.txt", b"t"),
+        ],
+    );
+    let mut c = s.command();
+    c.arg("backup").arg(&data);
+    for p in ["data/doc", "*.c", "!keep.c"] {
+        c.args(["--exclude", p]);
+    }
+    c.args(["--iexclude", "*.jpg"]);
+    let out = run_cmd(&mut c);
+    assert!(out.status.success(), "{}", describe("backup with restic patterns", &out));
+    let target = base.join("r");
+    s.restore("latest", &target, &[]);
+    let r = restored(&target, &data);
+    let got: Vec<String> =
+        files_under(&r).iter().map(|p| p.strip_prefix(&r).unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(got, ["mydata/doc/kept", "notes.txt", "src/keep.c"]);
+
+    // Restore's --iinclude: by name, ignoring case.
+    let only = base.join("only");
+    s.restore("latest", &only, &["--iinclude", "NOTES.TXT"]);
+    let r = restored(&only, &data);
+    let got: Vec<PathBuf> = files_under(&r).iter().map(|p| p.strip_prefix(&r).unwrap().to_path_buf()).collect();
+    assert_eq!(got, [PathBuf::from("notes.txt")]);
 }

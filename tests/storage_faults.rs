@@ -51,7 +51,7 @@ fn run_backup(repo: &Repository, src: &Path, force: bool) -> snapfs::Result<snap
         tags: vec![],
         host: Some("test-host".into()),
         description: String::new(),
-        excludes: globset::GlobSet::empty(),
+        excludes: Default::default(),
         one_file_system: false,
         dry_run: false,
         force,
@@ -77,8 +77,8 @@ fn verify(repo: &Repository, states: &[BTreeMap<PathBuf, Vec<u8>>], scratch: &Pa
         let opts = RestoreOptions {
             target: target.clone(),
             subpath: None,
-            includes: globset::GlobSet::empty(),
-            excludes: globset::GlobSet::empty(),
+            includes: Default::default(),
+            excludes: Default::default(),
             dry_run: false,
             overwrite: Overwrite::Never,
         };

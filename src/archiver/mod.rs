@@ -10,12 +10,11 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use globset::GlobSet;
-
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Kind, Node};
 use crate::id::Id;
+use crate::patterns::Patterns;
 use crate::repo::Repository;
 use crate::repo::packer;
 use crate::sys;
@@ -27,7 +26,7 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     pub host: Option<String>,
     pub description: String,
-    pub excludes: GlobSet,
+    pub excludes: Patterns,
     pub one_file_system: bool,
     pub dry_run: bool,
     /// Read every file even when the parent snapshot says it is unchanged.

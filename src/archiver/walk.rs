@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 
-use globset::GlobSet;
 use rayon::prelude::*;
 
 use super::meta::node_from;
@@ -19,6 +18,7 @@ use crate::crypto::ObjType;
 use crate::error::Result;
 use crate::format::tree::{self, Kind, Node};
 use crate::id::Id;
+use crate::patterns::Patterns;
 use crate::repo::Repository;
 use crate::repo::packer::Packer;
 
@@ -30,7 +30,7 @@ const READ_BLOCK: usize = 16 << 20;
 pub struct Walker<'a> {
     pub repo: &'a Repository,
     pub packer: &'a Packer<'a>,
-    pub excludes: GlobSet,
+    pub excludes: Patterns,
     pub one_file_system: bool,
     pub with_atime: bool,
     pub counters: &'a Progress,
@@ -142,7 +142,7 @@ impl Walker<'_> {
             .par_iter()
             .map(|name| {
                 let p = path.join(name);
-                if self.excludes.is_match(&p) || self.excludes.is_match(name) {
+                if self.excludes.matches(&p) {
                     return Ok(None);
                 }
                 let md = match fs::symlink_metadata(&p) {

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
-use super::{Global, exit, globs, human, progress};
+use super::{Global, exit, human, progress, read_patterns};
 use snapfs::archiver::{BackupOptions, backup};
+use snapfs::patterns::Patterns;
 use snapfs::timespec;
 
 #[derive(clap::Args)]
@@ -25,12 +26,19 @@ pub struct Args {
     /// A free-form description stored with the snapshot
     #[arg(long, default_value = "")]
     description: String,
-    /// Leave out entries whose absolute path or name matches this glob (repeatable)
-    #[arg(short, long = "exclude", value_name = "GLOB")]
+    /// Leave out entries that match this pattern (repeatable; `/x` from the root, `a/b` at any
+    /// depth, `*.log` by name, `!` re-includes)
+    #[arg(short, long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
-    /// Read exclude globs from a file, one per line (# starts a comment)
+    /// As --exclude, ignoring case
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    iexcludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line (# starts a comment)
     #[arg(long = "exclude-file", value_name = "FILE")]
     exclude_files: Vec<PathBuf>,
+    /// Read patterns for --iexclude from a file
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    iexclude_files: Vec<PathBuf>,
     /// Do not cross into other filesystems
     #[arg(short = 'x', long)]
     one_file_system: bool,
@@ -55,11 +63,10 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
-    let mut patterns = a.excludes.clone();
-    for f in &a.exclude_files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("read exclude file {}", f.display()))?;
-        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
-    }
+    let excludes = Patterns::new(
+        &read_patterns(&a.excludes, &a.exclude_files)?,
+        &read_patterns(&a.iexcludes, &a.iexclude_files)?,
+    )?;
     let time_ns = match &a.time {
         Some(t) => Some(timespec::parse_at(t)?.as_nanosecond() as i64),
         None => None,
@@ -69,7 +76,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         tags: a.tags.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect(),
         host: a.host.clone(),
         description: a.description.clone(),
-        excludes: globs(&patterns)?,
+        excludes,
         one_file_system: a.one_file_system,
         dry_run: a.dry_run,
         force: a.force,

@@ -262,17 +262,14 @@ impl From<FilterArgs> for snapfs::select::Filter {
     }
 }
 
-/// Builds a glob set from patterns, naming the bad one.
-pub fn globs(patterns: &[String]) -> Result<globset::GlobSet> {
-    let mut b = globset::GlobSetBuilder::new();
-    for p in patterns {
-        let g = globset::GlobBuilder::new(p)
-            .literal_separator(true)
-            .build()
-            .with_context(|| format!("bad pattern {p:?}"))?;
-        b.add(g);
+/// Patterns given one per line in files (`#` starts a comment), after those given one by one.
+pub fn read_patterns(given: &[String], files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut patterns = given.to_vec();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("read pattern file {}", f.display()))?;
+        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
     }
-    Ok(b.build()?)
+    Ok(patterns)
 }
 
 /// Sizes as people read them: 1.5 GiB.

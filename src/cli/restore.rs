@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use super::{Global, globs, human};
+use super::{Global, human};
+use snapfs::patterns::Patterns;
 use snapfs::restore::{Overwrite, RestoreOptions, restore};
 use snapfs::select;
 use snapfs::timespec;
@@ -22,12 +23,19 @@ pub struct Args {
     /// Directory to restore into
     #[arg(short, long, value_name = "DIR")]
     target: PathBuf,
-    /// Restore only entries whose absolute snapshot path or name matches (repeatable)
-    #[arg(short, long = "include", value_name = "GLOB")]
+    /// Restore only entries that match this pattern, and what is below them (repeatable; the
+    /// rules of `backup --exclude`, against the path in the snapshot)
+    #[arg(short, long = "include", value_name = "PATTERN")]
     includes: Vec<String>,
-    /// Leave out entries whose absolute snapshot path or name matches (repeatable)
-    #[arg(short, long = "exclude", value_name = "GLOB")]
+    /// As --include, ignoring case
+    #[arg(long = "iinclude", value_name = "PATTERN")]
+    iincludes: Vec<String>,
+    /// Leave out entries that match this pattern (repeatable)
+    #[arg(short, long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
+    /// As --exclude, ignoring case
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    iexcludes: Vec<String>,
     /// List what would be written, write nothing
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -61,8 +69,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let opts = RestoreOptions {
         target: a.target.clone(),
         subpath,
-        includes: globs(&a.includes)?,
-        excludes: globs(&a.excludes)?,
+        includes: Patterns::new(&a.includes, &a.iincludes)?,
+        excludes: Patterns::new(&a.excludes, &a.iexcludes)?,
         dry_run: a.dry_run,
         overwrite: match a.overwrite {
             OverwriteArg::Never => Overwrite::Never,
