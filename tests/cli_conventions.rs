@@ -23,6 +23,61 @@ fn make_files(root: &Path, files: &[(&str, &[u8])]) {
     }
 }
 
+#[test]
+fn empty_passwords_are_refused_from_every_source() {
+    let (_tmp, base, existing) = setup();
+    let empty = base.join("empty");
+    fs::write(&empty, "\n").unwrap();
+    let cases: [(&str, Vec<String>, Option<&str>); 3] = [
+        ("SNAPFS_PASSWORD", vec![], Some("")),
+        ("password file", vec!["--password-file".into(), empty.to_str().unwrap().into()], None),
+        ("password command", vec!["--password-command".into(), "true".into()], None),
+    ];
+    for (i, (source, args, env)) in cases.into_iter().enumerate() {
+        // Creating a repository, and opening one: refused before any key is derived, naming
+        // where the empty password came from (not "wrong password").
+        let mut fresh = Snapfs::new(base.join(format!("repo{i}")));
+        let mut open = Snapfs::new(&existing.repo);
+        fresh.password = env.map(String::from);
+        open.password = env.map(String::from);
+        for (s, cmd) in [(&fresh, "init"), (&open, "snapshots")] {
+            let out = s.run(args.iter().map(String::as_str).chain([cmd]));
+            assert_eq!(out.status.code(), Some(1), "{}", describe(&format!("{cmd} with an empty {source}"), &out));
+            let line = assert_error_line(&out);
+            assert!(line.contains(source) && line.contains("empty password is not allowed"), "{cmd}: {line}");
+        }
+        assert!(!fresh.repo.join("config").exists(), "init with an empty {source} created a repository");
+    }
+}
+
+#[test]
+fn explicit_password_sources_win_over_the_environment() {
+    let (_tmp, base, mut s) = setup();
+    s.password = Some("wrong".into());
+    let file = base.join("pw");
+    // A file's line ending goes, whichever it is; what follows the first line is not the password.
+    for content in
+        [format!("{PASSWORD}\n"), format!("{PASSWORD}\r\n"), format!("{PASSWORD}\r"), format!("{PASSWORD}\nnotes")]
+    {
+        fs::write(&file, &content).unwrap();
+        let out = s.run(["--password-file".as_ref(), file.as_os_str(), "snapshots".as_ref()]);
+        assert!(out.status.success(), "{}", describe(&format!("--password-file holding {content:?}"), &out));
+    }
+    let cmd = format!("printf '%s\\n' '{PASSWORD}'");
+    let out = s.run(["--password-command", &cmd, "snapshots"]);
+    assert!(out.status.success(), "{}", describe("--password-command beside a wrong SNAPFS_PASSWORD", &out));
+    // The environment alone still works, and a wrong one is a wrong password.
+    assert_eq!(s.run(["snapshots"]).status.code(), Some(12));
+    let out = s.run([
+        "--password-command".as_ref(),
+        cmd.as_ref(),
+        "--password-file".as_ref(),
+        file.as_os_str(),
+        "snapshots".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe("both --password-file and --password-command", &out));
+}
+
 /// Every file and directory under `root` with its permission bits.
 fn modes(root: &Path) -> Vec<(PathBuf, u32, bool)> {
     let mut out = Vec::new();

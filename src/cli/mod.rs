@@ -47,11 +47,11 @@ pub struct Global {
     /// Where the index cache lives [default: $XDG_CACHE_HOME/snapfs or ~/.cache/snapfs]
     #[arg(long, global = true, env = "SNAPFS_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// Read the password from the first line of this file
+    /// Read the password from the first line of this file (its line ending removed)
     #[arg(long, global = true, env = "SNAPFS_PASSWORD_FILE", value_name = "FILE")]
     password_file: Option<PathBuf>,
-    /// Run this shell command and use its output as the password
-    #[arg(long, global = true, value_name = "CMD")]
+    /// Run this shell command and use its output as the password (trailing newlines removed)
+    #[arg(long, global = true, env = "SNAPFS_PASSWORD_COMMAND", value_name = "CMD", conflicts_with = "password_file")]
     password_command: Option<String>,
     /// Print only warnings and errors
     #[arg(short, long, global = true)]
@@ -203,40 +203,58 @@ pub fn open_cached(g: &Global, mode: LockMode, command: &str, cache: &Cache) -> 
     Ok(repo)
 }
 
-/// The password, from the first source that is set: `SNAPFS_PASSWORD`, a file, a command, or
-/// a prompt on the terminal (twice when creating a repository).
+const NO_EMPTY: &str = "an empty password is not allowed";
+
+/// The password, in restic's order: an explicit `--password-command` or `--password-file` (or
+/// their variables), then `SNAPFS_PASSWORD`, then a prompt on the terminal (twice when
+/// creating a repository). An empty password is refused from every source: a broken
+/// `pass show` must not create a repository anyone can open.
 fn password(g: &Global, confirm: bool) -> Result<Zeroizing<String>> {
-    if let Ok(p) = std::env::var("SNAPFS_PASSWORD") {
-        return Ok(Zeroizing::new(p));
-    }
-    if let Some(f) = &g.password_file {
-        let text =
-            Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?);
-        return Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_string()));
-    }
     if let Some(cmd) = &g.password_command {
         let out = std::process::Command::new("sh")
             .args(["-c", cmd])
             .stderr(std::process::Stdio::inherit())
             .output()
             .with_context(|| format!("run password command {cmd:?}"))?;
+        let stdout = Zeroizing::new(out.stdout);
         if !out.status.success() {
             bail!("password command {cmd:?} failed with {}", out.status);
         }
-        let text = Zeroizing::new(String::from_utf8(out.stdout).context("password command printed non-UTF-8")?);
-        return Ok(Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_string()));
+        let text = std::str::from_utf8(&stdout).context("the password command printed non-UTF-8")?;
+        let pw = text.trim_end_matches(['\n', '\r']);
+        if pw.is_empty() {
+            bail!("password command {cmd:?} printed no password; {NO_EMPTY}");
+        }
+        return Ok(Zeroizing::new(pw.to_string()));
+    }
+    if let Some(f) = &g.password_file {
+        let text =
+            Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?);
+        let first = text.split('\n').next().unwrap_or("");
+        let pw = first.strip_suffix('\r').unwrap_or(first);
+        if pw.is_empty() {
+            bail!("the first line of password file {} is empty; {NO_EMPTY}", f.display());
+        }
+        return Ok(Zeroizing::new(pw.to_string()));
+    }
+    if let Some(p) = std::env::var_os("SNAPFS_PASSWORD") {
+        let p = Zeroizing::new(p.into_string().map_err(|_| anyhow::anyhow!("SNAPFS_PASSWORD is not valid UTF-8"))?);
+        if p.is_empty() {
+            bail!("SNAPFS_PASSWORD is set but empty; {NO_EMPTY}");
+        }
+        return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
         bail!("no password given: set SNAPFS_PASSWORD, SNAPFS_PASSWORD_FILE, --password-file or --password-command");
     }
     let p = Zeroizing::new(rpassword::prompt_password("repository password: ").context("read password")?);
+    if p.is_empty() {
+        bail!("{NO_EMPTY}");
+    }
     if confirm {
         let again = Zeroizing::new(rpassword::prompt_password("repeat password: ").context("read password")?);
         if *again != *p {
             bail!("the passwords do not match");
-        }
-        if p.is_empty() {
-            bail!("an empty password is not allowed");
         }
     }
     Ok(p)

@@ -175,6 +175,7 @@ impl Snapfs {
         c.env_remove("SNAPFS_REPOSITORY")
             .env_remove("SNAPFS_PASSWORD")
             .env_remove("SNAPFS_PASSWORD_FILE")
+            .env_remove("SNAPFS_PASSWORD_COMMAND")
             .env("SNAPFS_CACHE_DIR", cache_dir(&self.repo))
             .stdin(Stdio::null());
         if let Some(p) = &self.password {
