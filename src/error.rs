@@ -43,6 +43,9 @@ pub enum Error {
     /// A blob that could not be read, with where it lives, so a log line can name both.
     #[error("{kind} {blob} in pack {pack}: {cause}")]
     Blob { kind: &'static str, blob: String, pack: String, cause: Box<Error> },
+    /// The caller asked the operation to stop (a signal); nothing it would have committed was.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {

@@ -55,9 +55,13 @@ fn run_backup(repo: &Repository, src: &Path, force: bool) -> snapfs::Result<snap
         one_file_system: false,
         dry_run: false,
         force,
+        parent: None,
+        ignore_inode: false,
+        ignore_ctime: false,
         with_atime: false,
         time_ns: None,
         progress: Default::default(),
+        interrupt: Default::default(),
     };
     backup(repo, &opts)
 }
@@ -81,6 +85,7 @@ fn verify(repo: &Repository, states: &[BTreeMap<PathBuf, Vec<u8>>], scratch: &Pa
             excludes: Default::default(),
             dry_run: false,
             overwrite: Overwrite::Never,
+            allow_damaged: false,
         };
         let out = restore(repo, snap.tree, &opts).unwrap();
         assert!(out.errors.is_empty(), "snapshot {}: {:?}", id.short(), out.errors);

@@ -1,17 +1,29 @@
 //! Command-line interface: argument definitions, password sources, exit codes.
 
+// Every line a command prints goes through these (see `output`): println! panics on a closed pipe.
+macro_rules! outln {
+    () => { $crate::cli::output::line(format_args!("")) };
+    ($($t:tt)*) => { $crate::cli::output::line(format_args!($($t)*)) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::cli::output::err_line(format_args!($($t)*)) };
+}
+
 mod backup;
 mod check;
+mod interrupt;
 mod mount;
+mod output;
 mod progress;
 mod repair;
 mod restore;
 mod snapshots;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -21,17 +33,44 @@ use snapfs::backend::{self, Backend, LocalBackend};
 use snapfs::crypto::keyfile::KdfParams;
 use snapfs::repo::{Cache, LockMode, Opened, Repository, lock};
 
-/// Exit codes, following restic where it has one.
+/// Exit codes, following restic where it has one. Usage errors exit 2 (clap's).
 pub mod exit {
     pub const ERROR: u8 = 1;
     pub const INCOMPLETE: u8 = 3;
     pub const NO_REPOSITORY: u8 = 10;
     pub const LOCKED: u8 = 11;
     pub const WRONG_PASSWORD: u8 = 12;
+    pub const INTERRUPTED: u8 = 130;
 }
 
+/// `snapfs --version`: the version, the commit when the build was told it (`SNAPFS_COMMIT` at
+/// build time; no build script runs git), the repository format and the target.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    let commit = option_env!("SNAPFS_COMMIT").map(|c| format!(", commit {c}")).unwrap_or_default();
+    format!(
+        "{}{commit} (repository format {}, {}-{})",
+        env!("CARGO_PKG_VERSION"),
+        snapfs::format::config::VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+});
+
+const ENVIRONMENT: &str = "\
+Environment:
+  SNAPFS_REPOSITORY        the repository, as --repo
+  SNAPFS_PASSWORD          the password itself (--password-file and --password-command win over it)
+  SNAPFS_PASSWORD_FILE     as --password-file
+  SNAPFS_PASSWORD_COMMAND  as --password-command
+  SNAPFS_CACHE_DIR         as --cache-dir";
+
 #[derive(Parser)]
-#[command(name = "snapfs", version, about = "Deduplicating, encrypted backups you can browse as filesystems")]
+#[command(
+    name = "snapfs",
+    version = VERSION.as_str(),
+    about = "Deduplicating, encrypted backups you can browse as filesystems",
+    after_help = ENVIRONMENT
+)]
 pub struct Cli {
     #[command(flatten)]
     global: Global,
@@ -40,6 +79,7 @@ pub struct Cli {
 }
 
 #[derive(clap::Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Repository directory
     #[arg(short = 'r', long, global = true, env = "SNAPFS_REPOSITORY", value_name = "DIR")]
@@ -53,6 +93,9 @@ pub struct Global {
     /// Run this shell command and use its output as the password (trailing newlines removed)
     #[arg(long, global = true, env = "SNAPFS_PASSWORD_COMMAND", value_name = "CMD", conflicts_with = "password_file")]
     password_command: Option<String>,
+    /// When the repository is locked, keep trying for this long (e.g. 30s, 5m) instead of failing
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    retry_lock: Option<Duration>,
     /// Print only warnings and errors
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -81,21 +124,31 @@ enum Command {
         #[arg(long)]
         remove_all: bool,
     },
+    /// Print the version, the repository format it writes and the target it was built for
+    Version {
+        /// Print a JSON object
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
     bound_malloc();
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
+    let code = match run(cli) {
+        Ok(code) => code,
         Err(e) => {
-            if is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("snapfs: error: {e:#}");
-            ExitCode::from(exit_code(&e))
+            errln!("snapfs: error: {e:#}");
+            exit_code(&e)
+        }
+    };
+    if let Some(e) = output::failure() {
+        errln!("snapfs: error: write standard output: {e}");
+        if code == 0 {
+            return ExitCode::from(exit::ERROR);
         }
     }
+    ExitCode::from(code)
 }
 
 /// Keeps the process's memory near what it uses. glibc raises its mmap threshold after large
@@ -110,10 +163,6 @@ fn bound_malloc() {
     }
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-}
-
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(err) = cause.downcast_ref::<snapfs::Error>() {
@@ -121,6 +170,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 snapfs::Error::NoRepository(_) => exit::NO_REPOSITORY,
                 snapfs::Error::Locked(_) => exit::LOCKED,
                 snapfs::Error::WrongPassword => exit::WRONG_PASSWORD,
+                snapfs::Error::Interrupted => exit::INTERRUPTED,
                 _ => exit::ERROR,
             };
         }
@@ -145,7 +195,22 @@ fn run(cli: Cli) -> Result<u8> {
             }
             let n = lock::remove(backend.as_ref(), remove_all)?;
             if !g.quiet {
-                println!("removed {n} lock{}", if n == 1 { "" } else { "s" });
+                outln!("removed {}", count(n as u64, "lock", "locks"));
+            }
+            Ok(0)
+        }
+        Command::Version { json } => {
+            if json {
+                let v = serde_json::json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "commit": option_env!("SNAPFS_COMMIT"),
+                    "repository_format": snapfs::format::config::VERSION,
+                    "arch": std::env::consts::ARCH,
+                    "os": std::env::consts::OS,
+                });
+                outln!("{v}");
+            } else {
+                outln!("snapfs {}", *VERSION);
             }
             Ok(0)
         }
@@ -164,14 +229,14 @@ fn init(g: &Global) -> Result<u8> {
     let location = repo_location(g)?;
     let backend = backend(g)?;
     if !location.contains(':') {
-        LocalBackend::new(std::path::Path::new(location)).check_empty()?;
+        LocalBackend::new(Path::new(location)).check_empty()?;
     }
     let pw = password(g, true)?;
     let repo = Repository::init(backend, pw.as_bytes(), KdfParams::DEFAULT)?;
     if !g.quiet {
         let id: String = repo.repo_id().iter().map(|b| format!("{b:02x}")).collect();
-        println!("created snapfs repository {id} at {location}");
-        println!("Keep the password safe: without it the data cannot be read back.");
+        outln!("created snapfs repository {id} at {location}");
+        outln!("Keep the password safe: without it the data cannot be read back.");
     }
     Ok(0)
 }
@@ -185,7 +250,8 @@ pub fn cache(g: &Global) -> Cache {
 pub fn open_keys(g: &Global, mode: LockMode, command: &str) -> Result<Repository<Opened>> {
     let backend = backend(g)?;
     let pw = password(g, false)?;
-    Ok(Repository::open(backend, pw.as_bytes(), mode, command)?)
+    let retry = g.retry_lock.unwrap_or(Duration::ZERO);
+    Ok(Repository::open_retrying_lock(backend, pw.as_bytes(), mode, command, retry)?)
 }
 
 /// As [`open_keys`], with the index cache caught up (one line on stderr when it had to be).
@@ -198,7 +264,7 @@ pub fn open_cached(g: &Global, mode: LockMode, command: &str, cache: &Cache) -> 
     if let Some(line) = caught_up.summary()
         && !g.quiet
     {
-        eprintln!("{line}");
+        errln!("{line}");
     }
     Ok(repo)
 }
@@ -300,4 +366,35 @@ pub fn human(bytes: u64) -> String {
         u += 1;
     }
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// A count with its noun in the right number: `1 file`, `2 files`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `90s`, `10m`, `1h30m`, `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => bail!("bad duration {s:?}: use e.g. 90s, 10m, 1h30m"),
+        };
+        let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        num.clear();
+    }
+    if !num.is_empty() || total == 0 {
+        bail!("bad duration {s:?}: use e.g. 90s, 10m, 1h30m");
+    }
+    Ok(Duration::from_secs(total))
 }

@@ -48,7 +48,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open_keys(g, snapfs::repo::LockMode::None, "snapshots")?;
     let (snaps, bad) = repo.snapshots()?;
     for (name, e) in &bad {
-        eprintln!("warning: snapshot {name} is damaged and was left out: {e}");
+        errln!("warning: snapshot {name} is damaged and was left out: {e}");
     }
     let filter: snapfs::select::Filter = a.filter.into();
     let mut list: Vec<_> = snaps.iter().filter(|(_, s)| filter.matches(s)).collect();
@@ -57,12 +57,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     }
     if a.json {
         let arr: Vec<_> = list.iter().map(|(id, s)| json_of(id, s)).collect();
-        println!("{}", serde_json::Value::Array(arr));
+        outln!("{}", serde_json::Value::Array(arr));
     } else {
-        println!("{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
+        outln!("{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
         for (id, s) in &list {
             let paths = if s.paths.is_empty() { vec![String::new()] } else { s.paths.clone() };
-            println!(
+            outln!(
                 "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {}",
                 id.short(),
                 timespec::local(s.time_ns),
@@ -72,11 +72,11 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 paths[0]
             );
             for p in &paths[1..] {
-                println!("{:>78}  {p}", "");
+                outln!("{:>78}  {p}", "");
             }
         }
         if !g.quiet {
-            println!("{} snapshot{}", list.len(), if list.len() == 1 { "" } else { "s" });
+            outln!("{}", super::count(list.len() as u64, "snapshot", "snapshots"));
         }
     }
     Ok(if bad.is_empty() { 0 } else { super::exit::ERROR })

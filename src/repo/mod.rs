@@ -107,6 +107,18 @@ impl Repository<Opened> {
         mode: LockMode,
         command: &str,
     ) -> Result<Repository<Opened>> {
+        Self::open_retrying_lock(backend, password, mode, command, std::time::Duration::ZERO)
+    }
+
+    /// As [`Repository::open`], but while a conflicting lock is held, tries again for up to
+    /// `retry` before giving up with [`Error::Locked`].
+    pub fn open_retrying_lock(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        mode: LockMode,
+        command: &str,
+        retry: std::time::Duration,
+    ) -> Result<Repository<Opened>> {
         let cfg = match backend.read(Kind::Config, "config") {
             Ok(c) => c,
             Err(e) if backend::is_not_found(&e) => return Err(Error::NoRepository(backend.location())),
@@ -121,7 +133,7 @@ impl Repository<Opened> {
         let params = keys.open(ObjType::Config, &Id::ZERO, &cfg[config::HEADER_LEN..], 1024, header)?;
         let params = Params::decode(&params)?;
         let damaged_epochs = load_epochs(backend.as_ref(), &mut keys, &repo_id)?;
-        let lock = lock::acquire(&backend, mode, command)?;
+        let lock = lock::acquire_retrying(&backend, mode, command, retry)?;
         let mut repo = Self::assemble(backend, keys, params, repo_id, lock);
         repo.damaged_epochs = damaged_epochs;
         Ok(repo)
