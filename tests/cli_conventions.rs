@@ -12,22 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn setup() -> (tempfile::TempDir, PathBuf, Snapfs) {
-    let tmp = tempdir();
-    let base = canonical(tmp.path());
-    let s = Snapfs::new(base.join("repo"));
-    s.init();
-    (tmp, base, s)
-}
-
-fn make_files(root: &Path, files: &[(&str, &[u8])]) {
-    for (rel, data) in files {
-        let p = root.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, data).unwrap();
-    }
-}
-
 /// Runs `cmd` with its standard output a pipe whose reading end is already closed, as under
 /// `| head -0`; stderr is captured.
 fn with_closed_stdout(cmd: &mut Command) -> Output {

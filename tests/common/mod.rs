@@ -278,6 +278,24 @@ impl Snapfs {
     }
 }
 
+/// A fresh temporary directory (canonical) with an initialized repository `repo` in it.
+pub fn setup() -> (tempfile::TempDir, PathBuf, Snapfs) {
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let s = Snapfs::new(base.join("repo"));
+    s.init();
+    (tmp, base, s)
+}
+
+/// Writes each `(relative path, bytes)` under `root`, making the directories on the way.
+pub fn make_files(root: &Path, files: &[(&str, &[u8])]) {
+    for (rel, data) in files {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+}
+
 /// Extracts `<id>` from the `snapshot <id> saved` line.
 pub fn snapshot_id_from(stdout: &str) -> String {
     for line in stdout.lines() {
