@@ -6,15 +6,14 @@ use std::path::PathBuf;
 /// A shorthand used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+// A variant's message includes its cause's, and `source()` does not return the cause: the
+// library's messages are read one at a time (warnings, logs), and a report that walks the
+// chain as well (anyhow's `{:#}`) would print the OS error twice.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: std::io::Error },
     #[error("no snapfs repository at {0}")]
     NoRepository(String),
     #[error("{0} is not empty; refusing to create a repository there")]
@@ -45,19 +44,16 @@ pub enum Error {
     #[error("index database: {0}")]
     Index(String),
     /// A blob that could not be read, with where it lives, so a log line can name both.
-    #[error("{kind} {blob} in pack {pack}: {source}")]
-    Blob {
-        kind: &'static str,
-        blob: String,
-        pack: String,
-        #[source]
-        source: Box<Error>,
-    },
+    #[error("{kind} {blob} in pack {pack}: {cause}")]
+    Blob { kind: &'static str, blob: String, pack: String, cause: Box<Error> },
+    /// The caller asked the operation to stop (a signal); nothing it would have committed was.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+    pub fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
+        Error::Io { context: context.into(), cause }
     }
 
     pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {

@@ -50,13 +50,20 @@ pub struct SnapFs {
     vfs: Arc<Vfs>,
 }
 
+/// One line on stderr. Not `eprintln!`, which panics when stderr is gone (a mount started with
+/// its stderr on a pipe whose reader quit): a handler must answer, not unwind.
+fn log(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Runs a handler body, turning a panic (a bug) into EIO instead of a dead session thread.
 fn guard<T>(op: impl std::fmt::Display, f: impl FnOnce() -> VfsResult<T>) -> Result<T, Errno> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(errno(op, e)),
         Err(_) => {
-            eprintln!("snapfs: internal error in {op}; answered EIO");
+            log(format_args!("snapfs: internal error in {op}; answered EIO"));
             Err(Errno::EIO)
         }
     }
@@ -72,7 +79,7 @@ fn errno(op: impl std::fmt::Display, e: VfsError) -> Errno {
         VfsError::BadHandle => Errno::EBADF,
         VfsError::Io(e) => {
             // The one place damage is reported: the caller only sees EIO.
-            eprintln!("snapfs: {op}: {e}");
+            log(format_args!("snapfs: {op}: {e}"));
             Errno::EIO
         }
     }

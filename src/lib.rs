@@ -18,6 +18,7 @@ pub mod format;
 pub mod fuse;
 pub mod id;
 pub mod index;
+pub mod patterns;
 pub mod policy;
 pub mod prune;
 pub mod reader;

@@ -37,7 +37,7 @@ impl ChunkReader {
     pub fn chunk(&self, id: &Id, loc: &BlobLoc) -> Result<Chunk> {
         self.cache.get_or_load(id, || {
             let wrap =
-                |e: Error| Error::Blob { kind: "data blob", blob: id.hex(), pack: loc.pack.hex(), source: Box::new(e) };
+                |e: Error| Error::Blob { kind: "data blob", blob: id.hex(), pack: loc.pack.hex(), cause: Box::new(e) };
             if loc.ty != ObjType::Data {
                 return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
             }

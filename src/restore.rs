@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use globset::GlobSet;
 use rayon::prelude::*;
 
 use crate::crypto::ObjType;
@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::tree::{Kind, Node};
 use crate::id::Id;
 use crate::index::IndexReader;
+use crate::patterns::Patterns;
 use crate::reader::FileMap;
 use crate::repo::Repository;
 use crate::sys;
@@ -33,10 +34,13 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore only this absolute path inside the snapshot: a directory's contents, or one entry.
     pub subpath: Option<PathBuf>,
-    pub includes: GlobSet,
-    pub excludes: GlobSet,
+    pub includes: Patterns,
+    pub excludes: Patterns,
     pub dry_run: bool,
     pub overwrite: Overwrite,
+    /// Write a file whose chunks are partly unreadable anyway, leaving holes where the damaged
+    /// chunks were; without it such a file is not restored at all.
+    pub allow_damaged: bool,
 }
 
 #[derive(Default, Debug)]
@@ -49,8 +53,15 @@ pub struct RestoreOutcome {
     pub skipped: Vec<PathBuf>,
     /// What a dry run would write.
     pub planned: Vec<String>,
-    /// Entries that failed, each with the reason; everything else was restored.
+    /// Entries that failed, each with the reason.
     pub errors: Vec<String>,
+    /// Entries selected from the snapshot (all of them, not only those written).
+    pub entries: u64,
+    /// Entries not attempted because a directory above them could not be made.
+    pub left_out: u64,
+    /// With `allow_damaged`: files written with holes, and the byte ranges of each that are holes
+    /// because their chunk could not be read (in order).
+    pub damaged: Vec<(PathBuf, Vec<Range<u64>>)>,
 }
 
 struct Item {
@@ -84,7 +95,7 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
             }
         }
     }
-    let mut out = RestoreOutcome { errors: unreadable, ..Default::default() };
+    let mut out = RestoreOutcome { errors: unreadable, entries: items.len() as u64, ..Default::default() };
     if opts.dry_run {
         for it in &items {
             let exists = fs::symlink_metadata(&it.dest).is_ok();
@@ -117,9 +128,15 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
     // end. `keep[i]` says whether entry i's directory (or, for others, parent) is in place; the
     // children of a directory that could not be made are left out, its failure is reported.
     let mut keep = vec![true; items.len()];
+    // Whether entry i is a directory that failed, or is below one.
+    let mut broken = vec![false; items.len()];
     for (i, it) in items.iter().enumerate() {
-        if it.parent.is_some_and(|p| !keep[p]) {
+        if let Some(p) = it.parent.filter(|&p| !keep[p]) {
             keep[i] = false;
+            if broken[p] {
+                broken[i] = true;
+                out.left_out += 1;
+            }
             continue;
         }
         if it.node.kind != Kind::Dir {
@@ -142,6 +159,7 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
         {
             fail(it, &e);
             keep[i] = false;
+            broken[i] = true;
         } else {
             out.dirs += 1;
         }
@@ -186,12 +204,18 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
 
     // One index snapshot for the whole restore: each read transaction costs lock system calls.
     let index = repo.index().reader()?;
+    let damaged = Mutex::new(Vec::new());
     let written: Vec<(usize, u64)> = work
         .par_iter()
         .filter_map(|&i| {
             let it = &items[i];
-            match write_entry(repo, &index, it, created) {
-                Ok(n) => Some((i, n)),
+            match write_entry(repo, &index, it, created, opts.allow_damaged) {
+                Ok((n, holes)) => {
+                    if !holes.is_empty() {
+                        damaged.lock().expect("poisoned").push((it.dest.clone(), holes));
+                    }
+                    Some((i, n))
+                }
                 Err(e) => {
                     fail(it, &e);
                     None
@@ -199,6 +223,8 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
             }
         })
         .collect();
+    out.damaged = damaged.into_inner().expect("poisoned");
+    out.damaged.sort_by(|a, b| a.0.cmp(&b.0));
     for (i, n) in &written {
         if items[*i].node.kind == Kind::File {
             out.files += 1;
@@ -265,11 +291,10 @@ fn collect(
     for node in trees.source().load_tree(&tree)? {
         let name = sys::os(&node.name);
         let snap_path = at.join(name);
-        if opts.excludes.is_match(&snap_path) || opts.excludes.is_match(name) {
+        if opts.excludes.matches(&snap_path) {
             continue;
         }
-        let included =
-            forced || opts.includes.is_empty() || opts.includes.is_match(&snap_path) || opts.includes.is_match(name);
+        let included = forced || opts.includes.is_empty() || opts.includes.matches(&snap_path);
         let d = dest.join(name);
         if let Some(sub) = node.subtree() {
             let at_dir = out.len();
@@ -326,54 +351,83 @@ impl Creation {
     }
 }
 
-/// Creates one non-directory entry with its metadata; returns the bytes written.
-fn write_entry(repo: &Repository, index: &IndexReader, it: &Item, created: Option<Creation>) -> Result<u64> {
+/// Creates one non-directory entry with its metadata; returns the bytes written and the ranges
+/// left as holes because their chunk was damaged (see [`RestoreOptions::allow_damaged`]).
+fn write_entry(
+    repo: &Repository,
+    index: &IndexReader,
+    it: &Item,
+    created: Option<Creation>,
+    allow_damaged: bool,
+) -> Result<(u64, Vec<Range<u64>>)> {
     let n = &it.node;
     let io = |e| Error::io(it.dest.display().to_string(), e);
     let made = match n.kind {
         Kind::File => {
-            let (f, size) = write_file(repo, index, &it.dest, n)?;
-            return set_file_meta(&f, n, created).map(|_| size).map_err(|e| meta_error(&it.dest, e));
+            let (f, size, holes) = write_file(repo, index, &it.dest, n, allow_damaged)?;
+            return set_file_meta(&f, n, created).map(|_| (size, holes)).map_err(|e| meta_error(&it.dest, e));
         }
         Kind::Symlink => std::os::unix::fs::symlink(sys::os(&n.link_target), &it.dest),
         Kind::Fifo => sys::mknod(&it.dest, libc::S_IFIFO | n.mode, 0),
         Kind::CharDev => sys::mknod(&it.dest, libc::S_IFCHR | n.mode, n.rdev),
         Kind::BlockDev => sys::mknod(&it.dest, libc::S_IFBLK | n.mode, n.rdev),
         Kind::Socket => sys::mknod(&it.dest, libc::S_IFSOCK | n.mode, 0),
-        Kind::Dir => return Ok(0),
+        Kind::Dir => return Ok((0, Vec::new())),
     };
     made.map_err(io)?;
     set_meta(&it.dest, n)?;
-    Ok(0)
+    Ok((0, Vec::new()))
 }
 
-/// Writes a file's chunks at their offsets, in parallel; all-zero chunks become holes.
-/// Returns the open file, so its metadata is set without another path lookup.
-fn write_file(repo: &Repository, index: &IndexReader, dest: &Path, node: &Node) -> Result<(File, u64)> {
+/// Writes a file's chunks at their offsets, in parallel; all-zero chunks become holes, and so do
+/// unreadable ones with `allow_damaged` (their ranges are returned, in order). Returns the open
+/// file, so its metadata is set without another path lookup.
+fn write_file(
+    repo: &Repository,
+    index: &IndexReader,
+    dest: &Path,
+    node: &Node,
+    allow_damaged: bool,
+) -> Result<(File, u64, Vec<Range<u64>>)> {
     let io = |e| Error::io(dest.display().to_string(), e);
     let map = FileMap::new(index, &node.content, node.size)?;
     // Created with its own mode (less the umask), so that often no fchmod is needed.
     let f = fs::OpenOptions::new().write(true).create_new(true).mode(node.mode & 0o777).open(dest).map_err(io)?;
     let chunks: Vec<_> = map.chunks().collect();
     let holes = AtomicBool::new(false);
+    let damaged = Mutex::new(Vec::new());
     let result = chunks
         .par_iter()
         .try_for_each(|&(off, id, loc)| {
-            if loc.ty != ObjType::Data {
-                return Err(Error::corrupt(format!("blob {}", id.short()), "not a data blob"));
-            }
-            repo.with_blob_at(id, loc, |data| {
-                // The offsets of the following chunks come from the index's lengths: a chunk of
-                // another length (an altered index) would shift them, so it is refused.
-                if data.len() != loc.raw_len as usize {
-                    return Err(Error::corrupt(format!("data blob {}", id.short()), "length differs from the index"));
-                }
-                if data.iter().all(|&b| b == 0) {
+            // The outer result is the chunk's read, the inner one the write to `dest`.
+            let read = if loc.ty != ObjType::Data {
+                Err(Error::corrupt(format!("blob {}", id.short()), "not a data blob"))
+            } else {
+                repo.with_blob_at(id, loc, |data| {
+                    // The offsets of the following chunks come from the index's lengths: a chunk
+                    // of another length (an altered index) would shift them, so it is refused.
+                    if data.len() != loc.raw_len as usize {
+                        return Err(Error::corrupt(
+                            format!("data blob {}", id.short()),
+                            "length differs from the index",
+                        ));
+                    }
+                    if data.iter().all(|&b| b == 0) {
+                        holes.store(true, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    f.write_all_at(data, off).map_err(io)
+                })
+            };
+            match read {
+                Ok(written) => written,
+                Err(_) if allow_damaged => {
+                    damaged.lock().expect("poisoned").push(off..off + u64::from(loc.raw_len));
                     holes.store(true, Ordering::Relaxed);
-                    return Ok(());
+                    Ok(())
                 }
-                f.write_all_at(data, off).map_err(io)
-            })?
+                Err(e) => Err(e),
+            }
         })
         // Only a hole at the end leaves the file short; otherwise the writes set its size.
         .and_then(|_| if holes.load(Ordering::Relaxed) { f.set_len(map.size()).map_err(io) } else { Ok(()) });
@@ -382,7 +436,17 @@ fn write_file(repo: &Repository, index: &IndexReader, dest: &Path, node: &Node) 
         let _ = fs::remove_file(dest);
         return Err(e);
     }
-    Ok((f, map.size()))
+    let mut damaged = damaged.into_inner().expect("poisoned");
+    damaged.sort_by_key(|r| r.start);
+    // Neighbouring damaged chunks are one range to the reader.
+    damaged.dedup_by(|next, prev| {
+        let touch = prev.end == next.start;
+        if touch {
+            prev.end = next.end;
+        }
+        touch
+    });
+    Ok((f, map.size(), damaged))
 }
 
 fn meta_error(path: &Path, e: std::io::Error) -> Error {

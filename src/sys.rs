@@ -125,3 +125,12 @@ pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
 pub fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
+
+/// The width in columns of the terminal `f` is, if it is one that says.
+pub fn terminal_columns(f: &impl AsRawFd) -> Option<usize> {
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ only writes one winsize into the struct passed, which outlives the call;
+    // on a descriptor that is no terminal it fails and writes nothing.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+}

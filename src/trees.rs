@@ -40,7 +40,7 @@ impl<R: std::ops::Deref<Target = Repository> + Send + Sync> TreeSource for R {
 /// A listing from the repository; errors name the blob and its pack.
 pub fn load(repo: &Repository, id: &Id) -> Result<Vec<Node>> {
     let loc = repo.index().lookup(id)?.ok_or_else(|| Error::MissingBlob(format!("tree blob {}", id.hex())))?;
-    let wrap = |e: Error| Error::Blob { kind: "tree blob", blob: id.hex(), pack: loc.pack.hex(), source: Box::new(e) };
+    let wrap = |e: Error| Error::Blob { kind: "tree blob", blob: id.hex(), pack: loc.pack.hex(), cause: Box::new(e) };
     if loc.ty != crate::crypto::ObjType::Tree {
         return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
     }

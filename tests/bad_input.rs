@@ -9,22 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn setup() -> (tempfile::TempDir, PathBuf, Snapfs) {
-    let tmp = tempdir();
-    let base = canonical(tmp.path());
-    let s = Snapfs::new(base.join("repo"));
-    s.init();
-    (tmp, base, s)
-}
-
-fn make_files(root: &Path, files: &[(&str, &[u8])]) {
-    for (rel, data) in files {
-        let p = root.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, data).unwrap();
-    }
-}
-
 #[test]
 fn missing_path_fails_and_writes_no_snapshot() {
     let (_tmp, base, s) = setup();

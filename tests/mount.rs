@@ -509,3 +509,31 @@ fn a_snapshot_written_by_another_machine_is_readable_in_a_running_mount() {
     }
     assert_eq!(fs::read(m.latest(&src).join("f")).unwrap(), b"written elsewhere, new data", "log: {}", m.log_text());
 }
+
+/// Without FUSE a mount test fails, unless skipping was asked for: a skipped test must not look
+/// like a passing one. Runs this test binary again with a PATH that has no fusermount3.
+#[test]
+fn a_missing_fuse_fails_the_test_unless_skipping_is_asked_for() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let me = std::env::current_exe().expect("this test binary");
+    let run = |skip: Option<&str>| {
+        let mut c = Command::new(&me);
+        c.args(["--exact", "sigterm_unmounts_and_exits_zero", "--test-threads=1", "--nocapture"])
+            .env("PATH", empty.path())
+            .env_remove("CI")
+            .env_remove("SNAPFS_SKIP_FUSE");
+        if let Some(v) = skip {
+            c.env("SNAPFS_SKIP_FUSE", v);
+        }
+        sh(&mut c)
+    };
+    let out = run(None);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "a mount test without fusermount3 passed:\n{text}");
+    assert!(text.contains("SNAPFS_SKIP_FUSE=1"), "the failure does not say how to skip:\n{text}");
+    let out = run(Some("1"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "SNAPFS_SKIP_FUSE=1 did not skip:\n{text}");
+    assert!(text.contains("1 passed"), "the filter ran no test:\n{text}");
+    assert!(text.contains("SKIPPED"), "the skip is not announced:\n{text}");
+}

@@ -62,13 +62,17 @@ fn run_backup(repo: &Repository, src: &Path, time_s: i64) -> snapfs::Result<()> 
         tags: vec![],
         host: Some("h".into()),
         description: String::new(),
-        excludes: globset::GlobSet::empty(),
+        excludes: Default::default(),
         one_file_system: false,
         dry_run: false,
         force: false,
+        parent: None,
+        ignore_inode: false,
+        ignore_ctime: false,
         with_atime: false,
         time_ns: Some(time_s * 1_000_000_000),
         progress: Default::default(),
+        interrupt: Default::default(),
     };
     backup(repo, &opts).map(|_| ())
 }
@@ -94,10 +98,11 @@ fn verify(repo: &Repository, states: &[State], scratch: &Path) -> usize {
         let opts = RestoreOptions {
             target: target.clone(),
             subpath: None,
-            includes: globset::GlobSet::empty(),
-            excludes: globset::GlobSet::empty(),
+            includes: Default::default(),
+            excludes: Default::default(),
             dry_run: false,
             overwrite: Overwrite::Never,
+            allow_damaged: false,
         };
         let out = restore(repo, snap.tree, &opts).unwrap_or_else(|e| panic!("restore {}: {e}", id.short()));
         assert!(out.errors.is_empty(), "snapshot {}: {:?}", id.short(), out.errors);

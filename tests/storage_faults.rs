@@ -51,13 +51,17 @@ fn run_backup(repo: &Repository, src: &Path, force: bool) -> snapfs::Result<snap
         tags: vec![],
         host: Some("test-host".into()),
         description: String::new(),
-        excludes: globset::GlobSet::empty(),
+        excludes: Default::default(),
         one_file_system: false,
         dry_run: false,
         force,
+        parent: None,
+        ignore_inode: false,
+        ignore_ctime: false,
         with_atime: false,
         time_ns: None,
         progress: Default::default(),
+        interrupt: Default::default(),
     };
     backup(repo, &opts)
 }
@@ -77,10 +81,11 @@ fn verify(repo: &Repository, states: &[BTreeMap<PathBuf, Vec<u8>>], scratch: &Pa
         let opts = RestoreOptions {
             target: target.clone(),
             subpath: None,
-            includes: globset::GlobSet::empty(),
-            excludes: globset::GlobSet::empty(),
+            includes: Default::default(),
+            excludes: Default::default(),
             dry_run: false,
             overwrite: Overwrite::Never,
+            allow_damaged: false,
         };
         let out = restore(repo, snap.tree, &opts).unwrap();
         assert!(out.errors.is_empty(), "snapshot {}: {:?}", id.short(), out.errors);
@@ -141,9 +146,10 @@ fn power_loss_at_every_write_of_a_backup_loses_nothing_committed() {
     let (mem, v1) = seeded(&src);
     let v2 = write_tree(&src, 2);
     assert!(ops_of_second_backup(&mem, &src) >= 4, "a backup writes a lock, a pack, a snapshot, and unlocks");
-    let (mut with_second, mut points) = (0, 0);
-    // Parallel packers may close one pack more or less from run to run: go on until a run
-    // ends before the power does, so every write point of the runs is covered.
+    let (mut with_second, mut points, mut most_ops) = (0, 0, 0);
+    // Parallel packers may close one pack more or less from run to run: go on past the most
+    // writes any run made, so every write point is covered, and end with a run the power
+    // outlives (everything durable: the second snapshot must be there).
     for k in 1.. {
         let image = mem.deep_copy();
         // The crashed run keeps its index cache on disk, as a real client would.
@@ -153,9 +159,8 @@ fn power_loss_at_every_write_of_a_backup_loses_nothing_committed() {
             // In the page cache everything works; only the durable image is cut at op k.
             let _ = run_backup(&repo, &src, false);
         }
-        if faulty.ops() < k {
-            break;
-        }
+        let outlived = faulty.ops() < k;
+        most_ops = most_ops.max(faulty.ops());
         points += 1;
         // After the power loss: the durable image, with the crashed run's (now stale) cache
         // and with none at all.
@@ -163,7 +168,11 @@ fn power_loss_at_every_write_of_a_backup_loses_nothing_committed() {
             let repo = open(Arc::new(image.clone()), &cache).unwrap_or_else(|e| panic!("power loss at op {k}: {e}"));
             let snaps = verify(&repo, &[v1.clone(), v2.clone()], &tmp.path().join("scratch"));
             assert!(snaps >= 1, "power loss at op {k} lost the first snapshot");
+            assert!(snaps == 2 || !outlived, "a backup the power outlived left no snapshot");
             with_second += usize::from(snaps == 2);
+        }
+        if outlived && k > most_ops {
+            break;
         }
     }
     // The snapshot write is the commit point: power lost after it keeps the second snapshot.

@@ -83,3 +83,12 @@ fn the_rule_catches_what_it_is_about() {
     assert_eq!(hits(&f, &["join(\"packs\")"]).len(), 1);
     assert_eq!(hits(&f, &["File::open", "fs::"]).len(), 1);
 }
+
+/// `println!` and `eprintln!` panic when their stream is gone (`snapfs snapshots | head -1`): the
+/// commands print through `cli/output.rs`, which takes a closed pipe as the end of output.
+#[test]
+fn nothing_prints_through_a_macro_that_panics() {
+    let (_, files) = src();
+    let bad: Vec<String> = files.iter().flat_map(|f| hits(f, &["println!(", "print!("])).collect();
+    assert!(bad.is_empty(), "print with outln!/errln! (cli) or a callback (library):\n{}", bad.join("\n"));
+}

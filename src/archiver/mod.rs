@@ -6,16 +6,16 @@ mod walk;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-use globset::GlobSet;
 
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Kind, Node};
 use crate::id::Id;
+use crate::patterns::Patterns;
 use crate::repo::Repository;
 use crate::repo::packer;
 use crate::sys;
@@ -27,15 +27,24 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     pub host: Option<String>,
     pub description: String,
-    pub excludes: GlobSet,
+    pub excludes: Patterns,
     pub one_file_system: bool,
     pub dry_run: bool,
     /// Read every file even when the parent snapshot says it is unchanged.
     pub force: bool,
+    /// The snapshot to compare with, instead of the newest one of this host and these paths.
+    pub parent: Option<Id>,
+    /// Change detection without the inode number and ctime (for filesystems where they are
+    /// not stable, like some network mounts), or without ctime alone.
+    pub ignore_inode: bool,
+    pub ignore_ctime: bool,
     pub with_atime: bool,
     pub time_ns: Option<i64>,
     /// Updated as the backup goes, for a progress display.
-    pub progress: std::sync::Arc<Progress>,
+    pub progress: Arc<Progress>,
+    /// Set from another thread (on a signal) to stop: `backup` then returns
+    /// [`Error::Interrupted`] once the packs already filled are durable; no snapshot is written.
+    pub interrupt: Arc<AtomicBool>,
 }
 
 pub struct BackupOutcome {
@@ -43,9 +52,25 @@ pub struct BackupOutcome {
     pub snapshot: Option<Id>,
     pub parent: Option<Id>,
     pub summary: Summary,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// Paths given more than once or inside another given path, dropped.
     pub dropped_paths: Vec<PathBuf>,
+}
+
+/// Something that went wrong with one entry; the backup went on without it or with less of it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Warning {
+    pub message: String,
+    /// The entry is in the snapshot, but maybe not as it is on disk: a file that changed while
+    /// it was read, a directory that could not be listed (kept empty, with its metadata),
+    /// extended attributes that could not be read. `false`: the entry is not in the snapshot.
+    pub in_snapshot: bool,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// Absolute, lexically clean paths (like restic, `..` is resolved lexically and symlinks kept),
@@ -113,11 +138,13 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
     let (paths, dropped_paths) = normalize_paths(&opts.paths)?;
     let hostname = opts.host.clone().unwrap_or_else(sys::hostname);
     let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    let parent = if opts.force {
-        None
-    } else {
-        let (snaps, _) = repo.snapshots()?;
-        snaps.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.paths == path_strings)
+    let parent = match opts.parent {
+        _ if opts.force => None,
+        Some(id) => Some((id, repo.load_snapshot(&id)?)),
+        None => {
+            let (snaps, _) = repo.snapshots()?;
+            snaps.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.paths == path_strings)
+        }
     };
     let walked = packer::with_packer(repo, opts.dry_run, |packer| {
         let walker = Walker {
@@ -126,6 +153,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
             excludes: opts.excludes.clone(),
             one_file_system: opts.one_file_system,
             with_atime: opts.with_atime,
+            ignore_inode: opts.ignore_inode,
+            ignore_ctime: opts.ignore_ctime || opts.ignore_inode,
+            interrupt: &opts.interrupt,
             counters: &opts.progress,
             warnings: Mutex::new(Vec::new()),
             buffers: Mutex::new(Vec::new()),
@@ -176,7 +206,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
 fn build(w: &Walker, path: &Path, plan: &Plan, prev: Option<Id>) -> Result<Id> {
     let root_dev = std::fs::symlink_metadata(path).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).unwrap_or(0);
     if plan.whole {
-        return w.dir(path, prev, root_dev)?.ok_or_else(|| Error::Invalid(format!("cannot read {}", path.display())));
+        return w.dir(path, prev, root_dev);
     }
     let parent = w.parent_dir(prev);
     let mut nodes = Vec::new();
@@ -185,7 +215,7 @@ fn build(w: &Walker, path: &Path, plan: &Plan, prev: Option<Id>) -> Result<Id> {
         let md = match std::fs::symlink_metadata(&p) {
             Ok(m) => m,
             Err(e) => {
-                w.warn(format!("{}: {e}", p.display()));
+                w.skipped(format!("{}: {e}", p.display()));
                 continue;
             }
         };

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use globset::GlobSet;
+use crate::patterns::Patterns;
 
 #[derive(Default)]
 pub struct Progress {
@@ -39,7 +39,7 @@ impl Progress {
 }
 
 /// Counts files and bytes under `paths` (one stat each, no reads), for the ETA.
-pub fn prescan(paths: &[PathBuf], excludes: &GlobSet, p: &Progress) {
+pub fn prescan(paths: &[PathBuf], excludes: &Patterns, p: &Progress) {
     let mut stack: Vec<PathBuf> = paths.to_vec();
     while let Some(path) = stack.pop() {
         if p.stop.load(Relaxed) {
@@ -50,7 +50,7 @@ pub fn prescan(paths: &[PathBuf], excludes: &GlobSet, p: &Progress) {
             let Ok(rd) = std::fs::read_dir(&path) else { continue };
             for e in rd.flatten() {
                 let child = e.path();
-                if !excludes.is_match(&child) && !excludes.is_match(e.file_name()) {
+                if !excludes.matches(&child) {
                     stack.push(child);
                 }
             }

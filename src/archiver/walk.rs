@@ -8,17 +8,19 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 
-use globset::GlobSet;
 use rayon::prelude::*;
 
+use super::Warning;
 use super::meta::node_from;
 use super::progress::Progress;
 use crate::crypto::ObjType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::tree::{self, Kind, Node};
 use crate::id::Id;
+use crate::patterns::Patterns;
 use crate::repo::Repository;
 use crate::repo::packer::Packer;
 
@@ -30,11 +32,14 @@ const READ_BLOCK: usize = 16 << 20;
 pub struct Walker<'a> {
     pub repo: &'a Repository,
     pub packer: &'a Packer<'a>,
-    pub excludes: GlobSet,
+    pub excludes: Patterns,
     pub one_file_system: bool,
     pub with_atime: bool,
+    pub ignore_inode: bool,
+    pub ignore_ctime: bool,
+    pub interrupt: &'a AtomicBool,
     pub counters: &'a Progress,
-    pub warnings: Mutex<Vec<String>>,
+    pub warnings: Mutex<Vec<Warning>>,
     /// Read buffers of files done, for the next files: each fresh one was an mmap whose pages
     /// the kernel had to fault in and zero, a sixth of the backup's CPU time.
     pub buffers: Mutex<Vec<Vec<u8>>>,
@@ -47,8 +52,18 @@ const SPARE_BUFFERS: usize = 2;
 pub type ParentDir = HashMap<Vec<u8>, Node>;
 
 impl Walker<'_> {
-    pub fn warn(&self, msg: String) {
-        self.warnings.lock().expect("poisoned").push(msg);
+    /// An entry left out of the snapshot.
+    pub fn skipped(&self, message: String) {
+        self.warnings.lock().expect("poisoned").push(Warning { message, in_snapshot: false });
+    }
+
+    /// An entry in the snapshot, but maybe not as it is on disk.
+    pub fn incomplete(&self, message: String) {
+        self.warnings.lock().expect("poisoned").push(Warning { message, in_snapshot: true });
+    }
+
+    fn check_interrupt(&self) -> Result<()> {
+        if self.interrupt.load(Relaxed) { Err(Error::Interrupted) } else { Ok(()) }
     }
 
     pub fn parent_dir(&self, tree: Option<Id>) -> ParentDir {
@@ -69,9 +84,10 @@ impl Walker<'_> {
         parent: Option<&Node>,
         root_dev: u64,
     ) -> Result<Option<Node>> {
+        self.check_interrupt()?;
         let (mut node, warning) = node_from(path, name, md, self.with_atime);
         if let Some(w) = warning {
-            self.warn(w);
+            self.incomplete(w);
         }
         match node.kind {
             Kind::Dir => {
@@ -79,10 +95,7 @@ impl Walker<'_> {
                 let tree = if self.one_file_system && md.dev() != root_dev {
                     self.store_tree(Vec::new())?
                 } else {
-                    match self.dir(path, prev, root_dev)? {
-                        Some(t) => t,
-                        None => return Ok(None),
-                    }
+                    self.dir(path, prev, root_dev)?
                 };
                 let c = &self.counters;
                 match prev {
@@ -102,7 +115,7 @@ impl Walker<'_> {
                         match self.file(path, md, &mut node) {
                             Ok(()) => {}
                             Err(FileError::Source(e)) => {
-                                self.warn(format!("{}: {e}", path.display()));
+                                self.skipped(format!("{}: {e}", path.display()));
                                 return Ok(None);
                             }
                             Err(FileError::Repo(e)) => return Err(e),
@@ -121,20 +134,23 @@ impl Walker<'_> {
 
     fn unchanged(&self, p: &Node, n: &Node) -> bool {
         p.kind == Kind::File
-            && (p.size, p.mtime, p.ctime, p.ino, p.mode) == (n.size, n.mtime, n.ctime, n.ino, n.mode)
+            && (p.size, p.mtime, p.mode) == (n.size, n.mtime, n.mode)
+            && (self.ignore_ctime || p.ctime == n.ctime)
+            && (self.ignore_inode || p.ino == n.ino)
             // Reuse a chunk list only while its blobs are still indexed.
             && p.content.iter().all(|id| self.packer.has(id))
     }
 
-    /// Archives a directory's contents; `None` when it could not be read at all.
-    pub fn dir(&self, path: &Path, prev: Option<Id>, root_dev: u64) -> Result<Option<Id>> {
+    /// Archives a directory's contents. One that cannot be listed is stored empty, so its
+    /// entry and metadata are still in the snapshot (as restic does), with a warning.
+    pub fn dir(&self, path: &Path, prev: Option<Id>, root_dev: u64) -> Result<Id> {
         let names = match fs::read_dir(path)
             .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>())
         {
             Ok(n) => n,
             Err(e) => {
-                self.warn(format!("{}: cannot read directory: {e}", path.display()));
-                return Ok(None);
+                self.incomplete(format!("{}: cannot read directory, stored without its contents: {e}", path.display()));
+                return self.store_tree(Vec::new());
             }
         };
         let parent = self.parent_dir(prev);
@@ -142,13 +158,13 @@ impl Walker<'_> {
             .par_iter()
             .map(|name| {
                 let p = path.join(name);
-                if self.excludes.is_match(&p) || self.excludes.is_match(name) {
+                if self.excludes.matches(&p) {
                     return Ok(None);
                 }
                 let md = match fs::symlink_metadata(&p) {
                     Ok(md) => md,
                     Err(e) => {
-                        self.warn(format!("{}: {e}", p.display()));
+                        self.skipped(format!("{}: {e}", p.display()));
                         return Ok(None);
                     }
                 };
@@ -157,7 +173,7 @@ impl Walker<'_> {
             .collect::<Result<_>>()?;
         let mut nodes: Vec<Node> = nodes.into_iter().flatten().collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Some(self.store_tree(nodes)?))
+        self.store_tree(nodes)
     }
 
     pub fn store_tree(&self, nodes: Vec<Node>) -> Result<Id> {
@@ -176,6 +192,7 @@ impl Walker<'_> {
         let mut eof = false;
         let mut total = 0u64;
         while !eof {
+            self.check_interrupt().map_err(FileError::Repo)?;
             let need = want - buf.len();
             let n = (&mut f).take(need as u64).read_to_end(&mut buf).map_err(FileError::Source)?;
             eof = n < need;
@@ -208,7 +225,7 @@ impl Walker<'_> {
                 || after.mtime() != before.mtime()
                 || after.mtime_nsec() != before.mtime_nsec())
         {
-            self.warn(format!("{}: file changed while it was read; stored as read", path.display()));
+            self.incomplete(format!("{}: file changed while it was read; stored as read", path.display()));
         }
         Ok(())
     }

@@ -1,13 +1,18 @@
 //! A repository in a local directory: one file per object, written under `tmp/`, fsynced,
 //! linked into place without replacing anything, and every directory the write created or
 //! changed fsynced up to the repository root (format-spec §10.1).
+//!
+//! Permissions follow restic's rule: private (files 0600, key slots 0400, directories 0700),
+//! unless the config file is group-readable — the owner made the repository group-accessible
+//! (`chmod -R g+rX`) — and then what is created is group-readable too (0640, 0440, 0750), so it
+//! stays that way. The umask can only take bits away.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::Duration;
 
 use super::{Backend, Kind};
@@ -23,11 +28,45 @@ pub struct LocalBackend {
     /// By kind and name: looked up before any path is built, once per blob read.
     open: Mutex<HashMap<Kind, HashMap<String, Arc<File>>>>,
     cleaned: Once,
+    modes: OnceLock<Modes>,
+}
+
+/// The permissions of what this backend creates (see the module docs).
+#[derive(Clone, Copy, Debug)]
+struct Modes {
+    dir: u32,
+    file: u32,
+}
+
+impl Modes {
+    const PRIVATE: Modes = Modes { dir: 0o700, file: 0o600 };
+    const GROUP: Modes = Modes { dir: 0o750, file: 0o640 };
+
+    fn of(root: &Path) -> Modes {
+        match fs::metadata(root.join("config")) {
+            Ok(m) if m.mode() & 0o040 != 0 => Modes::GROUP,
+            _ => Modes::PRIVATE,
+        }
+    }
+
+    /// Key slots are read-only: nothing ever rewrites one in place.
+    fn object(self, kind: Kind) -> u32 {
+        if kind == Kind::Key { self.file & 0o440 } else { self.file }
+    }
 }
 
 impl LocalBackend {
     pub fn new(root: &Path) -> LocalBackend {
-        LocalBackend { root: root.to_path_buf(), open: Mutex::new(HashMap::new()), cleaned: Once::new() }
+        LocalBackend {
+            root: root.to_path_buf(),
+            open: Mutex::new(HashMap::new()),
+            cleaned: Once::new(),
+            modes: OnceLock::new(),
+        }
+    }
+
+    fn modes(&self) -> Modes {
+        *self.modes.get_or_init(|| Modes::of(&self.root))
     }
 
     /// Refuses a directory that already holds anything: `init` must not mix with other files.
@@ -36,6 +75,9 @@ impl LocalBackend {
             Ok(true) => Err(Error::NotEmpty(self.root.clone())),
             Ok(false) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotADirectory => {
+                Err(Error::Invalid(format!("{} is not a directory", self.root.display())))
+            }
             Err(e) => Err(Error::io(format!("read {}", self.root.display()), e)),
         }
     }
@@ -70,15 +112,24 @@ impl LocalBackend {
             return Ok(());
         }
         if dir == self.root {
-            // The repository's own directory (made by `init`): its parents are not ours to sync.
-            return fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()));
+            // The repository's own directory (made by `init`): its parents are not ours to sync,
+            // nor to make private.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
+            }
+            return match self.dir_builder().create(dir) {
+                Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+                    Err(Error::io(format!("create {}", dir.display()), e))
+                }
+                _ => Ok(()),
+            };
         }
         if let Some(parent) = dir.parent()
             && dir != self.root
         {
             self.ensure_dir(parent)?;
         }
-        match fs::create_dir(dir) {
+        match self.dir_builder().create(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
             Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
@@ -87,6 +138,12 @@ impl LocalBackend {
             Some(parent) if dir != self.root => sync_dir(parent),
             _ => Ok(()),
         }
+    }
+
+    fn dir_builder(&self) -> fs::DirBuilder {
+        let mut b = fs::DirBuilder::new();
+        b.mode(self.modes().dir);
+        b
     }
 
     /// Removes staging files of writers long gone; best effort, once per process.
@@ -120,7 +177,12 @@ impl Backend for LocalBackend {
         self.ensure_dir(&tmp_dir)?;
         let tmp = tmp_dir.join(format!("{}.tmp", random_name()?));
         let result = (|| {
-            let mut f = File::create_new(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+            let mut f = File::options()
+                .write(true)
+                .create_new(true)
+                .mode(self.modes().object(kind))
+                .open(&tmp)
+                .ctx(|| format!("create {}", tmp.display()))?;
             f.write_all(data).ctx(|| format!("write {}", tmp.display()))?;
             f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
             drop(f);

@@ -86,7 +86,7 @@ pub trait Backend: Send + Sync {
 
 /// Whether an error is a backend's "no such object".
 pub fn is_not_found(e: &Error) -> bool {
-    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    matches!(e, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Opens the backend a `--repo` value names. Only local paths are built so far.

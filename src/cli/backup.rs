@@ -4,11 +4,13 @@ use std::path::PathBuf;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
-use super::{Global, exit, globs, human, progress};
+use super::interrupt::Interrupt;
+use super::{Global, count, exit, human, progress, read_patterns};
 use snapfs::archiver::{BackupOptions, backup};
+use snapfs::patterns::Patterns;
 use snapfs::timespec;
 
 #[derive(clap::Args)]
@@ -23,14 +25,21 @@ pub struct Args {
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
     /// A free-form description stored with the snapshot
-    #[arg(long, default_value = "")]
-    description: String,
-    /// Leave out entries whose absolute path or name matches this glob (repeatable)
-    #[arg(short, long = "exclude", value_name = "GLOB")]
+    #[arg(long)]
+    description: Option<String>,
+    /// Leave out entries that match this pattern (repeatable; `/x` from the root, `a/b` at any
+    /// depth, `*.log` by name, `!` re-includes)
+    #[arg(short, long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
-    /// Read exclude globs from a file, one per line (# starts a comment)
+    /// As --exclude, ignoring case
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    iexcludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line (# starts a comment)
     #[arg(long = "exclude-file", value_name = "FILE")]
     exclude_files: Vec<PathBuf>,
+    /// Read patterns for --iexclude from a file
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    iexclude_files: Vec<PathBuf>,
     /// Do not cross into other filesystems
     #[arg(short = 'x', long)]
     one_file_system: bool,
@@ -38,8 +47,19 @@ pub struct Args {
     #[arg(short = 'n', long)]
     dry_run: bool,
     /// Read every file, even those the previous snapshot shows unchanged
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "parent")]
     force: bool,
+    /// Compare with this snapshot (id prefix or `latest`) instead of the newest one of this host
+    /// and these paths
+    #[arg(long, value_name = "SNAPSHOT")]
+    parent: Option<String>,
+    /// Detect changed files without the inode number and ctime (for filesystems where they
+    /// change by themselves, like some network mounts)
+    #[arg(long)]
+    ignore_inode: bool,
+    /// Detect changed files without ctime
+    #[arg(long)]
+    ignore_ctime: bool,
     /// Also store access times (off by default: they change on every read)
     #[arg(long)]
     with_atime: bool,
@@ -55,11 +75,10 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
-    let mut patterns = a.excludes.clone();
-    for f in &a.exclude_files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("read exclude file {}", f.display()))?;
-        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
-    }
+    let excludes = Patterns::new(
+        &read_patterns(&a.excludes, &a.exclude_files)?,
+        &read_patterns(&a.iexcludes, &a.iexclude_files)?,
+    )?;
     let time_ns = match &a.time {
         Some(t) => Some(timespec::parse_at(t)?.as_nanosecond() as i64),
         None => None,
@@ -68,18 +87,36 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         paths: a.paths.clone(),
         tags: a.tags.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect(),
         host: a.host.clone(),
-        description: a.description.clone(),
-        excludes: globs(&patterns)?,
+        description: a.description.clone().unwrap_or_default(),
+        excludes,
         one_file_system: a.one_file_system,
         dry_run: a.dry_run,
         force: a.force,
+        parent: None,
+        ignore_inode: a.ignore_inode,
+        ignore_ctime: a.ignore_ctime,
         with_atime: a.with_atime,
         time_ns,
         progress: Default::default(),
+        interrupt: Default::default(),
     };
     // Fail on a missing path before asking for the password.
     snapfs::archiver::normalize_paths(&opts.paths)?;
+    let interrupt = Interrupt::catch()?;
     let repo = super::open(g, snapfs::repo::LockMode::Shared, "backup")?;
+    interrupt.arm();
+    let opts = BackupOptions {
+        parent: match &a.parent {
+            Some(name) => {
+                let (snaps, _) = repo.snapshots()?;
+                let sel = snapfs::select::parse_spec(name)?.0;
+                Some(snapfs::select::pick(&snaps, &sel, &Default::default())?.0)
+            }
+            None => None,
+        },
+        interrupt: interrupt.flag(),
+        ..opts
+    };
     let mode = progress::Mode::choose(g.quiet, a.json);
     let done = AtomicBool::new(false);
     let out = std::thread::scope(|s| {
@@ -93,12 +130,19 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         done.store(true, Ordering::Relaxed);
         opts.progress.stop.store(true, Ordering::Relaxed);
         out
-    })?;
+    });
+    let out = match out {
+        Err(snapfs::Error::Interrupted) => {
+            errln!("snapfs: interrupted: no snapshot was saved; the data stored so far is reused by the next backup");
+            return Ok(exit::INTERRUPTED);
+        }
+        out => out?,
+    };
     for p in &out.dropped_paths {
-        eprintln!("warning: {} is given twice or inside another given path; backed up once", p.display());
+        errln!("warning: {} is given twice or inside another given path; backed up once", p.display());
     }
     for w in &out.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     let s = &out.summary;
     if a.json {
@@ -110,36 +154,38 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         for (k, v) in s.named() {
             obj.insert(k.into(), json!(v));
         }
-        println!("{}", serde_json::Value::Object(obj));
+        outln!("{}", serde_json::Value::Object(obj));
     } else if !g.quiet {
         if let Some(p) = out.parent {
-            println!("using parent snapshot {}", p.short());
+            outln!("using parent snapshot {}", p.short());
         }
-        println!("files: {} new, {} changed, {} unchanged", s.files_new, s.files_changed, s.files_unchanged);
-        println!("dirs:  {} new, {} changed, {} unchanged", s.dirs_new, s.dirs_changed, s.dirs_unchanged);
+        outln!("files: {} new, {} changed, {} unchanged", s.files_new, s.files_changed, s.files_unchanged);
+        outln!("dirs:  {} new, {} changed, {} unchanged", s.dirs_new, s.dirs_changed, s.dirs_unchanged);
         let verb = if a.dry_run { "would add" } else { "added" };
-        println!(
-            "read {}, {verb} {} to the repository ({} new data blobs), {} files / {} in the snapshot, {:.2} s",
+        outln!(
+            "read {}, {verb} {} to the repository ({}), {} / {} in the snapshot, {:.2} s",
             human(s.bytes_read),
             human(s.bytes_added),
-            s.data_blobs_added,
-            s.total_files,
+            count(s.data_blobs_added, "new data blob", "new data blobs"),
+            count(s.total_files, "file", "files"),
             human(s.total_bytes),
             s.duration_ns as f64 / 1e9
         );
         match out.snapshot {
-            Some(id) => println!("snapshot {id} saved"),
-            None => println!("dry run: {} would be added to the repository; nothing was written", human(s.bytes_added)),
+            Some(id) => outln!("snapshot {id} saved"),
+            None => outln!("dry run: {} would be added to the repository; nothing was written", human(s.bytes_added)),
         }
     }
-    if !out.warnings.is_empty() {
-        eprintln!(
-            "snapfs: {} entr{} could not be backed up completely; the snapshot was saved without {}",
-            out.warnings.len(),
-            if out.warnings.len() == 1 { "y" } else { "ies" },
-            if out.warnings.len() == 1 { "it" } else { "them" }
-        );
-        return Ok(exit::INCOMPLETE);
+    let left_out = out.warnings.iter().filter(|w| !w.in_snapshot).count() as u64;
+    let incomplete = out.warnings.len() as u64 - left_out;
+    let saved = if a.dry_run { "the snapshot would be saved" } else { "the snapshot was saved" };
+    if left_out > 0 {
+        let n = count(left_out, "entry", "entries");
+        errln!("snapfs: {n} could not be read; {saved} without {}", if left_out == 1 { "it" } else { "them" });
     }
-    Ok(0)
+    if incomplete > 0 {
+        let n = count(incomplete, "entry is", "entries are");
+        errln!("snapfs: {n} in the snapshot as far as they could be read (see the warnings above)");
+    }
+    Ok(if out.warnings.is_empty() { 0 } else { exit::INCOMPLETE })
 }

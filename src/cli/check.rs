@@ -1,11 +1,9 @@
 //! `snapfs check`.
 
-use std::time::Duration;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use super::{Global, exit, human};
+use super::{Global, count, exit, human, parse_duration};
 use snapfs::check::{CheckOptions, Report, Subset, check, parse_subset};
 use snapfs::repo::LockMode;
 use snapfs::select::{self, Filter};
@@ -51,37 +49,11 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let opts = CheckOptions { read_data: subset, max_duration, snapshot };
     let report = check(&repo, &opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
+        outln!("{}", serde_json::to_string_pretty(&to_json(&report))?);
     } else {
         print_text(&report, g.quiet);
     }
     Ok(if report.is_clean() { 0 } else { exit::ERROR })
-}
-
-/// `90s`, `10m`, `1h30m`, `2d`.
-fn parse_duration(s: &str) -> Result<Duration> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => bail!("bad duration {s:?}: use e.g. 90s, 10m, 1h30m"),
-        };
-        let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
-        total = total.saturating_add(n.saturating_mul(unit));
-        num.clear();
-    }
-    if !num.is_empty() || total == 0 {
-        bail!("bad duration {s:?}: use e.g. 90s, 10m, 1h30m");
-    }
-    Ok(Duration::from_secs(total))
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -90,29 +62,29 @@ fn percent(part: u64, whole: u64) -> f64 {
 
 fn print_text(r: &Report, quiet: bool) {
     if !quiet {
-        println!(
-            "checked {} snapshots: {} trees, {} data blobs, in {} packs ({})",
-            r.snapshots,
-            r.trees,
-            r.data_blobs,
-            r.packs,
+        outln!(
+            "checked {}: {}, {}, in {} ({})",
+            count(r.snapshots, "snapshot", "snapshots"),
+            count(r.trees, "tree", "trees"),
+            count(r.data_blobs, "data blob", "data blobs"),
+            count(r.packs, "pack", "packs"),
             human(r.pack_bytes)
         );
         if let Some(d) = &r.read {
             let rate = if d.seconds > 0.0 { d.bytes as f64 / d.seconds } else { 0.0 };
-            println!(
-                "read {} of {} selected packs ({}, {} blobs) in {:.2} s, {}/s{}",
+            outln!(
+                "read {} of {} selected packs ({}, {}) in {:.2} s, {}/s{}",
                 d.packs,
                 d.packs_selected,
                 human(d.bytes),
-                d.blobs,
+                count(d.blobs, "blob", "blobs"),
                 d.seconds,
                 human(rate as u64),
                 if d.complete { "" } else { "; stopped at --max-duration" }
             );
         }
         let c = &r.coverage;
-        println!(
+        outln!(
             "coverage: {:.0}% of packs ({} of {}) verified in the last {} days",
             percent(c.verified_recently, c.packs),
             c.verified_recently,
@@ -120,62 +92,69 @@ fn print_text(r: &Report, quiet: bool) {
             c.days
         );
         if r.unreferenced_packs + r.unreferenced_blobs > 0 {
-            println!(
-                "unreferenced: {} packs, {} blobs that no snapshot needs (not damage)",
-                r.unreferenced_packs, r.unreferenced_blobs
+            outln!(
+                "unreferenced: {}, {} that no snapshot needs (not damage)",
+                count(r.unreferenced_packs, "pack", "packs"),
+                count(r.unreferenced_blobs, "blob", "blobs")
             );
         }
         if r.redundant_blobs > 0 {
-            println!(
-                "redundant: {} blobs stored in more than one pack (not damage; prune reclaims them)",
-                r.redundant_blobs
+            outln!(
+                "redundant: {} stored in more than one pack (not damage; prune reclaims them)",
+                count(r.redundant_blobs, "blob", "blobs")
             );
         }
         if r.index.unindexed_packs > 0 {
-            println!("{} packs are not in the index (left by an interrupted backup?)", r.index.unindexed_packs);
+            let n = count(r.index.unindexed_packs, "pack is", "packs are");
+            outln!("{n} not in the index (left by an interrupted backup?)");
         }
         if !r.index.gone_packs.is_empty() && r.problems.iter().all(|p| p.kind != "pack_missing") {
-            println!("{} packs the index knew are gone, and no snapshot needs them", r.index.gone_packs.len());
+            let n = r.index.gone_packs.len() as u64;
+            outln!(
+                "{} the index knew {} gone, and no snapshot needs them",
+                count(n, "pack", "packs"),
+                if n == 1 { "is" } else { "are" }
+            );
         }
         for s in &r.stray_files {
-            println!("note: {s} is not a pack file");
+            outln!("note: {s} is not a pack file");
         }
     }
     if !r.problems.is_empty() {
-        println!("DAMAGE: {} problems", r.problems.len());
+        outln!("DAMAGE: {}", count(r.problems.len() as u64, "problem", "problems"));
         for p in &r.problems {
             match p.blob {
-                Some((id, ty)) => println!("  {:<12} {} {id}: {}", p.kind, ty.name(), p.detail),
-                None => println!("  {:<12} {}", p.kind, p.detail),
+                Some((id, ty)) => outln!("  {:<12} {} {id}: {}", p.kind, ty.name(), p.detail),
+                None => outln!("  {:<12} {}", p.kind, p.detail),
             }
         }
     }
     for a in &r.affected {
-        println!(
-            "snapshot {} of {}: {} paths affected (everything else in it restores):",
+        outln!(
+            "snapshot {} of {}: {} affected (everything else in it restores):",
             a.snapshot.short(),
             timespec::local(a.time_ns),
-            a.paths.len()
+            count(a.paths.len() as u64, "path", "paths")
         );
         for p in &a.paths {
-            println!("  {:<10} {}", p.kind, p.path);
+            outln!("  {:<10} {}", p.kind, p.path);
         }
     }
     if r.index.needs_repair() {
-        println!(
-            "INDEX: {} problems; run `snapfs repair index` to rebuild it from the pack headers",
-            r.index.problems.len()
+        outln!(
+            "INDEX: {}; run `snapfs repair index` to rebuild it from the pack headers",
+            count(r.index.problems.len() as u64, "problem", "problems")
         );
         for p in &r.index.problems {
-            println!("  {p}");
+            outln!("  {p}");
         }
     }
     if r.is_clean() {
         if !quiet {
-            println!("no damage found");
+            outln!("no damage found");
         }
     } else if r.problems.is_empty() {
-        println!("the data is intact; only the index needs repair");
+        outln!("the data is intact; only the index needs repair");
     }
 }
 

@@ -122,7 +122,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open_keys(g, LockMode::Prune, "forget")?;
     let out = forget(&repo, &opts)?;
     for (name, e) in &out.damaged {
-        eprintln!("warning: snapshot {name} is damaged and was left alone: {e}");
+        errln!("warning: snapshot {name} is damaged and was left alone: {e}");
     }
     if a.json {
         let groups: Vec<_> = out
@@ -145,7 +145,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(groups));
+        outln!("{}", serde_json::Value::Array(groups));
     } else if !g.quiet {
         for grp in &out.groups {
             print_group(grp);
@@ -155,9 +155,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let n = out.removed.len();
         let s = if n == 1 { "" } else { "s" };
         if a.dry_run {
-            println!("would remove {n} snapshot{s}; nothing was removed (dry run)");
+            outln!("would remove {n} snapshot{s}; nothing was removed (dry run)");
         } else {
-            println!("removed {n} snapshot{s}");
+            outln!("removed {n} snapshot{s}");
         }
     }
     drop(repo);
@@ -179,12 +179,12 @@ fn counters(c: &[i64; 6]) -> serde_json::Value {
 
 fn print_group(grp: &snapfs::forget::Group) {
     let time = |id: &snapfs::Id| grp.snapshots.iter().find(|(i, _)| i == id).map(|(_, s)| timespec::local(s.time_ns));
-    println!("snapshots of {}:", describe(&grp.key));
+    outln!("snapshots of {}:", describe(&grp.key));
     let k = grp.decision.keep.len();
-    println!("keep {k} snapshot{}:", if k == 1 { "" } else { "s" });
+    outln!("keep {k} snapshot{}:", if k == 1 { "" } else { "s" });
     for kept in &grp.decision.keep {
         let expires = kept.expires.map(|t| format!("  (until {})", timespec::local(t.as_nanosecond() as i64)));
-        println!(
+        outln!(
             "  {}  {}  {}{}",
             kept.id.short(),
             time(&kept.id).unwrap_or_default(),
@@ -194,10 +194,10 @@ fn print_group(grp: &snapfs::forget::Group) {
     }
     let r = grp.decision.remove.len();
     if r > 0 {
-        println!("remove {r} snapshot{}:", if r == 1 { "" } else { "s" });
+        outln!("remove {r} snapshot{}:", if r == 1 { "" } else { "s" });
         for id in &grp.decision.remove {
-            println!("  {}  {}", id.short(), time(id).unwrap_or_default());
+            outln!("  {}  {}", id.short(), time(id).unwrap_or_default());
         }
     }
-    println!();
+    outln!();
 }

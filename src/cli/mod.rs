@@ -1,9 +1,20 @@
 //! Command-line interface: argument definitions, password sources, exit codes.
 
+// Every line a command prints goes through these (see `output`): println! panics on a closed pipe.
+macro_rules! outln {
+    () => { $crate::cli::output::line(format_args!("")) };
+    ($($t:tt)*) => { $crate::cli::output::line(format_args!($($t)*)) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::cli::output::err_line(format_args!($($t)*)) };
+}
+
 mod backup;
 mod check;
 mod forget;
+mod interrupt;
 mod mount;
+mod output;
 mod progress;
 mod prune;
 mod repair;
@@ -11,9 +22,10 @@ mod restore;
 mod snapshots;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -23,17 +35,44 @@ use snapfs::backend::{self, Backend, LocalBackend};
 use snapfs::crypto::keyfile::KdfParams;
 use snapfs::repo::{Cache, LockMode, Opened, Repository, lock};
 
-/// Exit codes, following restic where it has one.
+/// Exit codes, following restic where it has one. Usage errors exit 2 (clap's).
 pub mod exit {
     pub const ERROR: u8 = 1;
     pub const INCOMPLETE: u8 = 3;
     pub const NO_REPOSITORY: u8 = 10;
     pub const LOCKED: u8 = 11;
     pub const WRONG_PASSWORD: u8 = 12;
+    pub const INTERRUPTED: u8 = 130;
 }
 
+/// `snapfs --version`: the version, the commit when the build was told it (`SNAPFS_COMMIT` at
+/// build time; no build script runs git), the repository format and the target.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    let commit = option_env!("SNAPFS_COMMIT").map(|c| format!(", commit {c}")).unwrap_or_default();
+    format!(
+        "{}{commit} (repository format {}, {}-{})",
+        env!("CARGO_PKG_VERSION"),
+        snapfs::format::config::VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+});
+
+const ENVIRONMENT: &str = "\
+Environment:
+  SNAPFS_REPOSITORY        the repository, as --repo
+  SNAPFS_PASSWORD          the password itself (--password-file and --password-command win over it)
+  SNAPFS_PASSWORD_FILE     as --password-file
+  SNAPFS_PASSWORD_COMMAND  as --password-command
+  SNAPFS_CACHE_DIR         as --cache-dir";
+
 #[derive(Parser)]
-#[command(name = "snapfs", version, about = "Deduplicating, encrypted backups you can browse as filesystems")]
+#[command(
+    name = "snapfs",
+    version = VERSION.as_str(),
+    about = "Deduplicating, encrypted backups you can browse as filesystems",
+    after_help = ENVIRONMENT
+)]
 pub struct Cli {
     #[command(flatten)]
     global: Global,
@@ -42,6 +81,7 @@ pub struct Cli {
 }
 
 #[derive(clap::Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Repository directory
     #[arg(short = 'r', long, global = true, env = "SNAPFS_REPOSITORY", value_name = "DIR")]
@@ -49,12 +89,15 @@ pub struct Global {
     /// Where the index cache lives [default: $XDG_CACHE_HOME/snapfs or ~/.cache/snapfs]
     #[arg(long, global = true, env = "SNAPFS_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// Read the password from the first line of this file
+    /// Read the password from the first line of this file (its line ending removed)
     #[arg(long, global = true, env = "SNAPFS_PASSWORD_FILE", value_name = "FILE")]
     password_file: Option<PathBuf>,
-    /// Run this shell command and use its output as the password
-    #[arg(long, global = true, value_name = "CMD")]
+    /// Run this shell command and use its output as the password (trailing newlines removed)
+    #[arg(long, global = true, env = "SNAPFS_PASSWORD_COMMAND", value_name = "CMD", conflicts_with = "password_file")]
     password_command: Option<String>,
+    /// When the repository is locked, keep trying for this long (e.g. 30s, 5m) instead of failing
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    retry_lock: Option<Duration>,
     /// Print only warnings and errors
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -87,21 +130,31 @@ enum Command {
         #[arg(long)]
         remove_all: bool,
     },
+    /// Print the version, the repository format it writes and the target it was built for
+    Version {
+        /// Print a JSON object
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
     bound_malloc();
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
+    let code = match run(cli) {
+        Ok(code) => code,
         Err(e) => {
-            if is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("snapfs: error: {e:#}");
-            ExitCode::from(exit_code(&e))
+            errln!("snapfs: error: {e:#}");
+            exit_code(&e)
+        }
+    };
+    if let Some(e) = output::failure() {
+        errln!("snapfs: error: write standard output: {e}");
+        if code == 0 {
+            return ExitCode::from(exit::ERROR);
         }
     }
+    ExitCode::from(code)
 }
 
 /// Keeps the process's memory near what it uses. glibc raises its mmap threshold after large
@@ -116,10 +169,6 @@ fn bound_malloc() {
     }
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-}
-
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(err) = cause.downcast_ref::<snapfs::Error>() {
@@ -127,6 +176,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 snapfs::Error::NoRepository(_) => exit::NO_REPOSITORY,
                 snapfs::Error::Locked(_) => exit::LOCKED,
                 snapfs::Error::WrongPassword => exit::WRONG_PASSWORD,
+                snapfs::Error::Interrupted => exit::INTERRUPTED,
                 _ => exit::ERROR,
             };
         }
@@ -153,7 +203,22 @@ fn run(cli: Cli) -> Result<u8> {
             }
             let n = lock::remove(backend.as_ref(), remove_all)?;
             if !g.quiet {
-                println!("removed {n} lock{}", if n == 1 { "" } else { "s" });
+                outln!("removed {}", count(n as u64, "lock", "locks"));
+            }
+            Ok(0)
+        }
+        Command::Version { json } => {
+            if json {
+                let v = serde_json::json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "commit": option_env!("SNAPFS_COMMIT"),
+                    "repository_format": snapfs::format::config::VERSION,
+                    "arch": std::env::consts::ARCH,
+                    "os": std::env::consts::OS,
+                });
+                outln!("{v}");
+            } else {
+                outln!("snapfs {}", *VERSION);
             }
             Ok(0)
         }
@@ -172,14 +237,14 @@ fn init(g: &Global) -> Result<u8> {
     let location = repo_location(g)?;
     let backend = backend(g)?;
     if !location.contains(':') {
-        LocalBackend::new(std::path::Path::new(location)).check_empty()?;
+        LocalBackend::new(Path::new(location)).check_empty()?;
     }
     let pw = password(g, true)?;
     let repo = Repository::init(backend, pw.as_bytes(), KdfParams::DEFAULT)?;
     if !g.quiet {
         let id: String = repo.repo_id().iter().map(|b| format!("{b:02x}")).collect();
-        println!("created snapfs repository {id} at {location}");
-        println!("Keep the password safe: without it the data cannot be read back.");
+        outln!("created snapfs repository {id} at {location}");
+        outln!("Keep the password safe: without it the data cannot be read back.");
     }
     Ok(0)
 }
@@ -193,9 +258,10 @@ pub fn cache(g: &Global) -> Cache {
 pub fn open_keys(g: &Global, mode: LockMode, command: &str) -> Result<Repository<Opened>> {
     let backend = backend(g)?;
     let pw = password(g, false)?;
-    let repo = Repository::open(backend, pw.as_bytes(), mode, command)?;
+    let retry = g.retry_lock.unwrap_or(Duration::ZERO);
+    let repo = Repository::open_retrying_lock(backend, pw.as_bytes(), mode, command, retry)?;
     if let Some(why) = repo.unlocked() {
-        eprintln!("warning: reading without a lock: {why}");
+        errln!("warning: reading without a lock: {why}");
     }
     Ok(repo)
 }
@@ -210,45 +276,63 @@ pub fn open_cached(g: &Global, mode: LockMode, command: &str, cache: &Cache) -> 
     if let Some(line) = caught_up.summary()
         && !g.quiet
     {
-        eprintln!("{line}");
+        errln!("{line}");
     }
     Ok(repo)
 }
 
-/// The password, from the first source that is set: `SNAPFS_PASSWORD`, a file, a command, or
-/// a prompt on the terminal (twice when creating a repository).
+const NO_EMPTY: &str = "an empty password is not allowed";
+
+/// The password, in restic's order: an explicit `--password-command` or `--password-file` (or
+/// their variables), then `SNAPFS_PASSWORD`, then a prompt on the terminal (twice when
+/// creating a repository). An empty password is refused from every source: a broken
+/// `pass show` must not create a repository anyone can open.
 fn password(g: &Global, confirm: bool) -> Result<Zeroizing<String>> {
-    if let Ok(p) = std::env::var("SNAPFS_PASSWORD") {
-        return Ok(Zeroizing::new(p));
-    }
-    if let Some(f) = &g.password_file {
-        let text =
-            Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?);
-        return Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_string()));
-    }
     if let Some(cmd) = &g.password_command {
         let out = std::process::Command::new("sh")
             .args(["-c", cmd])
             .stderr(std::process::Stdio::inherit())
             .output()
             .with_context(|| format!("run password command {cmd:?}"))?;
+        let stdout = Zeroizing::new(out.stdout);
         if !out.status.success() {
             bail!("password command {cmd:?} failed with {}", out.status);
         }
-        let text = Zeroizing::new(String::from_utf8(out.stdout).context("password command printed non-UTF-8")?);
-        return Ok(Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_string()));
+        let text = std::str::from_utf8(&stdout).context("the password command printed non-UTF-8")?;
+        let pw = text.trim_end_matches(['\n', '\r']);
+        if pw.is_empty() {
+            bail!("password command {cmd:?} printed no password; {NO_EMPTY}");
+        }
+        return Ok(Zeroizing::new(pw.to_string()));
+    }
+    if let Some(f) = &g.password_file {
+        let text =
+            Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?);
+        let first = text.split('\n').next().unwrap_or("");
+        let pw = first.strip_suffix('\r').unwrap_or(first);
+        if pw.is_empty() {
+            bail!("the first line of password file {} is empty; {NO_EMPTY}", f.display());
+        }
+        return Ok(Zeroizing::new(pw.to_string()));
+    }
+    if let Some(p) = std::env::var_os("SNAPFS_PASSWORD") {
+        let p = Zeroizing::new(p.into_string().map_err(|_| anyhow::anyhow!("SNAPFS_PASSWORD is not valid UTF-8"))?);
+        if p.is_empty() {
+            bail!("SNAPFS_PASSWORD is set but empty; {NO_EMPTY}");
+        }
+        return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
         bail!("no password given: set SNAPFS_PASSWORD, SNAPFS_PASSWORD_FILE, --password-file or --password-command");
     }
     let p = Zeroizing::new(rpassword::prompt_password("repository password: ").context("read password")?);
+    if p.is_empty() {
+        bail!("{NO_EMPTY}");
+    }
     if confirm {
         let again = Zeroizing::new(rpassword::prompt_password("repeat password: ").context("read password")?);
         if *again != *p {
             bail!("the passwords do not match");
-        }
-        if p.is_empty() {
-            bail!("an empty password is not allowed");
         }
     }
     Ok(p)
@@ -274,17 +358,14 @@ impl From<FilterArgs> for snapfs::select::Filter {
     }
 }
 
-/// Builds a glob set from patterns, naming the bad one.
-pub fn globs(patterns: &[String]) -> Result<globset::GlobSet> {
-    let mut b = globset::GlobSetBuilder::new();
-    for p in patterns {
-        let g = globset::GlobBuilder::new(p)
-            .literal_separator(true)
-            .build()
-            .with_context(|| format!("bad pattern {p:?}"))?;
-        b.add(g);
+/// Patterns given one per line in files (`#` starts a comment), after those given one by one.
+pub fn read_patterns(given: &[String], files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut patterns = given.to_vec();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("read pattern file {}", f.display()))?;
+        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
     }
-    Ok(b.build()?)
+    Ok(patterns)
 }
 
 /// Sizes as people read them: 1.5 GiB.
@@ -297,6 +378,37 @@ pub fn human(bytes: u64) -> String {
         u += 1;
     }
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// A count with its noun in the right number: `1 file`, `2 files`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `90s`, `10m`, `1h30m`, `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => bail!("bad duration {s:?}: use e.g. 90s, 10m, 1h30m"),
+        };
+        let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        num.clear();
+    }
+    if !num.is_empty() || total == 0 {
+        bail!("bad duration {s:?}: use e.g. 90s, 10m, 1h30m");
+    }
+    Ok(Duration::from_secs(total))
 }
 
 #[cfg(test)]

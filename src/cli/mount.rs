@@ -75,7 +75,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         filter: a.filter.into(),
         chunk_cache: a.cache_size.max(1) << 20,
         tree_cache: 8 << 20,
-        warn: Box::new(|m| eprintln!("snapfs: warning: {m}")),
+        warn: Box::new(|m| errln!("snapfs: warning: {m}")),
     };
     let vfs = Arc::new(Vfs::new(repo, opts)?);
     let count = vfs.snapshot_count();
@@ -85,7 +85,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let mut session = session;
     let mut unmounter = session.unmount_callable();
     if !g.quiet {
-        println!(
+        outln!(
             "serving {count} snapshot{} at {}; unmount with `fusermount3 -u {}` or Ctrl-C",
             if count == 1 { "" } else { "s" },
             mountpoint.display(),
@@ -96,9 +96,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let waiter_lock = held.clone();
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         let Ok(sig) = signals.wait() else { return };
-        eprintln!("snapfs: {sig}: unmounting {}", mountpoint.display());
+        errln!("snapfs: {sig}: unmounting {}", mountpoint.display());
         if let Err(e) = unmounter.unmount() {
-            eprintln!("snapfs: unmount: {e}");
+            errln!("snapfs: unmount: {e}");
         }
         // Normally the session ends right away. If the mount is busy (a shell sitting in it),
         // detach it lazily and exit: the kernel drops it when its last user goes.
@@ -106,7 +106,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         while started.elapsed() < Duration::from_secs(3) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("snapfs: {} is busy; detaching it lazily", mountpoint.display());
+        errln!("snapfs: {} is busy; detaching it lazily", mountpoint.display());
         if nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH).is_err() {
             let _ = std::process::Command::new("fusermount3").arg("-uz").arg(&mountpoint).status();
         }
@@ -118,7 +118,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     held.unlock();
     result.context("serving the mount")?;
     if !g.quiet {
-        println!("unmounted");
+        outln!("unmounted");
     }
     Ok(0)
 }

@@ -58,7 +58,7 @@ pub fn report(p: &Progress, mode: Mode, done: &std::sync::atomic::AtomicBool) {
                 "percent_done": fraction.unwrap_or(0.0),
                 "current_file": current,
             });
-            println!("{line}");
+            outln!("{line}");
             continue;
         }
         let rate = p.bytes_read.load(Relaxed) as f64 / secs.max(0.001);
@@ -88,6 +88,10 @@ pub fn report(p: &Progress, mode: Mode, done: &std::sync::atomic::AtomicBool) {
     }
 }
 
+/// The terminal's real width (bash does not export `COLUMNS`), read on every update so a
+/// resized window is followed.
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100)
+    snapfs::sys::terminal_columns(&std::io::stderr())
+        .or_else(|| std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()))
+        .unwrap_or(80)
 }

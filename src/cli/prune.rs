@@ -75,7 +75,7 @@ pub fn run_with(g: &Global, a: &Tuning, dry_run: bool, json_out: bool) -> Result
     let out = prune(&repo, &opts)?;
     let p = &out.plan;
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({
                 "dry_run": dry_run,
@@ -105,7 +105,7 @@ pub fn run_with(g: &Global, a: &Tuning, dry_run: bool, json_out: bool) -> Result
     if g.quiet {
         return Ok(0);
     }
-    println!(
+    outln!(
         "repository: {} packs, {}; in use {} in {} blobs, unused {} in {} blobs",
         p.packs,
         human(p.bytes),
@@ -115,7 +115,7 @@ pub fn run_with(g: &Global, a: &Tuning, dry_run: bool, json_out: bool) -> Result
         p.unused_blobs
     );
     let verb = if dry_run { "would" } else { "will" };
-    println!(
+    outln!(
         "{verb} delete {} unused packs ({}) and repack {} ({}, copying {} of live data in {} blobs)",
         p.delete.len(),
         human(p.delete_bytes),
@@ -125,15 +125,15 @@ pub fn run_with(g: &Global, a: &Tuning, dry_run: bool, json_out: bool) -> Result
         p.to_copy.len()
     );
     if dry_run {
-        println!("the repository would weigh {} afterwards; nothing was changed (dry run)", human(p.bytes_after));
+        outln!("the repository would weigh {} afterwards; nothing was changed (dry run)", human(p.bytes_after));
         return Ok(0);
     }
-    println!("deleted {} packs ({})", out.deleted_packs, human(out.deleted_bytes));
+    outln!("deleted {} packs ({})", out.deleted_packs, human(out.deleted_bytes));
     if out.rescued_packs > 0 {
-        println!("kept {} condemned packs that a snapshot written meanwhile needs", out.rescued_packs);
+        outln!("kept {} condemned packs that a snapshot written meanwhile needs", out.rescued_packs);
     }
     if out.waiting_packs > 0 {
-        println!(
+        outln!(
             "{} condemned packs ({}) wait for users that started before they were condemned: {}; \
              the next prune after those finish deletes them",
             out.waiting_packs,

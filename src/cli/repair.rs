@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 
-use super::{Global, exit};
+use super::{Global, count, exit};
 use snapfs::repo::{LockMode, catchup};
 
 #[derive(clap::Subcommand)]
@@ -24,18 +24,18 @@ fn index(g: &Global) -> Result<u8> {
         catchup::rebuild(repo.backend().as_ref(), repo.keys(), repo.repo_id(), &cache).context("rebuild the index")?;
     let blobs = index.blob_count()?;
     if !g.quiet {
-        println!("rebuilt the index: {} packs, {blobs} blobs ({:.2} s)", out.packs_added, out.seconds);
+        let (packs, blobs) = (count(out.packs_added, "pack", "packs"), count(blobs, "blob", "blobs"));
+        outln!("rebuilt the index: {packs}, {blobs} ({:.2} s)", out.seconds);
     }
     for (pack, e) in &out.unreadable {
-        eprintln!("warning: pack {pack}: header unreadable ({e})");
+        errln!("warning: pack {pack}: header unreadable ({e})");
     }
     if out.unreadable.is_empty() {
         return Ok(0);
     }
-    eprintln!(
-        "{} pack{} have unreadable headers and were left out; run `snapfs check --read-data` to see what is lost",
-        out.unreadable.len(),
-        if out.unreadable.len() == 1 { "" } else { "s" }
+    errln!(
+        "{} unreadable headers and were left out; run `snapfs check --read-data` to see what is lost",
+        count(out.unreadable.len() as u64, "pack has", "packs have")
     );
     Ok(exit::INCOMPLETE)
 }

@@ -52,7 +52,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open_keys(g, snapfs::repo::LockMode::None, "snapshots")?;
     let (snaps, bad) = repo.snapshots()?;
     for (name, e) in &bad {
-        eprintln!("warning: snapshot {name} is damaged and was left out: {e}");
+        errln!("warning: snapshot {name} is damaged and was left out: {e}");
     }
     let filter: snapfs::select::Filter = a.filter.into();
     let policy = a.policy.policy()?;
@@ -74,20 +74,20 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 v
             })
             .collect();
-        println!("{}", serde_json::Value::Array(arr));
+        outln!("{}", serde_json::Value::Array(arr));
     } else if let Some(m) = &verdicts {
-        println!("{:<8}  {:<19}  {:<19}  keep (times in the local zone)", "id", "time", "expires");
+        outln!("{:<8}  {:<19}  {:<19}  keep (times in the local zone)", "id", "time", "expires");
         for (id, s) in &list {
             let (reasons, expires) = m.get(id).cloned().unwrap_or_default();
             let expires = expires.map(|t| timespec::local(t.as_nanosecond() as i64)).unwrap_or_default();
             let keep = if reasons.is_empty() { "(removed by this policy)".to_string() } else { reasons.join(", ") };
-            println!("{:<8}  {:<19}  {:<19}  {keep}", id.short(), timespec::local(s.time_ns), expires);
+            outln!("{:<8}  {:<19}  {:<19}  {keep}", id.short(), timespec::local(s.time_ns), expires);
         }
     } else {
-        println!("{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
+        outln!("{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
         for (id, s) in &list {
             let paths = if s.paths.is_empty() { vec![String::new()] } else { s.paths.clone() };
-            println!(
+            outln!(
                 "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {}",
                 id.short(),
                 timespec::local(s.time_ns),
@@ -97,11 +97,11 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 paths[0]
             );
             for p in &paths[1..] {
-                println!("{:>78}  {p}", "");
+                outln!("{:>78}  {p}", "");
             }
         }
         if !g.quiet {
-            println!("{} snapshot{}", list.len(), if list.len() == 1 { "" } else { "s" });
+            outln!("{}", super::count(list.len() as u64, "snapshot", "snapshots"));
         }
     }
     Ok(if bad.is_empty() { 0 } else { super::exit::ERROR })

@@ -5,7 +5,7 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -154,8 +154,8 @@ fn conflict(backend: &dyn Backend, mode: LockMode, own: Option<&str>) -> Result<
 
 fn cannot_write(e: &Error) -> bool {
     use std::io::ErrorKind as K;
-    matches!(e, Error::Io { source, .. }
-        if matches!(source.kind(), K::ReadOnlyFilesystem | K::StorageFull | K::PermissionDenied | K::QuotaExceeded))
+    matches!(e, Error::Io { cause, .. }
+        if matches!(cause.kind(), K::ReadOnlyFilesystem | K::StorageFull | K::PermissionDenied | K::QuotaExceeded))
 }
 
 /// A held lock: refreshed in the background, removed when dropped.
@@ -203,6 +203,31 @@ fn write_lock(backend: &dyn Backend, mode: LockMode, started: Timestamp, command
     let name = super::hex(&raw);
     backend.write(Kind::Lock, &name, info.encode().as_bytes())?;
     Ok(name)
+}
+
+/// The longest pause between two tries of [`acquire_retrying`].
+const RETRY_MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// As [`acquire`], trying again while a conflicting lock is held, for up to `retry`; the pause
+/// doubles from 1 s, so a lock released soon is noticed soon without polling a remote store
+/// every second for an hour.
+pub fn acquire_retrying(
+    backend: &Arc<dyn Backend>,
+    mode: LockMode,
+    command: &str,
+    retry: Duration,
+) -> Result<Option<Lock>> {
+    let deadline = Instant::now() + retry;
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match acquire(backend, mode, command) {
+            Err(Error::Locked(_)) if Instant::now() < deadline => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(RETRY_MAX_PAUSE);
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Takes a lock, or none for [`LockMode::None`]. Checks before and after writing ours so two

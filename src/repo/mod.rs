@@ -110,6 +110,18 @@ impl Repository<Opened> {
         mode: LockMode,
         command: &str,
     ) -> Result<Repository<Opened>> {
+        Self::open_retrying_lock(backend, password, mode, command, std::time::Duration::ZERO)
+    }
+
+    /// As [`Repository::open`], but while a conflicting lock is held, tries again for up to
+    /// `retry` before giving up with [`Error::Locked`].
+    pub fn open_retrying_lock(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        mode: LockMode,
+        command: &str,
+        retry: std::time::Duration,
+    ) -> Result<Repository<Opened>> {
         let cfg = match backend.read(Kind::Config, "config") {
             Ok(c) => c,
             Err(e) if backend::is_not_found(&e) => return Err(Error::NoRepository(backend.location())),
@@ -124,7 +136,7 @@ impl Repository<Opened> {
         let params = keys.open(ObjType::Config, &Id::ZERO, &cfg[config::HEADER_LEN..], 1024, header)?;
         let params = Params::decode(&params)?;
         let damaged_epochs = load_epochs(backend.as_ref(), &mut keys, &repo_id)?;
-        let (lock, unlocked) = match lock::acquire(&backend, mode, command) {
+        let (lock, unlocked) = match lock::acquire_retrying(&backend, mode, command, retry) {
             Ok(l) => (l, None),
             Err(Error::Unlocked(why)) => (None, Some(why)),
             Err(e) => return Err(e),
@@ -365,8 +377,8 @@ pub fn read_blob_with<R>(
         buf.resize(loc.length as usize, 0);
         let mut name = [0u8; 64];
         backend.read_at(Kind::Pack, loc.pack.hex_into(&mut name), u64::from(loc.offset), buf).map_err(|e| match e {
-            Error::Io { source, .. } => {
-                Error::io(format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()), source)
+            Error::Io { cause, .. } => {
+                Error::io(format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()), cause)
             }
             e => e,
         })?;

@@ -175,6 +175,7 @@ impl Snapfs {
         c.env_remove("SNAPFS_REPOSITORY")
             .env_remove("SNAPFS_PASSWORD")
             .env_remove("SNAPFS_PASSWORD_FILE")
+            .env_remove("SNAPFS_PASSWORD_COMMAND")
             .env("SNAPFS_CACHE_DIR", cache_dir(&self.repo))
             .stdin(Stdio::null());
         if let Some(p) = &self.password {
@@ -274,6 +275,24 @@ impl Snapfs {
         let mut args: Vec<OsString> = vec!["restore".into(), spec.into(), "--target".into(), target.into()];
         args.extend(extra.iter().map(OsString::from));
         self.ok(&args)
+    }
+}
+
+/// A fresh temporary directory (canonical) with an initialized repository `repo` in it.
+pub fn setup() -> (tempfile::TempDir, PathBuf, Snapfs) {
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let s = Snapfs::new(base.join("repo"));
+    s.init();
+    (tmp, base, s)
+}
+
+/// Writes each `(relative path, bytes)` under `root`, making the directories on the way.
+pub fn make_files(root: &Path, files: &[(&str, &[u8])]) {
+    for (rel, data) in files {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
     }
 }
 

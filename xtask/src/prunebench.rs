@@ -79,9 +79,17 @@ pub fn run(args: &[String]) -> Result<()> {
         match t {
             "snapfs" => vec![snapfs.clone(), "-q".into(), "--repo".into(), r, "init".into()],
             "restic" => vec!["restic".into(), "-q".into(), "-r".into(), r, "init".into()],
-            _ => ["env", &format!("BORG_BASE_DIR={}", borg_base.display()), "borg", "init", "--encryption", "repokey-blake2", &r]
-                .map(String::from)
-                .to_vec(),
+            _ => [
+                "env",
+                &format!("BORG_BASE_DIR={}", borg_base.display()),
+                "borg",
+                "init",
+                "--encryption",
+                "repokey-blake2",
+                &r,
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     };
     let backup = |t: &str, k: usize| -> Vec<String> {
@@ -91,7 +99,9 @@ pub fn run(args: &[String]) -> Result<()> {
             "restic" => vec!["restic".into(), "-q".into(), "-r".into(), r, "backup".into(), d],
             _ => {
                 let base = format!("BORG_BASE_DIR={}", borg_base.display());
-                ["env", &base, "borg", "create", "--compression", "zstd,3", &format!("{r}::s{k}"), &d].map(String::from).to_vec()
+                ["env", &base, "borg", "create", "--compression", "zstd,3", &format!("{r}::s{k}"), &d]
+                    .map(String::from)
+                    .to_vec()
             }
         }
     };
