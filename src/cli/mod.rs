@@ -2,7 +2,9 @@
 
 mod backup;
 mod check;
+mod ls;
 mod mount;
+mod output;
 mod progress;
 mod repair;
 mod restore;
@@ -19,7 +21,9 @@ use zeroize::Zeroizing;
 
 use snapfs::backend::{self, Backend, LocalBackend};
 use snapfs::crypto::keyfile::KdfParams;
+use snapfs::format::snapshot::Snapshot;
 use snapfs::repo::{Cache, LockMode, Opened, Repository, lock};
+use snapfs::{Id, select};
 
 /// Exit codes, following restic where it has one.
 pub mod exit {
@@ -68,6 +72,8 @@ enum Command {
     Snapshots(snapshots::Args),
     /// Restore a snapshot, or part of one, to a directory
     Restore(restore::Args),
+    /// List the files of a snapshot, or of one path in it
+    Ls(ls::Args),
     /// Verify the repository: structure, and with --read-data every blob
     Check(check::Args),
     /// Repair the repository
@@ -135,6 +141,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Backup(a) => backup::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Restore(a) => restore::run(g, a),
+        Command::Ls(a) => ls::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
@@ -260,6 +267,25 @@ impl From<FilterArgs> for snapfs::select::Filter {
     fn from(a: FilterArgs) -> Self {
         snapfs::select::Filter { tags: a.tags, hosts: a.hosts, paths: a.paths }
     }
+}
+
+/// Every readable snapshot, oldest first, with a warning for each damaged one.
+pub fn snapshot_list<S>(repo: &Repository<S>) -> Result<Vec<(Id, Snapshot)>> {
+    let (snaps, bad) = repo.snapshots()?;
+    for (n, e) in &bad {
+        eprintln!("warning: snapshot {n} is damaged and was left out: {e}");
+    }
+    Ok(snaps)
+}
+
+/// The snapshot a `SNAPSHOT[:PATH]` argument names among `snaps`, and the path.
+pub fn pick_spec<'a>(
+    snaps: &'a [(Id, Snapshot)],
+    spec: &str,
+    filter: &select::Filter,
+) -> Result<(&'a (Id, Snapshot), Option<PathBuf>)> {
+    let (sel, path) = select::parse_spec(spec)?;
+    Ok((select::pick(snaps, &sel, filter)?, path))
 }
 
 /// Builds a glob set from patterns, naming the bad one.
