@@ -25,6 +25,11 @@ fn json_lines(out: &str) -> Vec<serde_json::Value> {
     out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
 }
 
+fn set_mtime(p: &Path, secs: u64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    fs::File::options().write(true).open(p).unwrap().set_times(fs::FileTimes::new().set_modified(t)).unwrap();
+}
+
 /// `path`'s components as bytes: sorting by them is the depth-first name order of a listing.
 fn key(p: &Path) -> Vec<Vec<u8>> {
     p.components().map(|c| c.as_os_str().as_encoded_bytes().to_vec()).collect()
@@ -93,4 +98,132 @@ fn ls_of_a_missing_path_names_the_closest() {
     let line = assert_error_line(&out);
     assert!(line.contains(&format!("not found in snapshot {}", &id[..8])), "{line}");
     assert!(line.contains(&format!("closest: {}", data.join("sub/deeper").display())), "{line}");
+}
+
+/// The change lines of a diff's text output, without the header and the summary.
+fn changes(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.len() > 5 && matches!(&l[..5], "+    " | "-    " | "M    " | "U    " | "T    "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn diff_of_two_snapshots_prints_restic_lines_and_counts() {
+    let (_tmp, base, s) = setup();
+    let d = base.join("data");
+    fs::create_dir_all(d.join("olddir")).unwrap();
+    for f in ["keep.txt", "change.txt", "gone.txt", "typechange", "meta.txt", "olddir/x"] {
+        fs::write(d.join(f), f).unwrap();
+    }
+    let id1 = s.backup([&d]);
+    fs::write(d.join("change.txt"), b"changed contents").unwrap();
+    fs::remove_file(d.join("gone.txt")).unwrap();
+    fs::write(d.join("new.txt"), b"new").unwrap();
+    fs::remove_file(d.join("typechange")).unwrap();
+    fs::create_dir(d.join("typechange")).unwrap();
+    fs::write(d.join("typechange/inner"), b"inner").unwrap();
+    fs::set_permissions(d.join("meta.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_dir_all(d.join("olddir")).unwrap();
+    fs::create_dir(d.join("newdir")).unwrap();
+    fs::write(d.join("newdir/y"), b"y").unwrap();
+    let id2 = s.backup([&d]);
+
+    let out = s.ok(["diff", &id1[..8], &id2[..8]]);
+    assert!(out.starts_with(&format!("comparing snapshot {} to {}:", &id1[..8], &id2[..8])), "{out}");
+    let p = |rel: &str| d.join(rel).display().to_string();
+    let want = [
+        format!("M    {}", p("change.txt")),
+        format!("-    {}", p("gone.txt")),
+        format!("+    {}", p("new.txt")),
+        format!("+    {}/", p("newdir")),
+        format!("+    {}", p("newdir/y")),
+        format!("-    {}/", p("olddir")),
+        format!("-    {}", p("olddir/x")),
+        format!("T    {}/", p("typechange")),
+        format!("+    {}", p("typechange/inner")),
+    ];
+    assert_eq!(changes(&out), want, "{out}");
+    assert!(out.contains("Files:           3 new,     3 removed,     1 changed"), "{out}");
+    assert!(out.contains("Dirs:            2 new,     1 removed"), "{out}");
+
+    // --metadata adds the entry whose mode alone changed.
+    let meta = s.ok(["diff", "--metadata", &id1[..8], &id2[..8]]);
+    assert!(changes(&meta).contains(&format!("U    {}", p("meta.txt"))), "{meta}");
+    assert!(!changes(&out).iter().any(|l| l.starts_with('U')));
+
+    let lines = json_lines(&s.ok(["diff", "--json", &id1, &id2]));
+    let (stats, rest) = lines.split_last().unwrap();
+    assert_eq!(rest.len(), want.len());
+    assert!(rest.iter().all(|v| v["message_type"] == "change"));
+    assert_eq!(rest[0]["modifier"], "M");
+    assert_eq!(rest[0]["path"], p("change.txt"));
+    assert_eq!(stats["message_type"], "statistics");
+    assert_eq!((stats["source_snapshot"].as_str(), stats["target_snapshot"].as_str()), (Some(&*id1), Some(&*id2)));
+    assert_eq!(stats["changed_files"], 1);
+    assert_eq!((stats["added"]["files"].as_u64(), stats["removed"]["files"].as_u64()), (Some(3), Some(3)));
+    assert_eq!((stats["added"]["dirs"].as_u64(), stats["removed"]["dirs"].as_u64()), (Some(2), Some(1)));
+}
+
+#[test]
+fn diff_reads_only_the_trees_on_the_changed_path() {
+    let (_tmp, base, s) = setup();
+    let big = base.join("big");
+    for i in 0..10 {
+        for j in 0..10 {
+            let dir = big.join(format!("d{i}/s{j}"));
+            fs::create_dir_all(&dir).unwrap();
+            for k in 0..3 {
+                fs::write(dir.join(format!("f{k}")), format!("{i} {j} {k}")).unwrap();
+            }
+        }
+    }
+    let id1 = s.backup([&big]);
+    let changed = big.join("d4/s7/f1");
+    fs::write(&changed, b"another content").unwrap();
+    let id2 = s.backup([&big]);
+
+    let lines = json_lines(&s.ok(["diff", "--json", &id1, &id2]));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!((lines[0]["modifier"].as_str(), lines[0]["path"].as_str()), (Some("M"), changed.to_str()));
+    // Both sides' trees from the root down to the file's directory, and not one more: the
+    // 110 other directories of the tree are skipped by their ids.
+    let on_the_path = changed.parent().unwrap().ancestors().count() as u64;
+    assert_eq!(lines[1]["trees_read"].as_u64(), Some(2 * on_the_path), "{}", lines[1]);
+    let same = json_lines(&s.ok(["diff", "--json", &id2, &id2]));
+    assert_eq!((same.len(), same[0]["trees_read"].as_u64()), (1, Some(0)));
+}
+
+#[test]
+fn diff_against_a_live_directory_compares_contents() {
+    let (_tmp, base, s) = setup();
+    let d = base.join("data");
+    fs::create_dir_all(d.join("sub")).unwrap();
+    fs::write(d.join("a.txt"), b"hello world").unwrap();
+    fs::write(d.join("b.txt"), b"bye").unwrap();
+    fs::write(d.join("sub/c"), Rng::new(3).bytes(700_000)).unwrap();
+    let id = s.backup([&d]);
+    // The same size, other bytes: only reading the file tells.
+    fs::write(d.join("a.txt"), b"HELLO WORLD").unwrap();
+    fs::remove_file(d.join("b.txt")).unwrap();
+    fs::write(d.join("d.txt"), b"new").unwrap();
+    set_mtime(&d.join("sub/c"), 1_600_000_000);
+
+    let out = s.ok(args(&[&"diff", &"latest", &d]));
+    assert!(out.starts_with(&format!("comparing snapshot {} to {}:", &id[..8], d.display())), "{out}");
+    let p = |rel: &str| d.join(rel).display().to_string();
+    assert_eq!(
+        changes(&out),
+        [format!("M    {}", p("a.txt")), format!("-    {}", p("b.txt")), format!("+    {}", p("d.txt"))]
+    );
+    let meta = s.ok(args(&[&"diff", &"--metadata", &"latest", &d]));
+    assert!(changes(&meta).contains(&format!("U    {}", p("sub/c"))), "{meta}");
+    // Against a directory there are no blobs on one side: the bytes are the files' sizes.
+    let lines = json_lines(&s.ok(args(&[&"diff", &"--json", &"latest", &d])));
+    let stats = lines.last().unwrap();
+    assert_eq!((stats["added"]["bytes"].as_u64(), stats["removed"]["bytes"].as_u64()), (Some(11 + 3), Some(11 + 3)));
+    assert_eq!((stats["removed"]["data_blobs"].as_u64(), stats["removed"]["tree_blobs"].as_u64()), (Some(0), Some(0)));
+    let missing = s.run(args(&[&"diff", &"latest", &base.join("nope")]));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(assert_error_line(&missing).contains("no such snapshot or directory"));
 }

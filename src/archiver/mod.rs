@@ -1,6 +1,6 @@
 //! `backup`: turns paths on disk into a snapshot.
 
-mod meta;
+pub(crate) mod meta;
 pub mod progress;
 mod walk;
 

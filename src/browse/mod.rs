@@ -4,6 +4,7 @@
 //! read, so tests can hold them to the Merkle property: a subtree whose id was seen is not read
 //! again.
 
+pub mod diff;
 pub mod ls;
 
 use std::path::{Component, Path, PathBuf};
