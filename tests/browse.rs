@@ -227,3 +227,92 @@ fn diff_against_a_live_directory_compares_contents() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(assert_error_line(&missing).contains("no such snapshot or directory"));
 }
+
+/// Two snapshots a day apart: report.txt only in the first, other.md only in the second.
+fn find_fixture() -> (tempfile::TempDir, PathBuf, Snapfs, String, String) {
+    let (tmp, base, s) = setup();
+    let d = base.join("data");
+    fs::create_dir_all(d.join("docs")).unwrap();
+    fs::write(d.join("report.txt"), b"report").unwrap();
+    fs::write(d.join("docs/notes.md"), b"notes").unwrap();
+    fs::write(d.join("docs/big.bin"), Rng::new(5).bytes(1_500_000)).unwrap();
+    set_mtime(&d.join("docs/notes.md"), 1_577_836_800); // 2020-01-01
+    let id1 = s.backup(args(&[&"--time", &"2026-01-01T10:00:00Z", &d]));
+    fs::remove_file(d.join("report.txt")).unwrap();
+    fs::write(d.join("docs/other.md"), b"other").unwrap();
+    set_mtime(&d.join("docs/other.md"), 1_748_736_000); // 2025-06-01
+    let id2 = s.backup(args(&[&"--time", &"2026-01-02T10:00:00Z", &d]));
+    (tmp, d, s, id1, id2)
+}
+
+/// Snapshot short id → the paths found in it, from `find --json`.
+fn found(s: &Snapfs, a: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<(String, Vec<String>)> {
+    let mut all = args(&[&"find", &"--json"]);
+    all.extend(args(a));
+    let v: serde_json::Value = serde_json::from_str(s.ok(&all).trim()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let paths = g["matches"].as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap().to_string());
+            (g["short_id"].as_str().unwrap().to_string(), paths.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn find_groups_matches_by_snapshot() {
+    let (_tmp, d, s, id1, id2) = find_fixture();
+    let (s1, s2) = (id1[..8].to_string(), id2[..8].to_string());
+    let p = |rel: &str| d.join(rel).display().to_string();
+    let out = s.ok(["find", "report.txt"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[1..], [p("report.txt").as_str()], "{out}");
+    assert!(out.starts_with(&format!("Found matching entries in snapshot {s1} from ")), "{out}");
+
+    let (notes, other) = (p("docs/notes.md"), p("docs/other.md"));
+    assert_eq!(
+        found(&s, &[&"*.md"]),
+        [(s1.clone(), vec![notes.clone()]), (s2.clone(), vec![notes.clone(), other.clone()])]
+    );
+    assert_eq!(found(&s, &[&"*.md", &"--snapshot", &s2]), [(s2.clone(), vec![notes.clone(), other.clone()])]);
+    // A pattern with a slash is matched against the whole path; --path narrows any search.
+    let docs = format!("{}/docs/*", d.display());
+    assert_eq!(found(&s, &[&docs, &"--snapshot", &s1]), [(s1.clone(), vec![p("docs/big.bin"), notes.clone()])]);
+    assert_eq!(found(&s, &[&"*", &"--path", &docs, &"--snapshot", &s1]), found(&s, &[&docs, &"--snapshot", &s1]));
+    // By modification time.
+    assert_eq!(
+        found(&s, &[&"*.md", &"--newest", &"2021-01-01"]),
+        [(s1.clone(), vec![notes.clone()]), (s2.clone(), vec![notes.clone()])]
+    );
+    assert_eq!(found(&s, &[&"*.md", &"--oldest", &"2025-01-01"]), [(s2.clone(), vec![other.clone()])]);
+    assert!(found(&s, &[&"nothing-like-this"]).is_empty());
+}
+
+#[test]
+fn find_by_pack_and_by_blob_names_the_files_that_use_them() {
+    let (tmp, d, s, id1, id2) = find_fixture();
+    let big = d.join("docs/big.bin").display().to_string();
+    // Every pack of the repository, as the backend lays them out.
+    let packs = files_under(&canonical(tmp.path()).join("repo/packs"));
+    assert!(!packs.is_empty());
+    let mut big_blobs = None;
+    for pack in &packs {
+        let name = pack.file_name().unwrap().to_str().unwrap();
+        let out = s.ok(["find", "--json", "--pack", &name[..12]]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        for g in v.as_array().unwrap() {
+            for m in g["matches"].as_array().unwrap() {
+                if m["path"] == big.as_str() {
+                    big_blobs = Some(m["blobs"].as_array().unwrap().clone());
+                }
+            }
+        }
+    }
+    let blobs = big_blobs.expect("big.bin uses a blob of some pack");
+    let prefix = &blobs[0].as_str().unwrap()[..16];
+    let (s1, s2) = (id1[..8].to_string(), id2[..8].to_string());
+    assert_eq!(found(&s, &[&"--blob", &prefix]), [(s1, vec![big.clone()]), (s2, vec![big.clone()])]);
+    let none = found(&s, &[&"--blob", &"0123456789abcdef0123"]);
+    assert!(none.is_empty(), "{none:?}");
+}

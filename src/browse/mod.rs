@@ -5,6 +5,7 @@
 //! again.
 
 pub mod diff;
+pub mod find;
 pub mod ls;
 
 use std::path::{Component, Path, PathBuf};

@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod diff;
+mod find;
 mod ls;
 mod mount;
 mod output;
@@ -75,6 +76,8 @@ enum Command {
     Restore(restore::Args),
     /// List the files of a snapshot, or of one path in it
     Ls(ls::Args),
+    /// Find files by name, path, blob or pack across snapshots
+    Find(find::Args),
     /// Show what changed between two snapshots, or a snapshot and a directory
     Diff(diff::Args),
     /// Verify the repository: structure, and with --read-data every blob
@@ -145,6 +148,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Ls(a) => ls::run(g, a),
+        Command::Find(a) => find::run(g, a),
         Command::Diff(a) => diff::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Repair(a) => repair::run(g, a),
