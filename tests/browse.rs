@@ -316,3 +316,63 @@ fn find_by_pack_and_by_blob_names_the_files_that_use_them() {
     let none = found(&s, &[&"--blob", &"0123456789abcdef0123"]);
     assert!(none.is_empty(), "{none:?}");
 }
+
+#[test]
+fn show_prints_every_field_of_a_snapshot() {
+    let (_tmp, base, s) = setup();
+    let d = base.join("data");
+    fs::create_dir_all(&d).unwrap();
+    for f in ["a", "b", "c"] {
+        fs::write(d.join(f), f).unwrap();
+    }
+    let id1 = s.backup(args(&[&"--tag", &"t1,t2", &"--host", &"h1", &"--description", &"nightly run", &d]));
+    let id2 = s.backup(args(&[&"--host", &"h1", &d]));
+    let out = s.ok(["show", &id1[..8]]);
+    let has = |k: &str, v: &str| {
+        assert!(out.lines().any(|l| l.starts_with(k) && l[k.len()..].trim() == v), "no {k} = {v:?} in\n{out}")
+    };
+    has("snapshot", &id1);
+    has("host", "h1");
+    has("tags", "t1, t2");
+    has("description", "nightly run");
+    has("paths", &d.display().to_string());
+    has("parent", "none");
+    has("files", "3 (3 new, 0 changed, 0 unchanged)");
+    let second = s.ok(["show", "latest"]);
+    assert!(second.lines().any(|l| l.starts_with("parent") && l.ends_with(&id1)), "{second}");
+    let v: serde_json::Value = serde_json::from_str(s.ok(["show", "--json", "latest"]).trim()).unwrap();
+    assert_eq!((v["id"].as_str(), v["parent"].as_str()), (Some(&*id2), Some(&*id1)));
+    assert_eq!(v["summary"]["total_files"], 3);
+    assert_eq!(v["summary"]["files_unchanged"], 3);
+}
+
+#[test]
+fn stats_in_the_three_modes_and_the_dedup_ratio() {
+    let (_tmp, base, s) = setup();
+    let d = base.join("data");
+    fs::create_dir_all(&d).unwrap();
+    let a = Rng::new(7).bytes(1_500_000);
+    fs::write(d.join("a"), &a).unwrap();
+    fs::write(d.join("copy-of-a"), &a).unwrap();
+    fs::write(d.join("c"), Rng::new(8).bytes(600_000)).unwrap();
+    s.backup([&d]);
+    s.backup([&d]);
+    let stats = |mode: &str| -> serde_json::Value {
+        serde_json::from_str(s.ok(["stats", "--json", "--mode", mode]).trim()).unwrap()
+    };
+    let restore = stats("restore-size");
+    assert_eq!((restore["snapshots_count"].as_u64(), restore["total_file_count"].as_u64()), (Some(2), Some(6)));
+    assert_eq!(restore["total_size"].as_u64(), Some(2 * 3_600_000));
+    let contents = stats("files-by-contents");
+    assert_eq!((contents["total_file_count"].as_u64(), contents["total_size"].as_u64()), (Some(2), Some(2_100_000)));
+    let raw = stats("raw-data");
+    let unique = raw["total_uncompressed_size"].as_u64().unwrap();
+    // The distinct data once, plus a few small trees.
+    assert!((2_100_000..2_100_000 + 65_536).contains(&unique), "{raw}");
+    let ratio = raw["dedup_ratio"].as_f64().unwrap();
+    assert!((ratio - 7_200_000.0 / unique as f64).abs() < 1e-9 && ratio > 3.3, "{raw}");
+    let text = s.ok(["stats", "--mode", "raw-data"]);
+    assert!(text.starts_with("Stats in raw-data mode:") && text.contains("Deduplication Ratio:"), "{text}");
+    let one = s.ok(["stats", "latest"]);
+    assert!(one.contains("Snapshots processed:  1") && one.contains("Total File Count:  3"), "{one}");
+}

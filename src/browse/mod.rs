@@ -7,6 +7,7 @@
 pub mod diff;
 pub mod find;
 pub mod ls;
+pub mod stats;
 
 use std::path::{Component, Path, PathBuf};
 

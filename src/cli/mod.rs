@@ -10,7 +10,9 @@ mod output;
 mod progress;
 mod repair;
 mod restore;
+mod show;
 mod snapshots;
+mod stats;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -80,6 +82,10 @@ enum Command {
     Find(find::Args),
     /// Show what changed between two snapshots, or a snapshot and a directory
     Diff(diff::Args),
+    /// Show every detail of one snapshot
+    Show(show::Args),
+    /// Sizes of snapshots, distinct contents and the repository's data, and the dedup ratio
+    Stats(stats::Args),
     /// Verify the repository: structure, and with --read-data every blob
     Check(check::Args),
     /// Repair the repository
@@ -150,6 +156,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Ls(a) => ls::run(g, a),
         Command::Find(a) => find::run(g, a),
         Command::Diff(a) => diff::run(g, a),
+        Command::Show(a) => show::run(g, a),
+        Command::Stats(a) => stats::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
