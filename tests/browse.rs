@@ -376,3 +376,60 @@ fn stats_in_the_three_modes_and_the_dedup_ratio() {
     let one = s.ok(["stats", "latest"]);
     assert!(one.contains("Snapshots processed:  1") && one.contains("Total File Count:  3"), "{one}");
 }
+
+#[test]
+fn history_lists_each_version_once_with_the_gaps() {
+    let (_tmp, base, s) = setup();
+    let d = base.join("data");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("note.txt"), b"keeps the directory company").unwrap();
+    let f = d.join("f.txt");
+    let at = |day: u32| format!("2026-01-0{day}T12:00:00Z");
+    let mut ids = Vec::new();
+    fs::write(&f, b"v1").unwrap();
+    set_mtime(&f, 1_700_000_000);
+    ids.push(s.backup(args(&[&"--time", &at(1), &d])));
+    ids.push(s.backup(args(&[&"--time", &at(2), &d])));
+    fs::write(&f, b"version 2").unwrap();
+    set_mtime(&f, 1_700_100_000);
+    ids.push(s.backup(args(&[&"--time", &at(3), &d])));
+    fs::remove_file(&f).unwrap();
+    ids.push(s.backup(args(&[&"--time", &at(4), &d])));
+    fs::write(&f, b"version 2").unwrap();
+    set_mtime(&f, 1_700_100_000);
+    ids.push(s.backup(args(&[&"--time", &at(5), &d])));
+
+    let v: serde_json::Value = serde_json::from_str(s.ok(args(&[&"history", &"--json", &f])).trim()).unwrap();
+    let versions = v.as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{v}");
+    let snaps = |i: usize| {
+        versions[i]["snapshots"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(snaps(0), [ids[0].clone(), ids[1].clone()]);
+    assert_eq!(snaps(1), [ids[2].clone(), ids[4].clone()]);
+    assert_eq!((versions[0]["size"].as_u64(), versions[1]["size"].as_u64()), (Some(2), Some(9)));
+    assert_eq!(
+        (versions[1]["first_snapshot"].as_str(), versions[1]["last_snapshot"].as_str()),
+        (Some(&*ids[2]), Some(&*ids[4]))
+    );
+    assert_eq!(versions[0]["first_time"], "2026-01-01T12:00:00Z");
+    assert_eq!(versions[0]["mtime"], "2023-11-14T22:13:20Z");
+    assert_ne!(versions[0]["fingerprint"], versions[1]["fingerprint"]);
+
+    let text = s.ok(args(&[&"history", &f]));
+    assert!(text.starts_with(&format!("{}: 2 versions in 4 of 5 snapshots", f.display())), "{text}");
+    assert!(
+        text.contains(&format!("deleted in {}", &ids[3][..8])) && text.contains(&format!("back in {}", &ids[4][..8])),
+        "{text}"
+    );
+    assert!(text.lines().all(|l| l.len() <= 80), "{text}");
+
+    let out = s.run(args(&[&"history", &d.join("nite.txt")]));
+    assert_eq!(out.status.code(), Some(1));
+    let line = assert_error_line(&out);
+    assert!(
+        line.contains("not found in any of the 5 snapshots")
+            && line.contains(&format!("closest: {}", d.join("note.txt").display())),
+        "{line}"
+    );
+}

@@ -6,6 +6,7 @@
 
 pub mod diff;
 pub mod find;
+pub mod history;
 pub mod ls;
 pub mod stats;
 

@@ -4,6 +4,7 @@ mod backup;
 mod check;
 mod diff;
 mod find;
+mod history;
 mod ls;
 mod mount;
 mod output;
@@ -86,6 +87,8 @@ enum Command {
     Show(show::Args),
     /// Sizes of snapshots, distinct contents and the repository's data, and the dedup ratio
     Stats(stats::Args),
+    /// Every distinct version of one file or directory across snapshots
+    History(history::Args),
     /// Verify the repository: structure, and with --read-data every blob
     Check(check::Args),
     /// Repair the repository
@@ -158,6 +161,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Diff(a) => diff::run(g, a),
         Command::Show(a) => show::run(g, a),
         Command::Stats(a) => stats::run(g, a),
+        Command::History(a) => history::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
