@@ -23,6 +23,7 @@ pub mod repo;
 pub mod restore;
 pub mod select;
 pub mod sys;
+pub mod tag;
 pub mod timespec;
 pub mod trees;
 pub mod vfs;

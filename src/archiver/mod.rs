@@ -165,6 +165,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
             description: opts.description.clone(),
             program_version: format!("snapfs {}", env!("CARGO_PKG_VERSION")),
             summary: summary.clone(),
+            original: None,
         };
         // The commit point: everything the snapshot references is durable and indexed by now.
         let snapshot = if opts.dry_run { None } else { Some(repo.save_snapshot(&snap)?) };

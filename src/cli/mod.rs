@@ -14,6 +14,7 @@ mod restore;
 mod show;
 mod snapshots;
 mod stats;
+mod tag;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -89,6 +90,8 @@ enum Command {
     Stats(stats::Args),
     /// Every distinct version of one file or directory across snapshots
     History(history::Args),
+    /// Change the tags or description of snapshots (each gets a new id)
+    Tag(tag::Args),
     /// Verify the repository: structure, and with --read-data every blob
     Check(check::Args),
     /// Repair the repository
@@ -162,6 +165,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Show(a) => show::run(g, a),
         Command::Stats(a) => stats::run(g, a),
         Command::History(a) => history::run(g, a),
+        Command::Tag(a) => tag::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),

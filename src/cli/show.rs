@@ -45,6 +45,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     field(&mut out, "tags", &s.tags.join(", "))?;
     field(&mut out, "description", &s.description)?;
     field(&mut out, "parent", &s.parent.map_or("none".to_string(), |p| p.hex()))?;
+    if let Some(o) = s.original {
+        field(&mut out, "original", &o.hex())?;
+    }
     field(&mut out, "tree", &s.tree.hex())?;
     field(&mut out, "program", &s.program_version)?;
     field(

@@ -40,6 +40,9 @@ pub fn json_of(id: &Id, s: &Snapshot) -> serde_json::Value {
     if let Some(p) = s.parent {
         v["parent"] = json!(p.hex());
     }
+    if let Some(o) = s.original {
+        v["original"] = json!(o.hex());
+    }
     v
 }
 
