@@ -4,6 +4,7 @@
 //! and std, and every task runs from the workspace root whatever the current directory is.
 
 mod bench;
+mod browsebench;
 mod demo;
 mod mountbench;
 
@@ -26,6 +27,8 @@ Tasks:
          with --scale: backup cost from 10k to 1M files and over 50 snapshots  [--max N]
          with --mount: snapfs mount against restic mount (find, cat, tar, RSS); writes
          benches/results/mount.md  [--quick] [--rounds N]
+         with --browse: ls, find, diff and history over 50 snapshots against restic's;
+         writes benches/results/browse.md  [--rounds N] [--files N]
 ";
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let result = match task {
         "bench" if rest.iter().any(|a| a == "--scale") => bench::scale(rest),
         "bench" if rest.iter().any(|a| a == "--mount") => mountbench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--browse") => browsebench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
         "ci" => ci(),
