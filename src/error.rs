@@ -35,6 +35,9 @@ pub enum Error {
     MissingBlob(String),
     #[error("{0}: no such path in the snapshot")]
     NotFound(String),
+    /// A path looked up in one or more snapshots, with the nearest existing path as a hint.
+    #[error("{path}: not found in {place}{}", closest_hint(.closest))]
+    PathNotFound { path: String, place: String, closest: Option<String> },
     #[error("no snapshot matches {0}")]
     NoSnapshot(String),
     #[error("snapshot prefix {0} is ambiguous")]
@@ -59,6 +62,10 @@ impl Error {
     pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Corrupt { what: what.into(), detail: detail.into() }
     }
+}
+
+fn closest_hint(closest: &Option<String>) -> String {
+    closest.as_ref().map(|c| format!("; closest: {c}")).unwrap_or_default()
 }
 
 /// Attaches a path to an I/O error, the context every caller wants.

@@ -8,6 +8,7 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod browse;
 pub mod cache;
 pub mod check;
 pub mod chunker;
@@ -26,6 +27,7 @@ pub mod repo;
 pub mod restore;
 pub mod select;
 pub mod sys;
+pub mod tag;
 pub mod timespec;
 pub mod trees;
 pub mod vfs;

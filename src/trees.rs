@@ -5,6 +5,7 @@
 
 use std::path::{Component, Path};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -34,6 +35,31 @@ pub trait TreeSource: Send + Sync {
 impl<R: std::ops::Deref<Target = Repository> + Send + Sync> TreeSource for R {
     fn load_listing(&self, id: &Id) -> Result<Vec<Node>> {
         load(self, id)
+    }
+}
+
+/// A source that counts the listings it loads: what browsing commands report as "trees read",
+/// so a test can see that unchanged subtrees were skipped by id (a count, never a timing).
+pub struct Counting<S> {
+    inner: S,
+    loads: AtomicU64,
+}
+
+impl<S> Counting<S> {
+    pub fn new(inner: S) -> Counting<S> {
+        Counting { inner, loads: AtomicU64::new(0) }
+    }
+
+    /// Listings loaded from the source so far (cache hits are not loads).
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+}
+
+impl<S: TreeSource> TreeSource for Counting<S> {
+    fn load_listing(&self, id: &Id) -> Result<Vec<Node>> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        self.inner.load_listing(id)
     }
 }
 

@@ -127,6 +127,7 @@ fn sample_snapshot() -> Snapshot {
             duration_ns: 7,
             ..Summary::default()
         },
+        original: Some(Id([0x77; 32])),
     }
 }
 
@@ -359,6 +360,10 @@ fn the_independent_implementation_agrees() {
     let snap = snapshot::decode(&v["snapshot"]).unwrap();
     assert_eq!(snapshot::encode(&snap), v["snapshot"]);
     assert_eq!(snap.tree, tid);
+    assert_eq!(snap.original, Some(Id([0x99; 32])));
+    // Version 1, written before `original` existed, still reads, as the same snapshot.
+    let v1 = snapshot::decode(&v["snapshot_v1"]).unwrap();
+    assert_eq!(v1, snapshot::Snapshot { original: None, ..snap.clone() });
     let sid = keys.id(ObjType::Snapshot, &v["snapshot"]);
     assert_eq!(sid.0[..], v["snapshot_id"][..]);
     assert_eq!(keys.open_verified(ObjType::Snapshot, &sid, &v["envelope_snapshot"], 1 << 20).unwrap(), v["snapshot"]);

@@ -176,3 +176,16 @@ fn snapshots_with_a_policy_show_why_each_is_kept_and_when_it_expires() {
     let table = s.ok(["snapshots", "--keep-within", "2d"]);
     assert!(table.contains("expires") && table.contains("(removed by this policy)"), "{table}");
 }
+
+#[test]
+fn show_with_a_policy_says_whether_and_why_a_snapshot_is_kept() {
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let (s, _, ids) = history(&base);
+    let mut c = s.command();
+    c.args(["show", &ids[4][..8], "--keep-within", "2d"]).env("TZ", "UTC");
+    let out = stdout_of(&run_cmd(&mut c));
+    assert!(out.contains("kept: within 2d") && out.contains("expires      2026-11-07 12:00:00"), "{out}");
+    let out = s.ok(["show", &ids[0][..8], "--keep-last", "1"]);
+    assert!(out.contains("removed by this policy"), "{out}");
+}

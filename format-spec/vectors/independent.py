@@ -158,13 +158,17 @@ tree = emit("tree", u8(1) + u32(2) + node(b"a", 1, 0o644, 5, [(b"user.note", b"h
 emit("tree_id(tree)", tree_id(tree))
 env_tree = emit("envelope_tree", seal(EPOCH_KEYS[7], TREE, 7, tree_id(tree), tree, b"\x66" * 24))
 
-# §8 Snapshot. Fields: version 1, time 1795442709123456789, root = tree_id(tree), no parent,
+# §8 Snapshot. Fields: version 2, time 1795442709123456789, root = tree_id(tree), no parent,
 #   host "host", user "alice", uid 1000, gid 100, paths ["/a", "/d"], tags ["daily", "vector"],
-#   description b"independent vector", program version "snapfs 0.2.0", summary 1, 2, ..., 13.
-snap = u8(1) + i64(CREATED) + tree_id(tree) + u8(0) + ZERO_ID
-snap += str16(b"host") + str16(b"alice") + u32(1000) + u32(100)
-snap += u16(2) + str16(b"/a") + str16(b"/d") + u16(2) + str16(b"daily") + str16(b"vector")
-snap += bytes32(b"independent vector") + str16(b"snapfs 0.2.0") + b"".join(u64(v) for v in range(1, 14))
+#   description b"independent vector", program version "snapfs 0.2.0", summary 1, 2, ..., 13,
+#   original = 32 x 0x99 (it rewrote that snapshot). snapshot_v1 is the same snapshot as
+#   version 1 wrote it (no original field), which readers must still accept.
+fields = i64(CREATED) + tree_id(tree) + u8(0) + ZERO_ID
+fields += str16(b"host") + str16(b"alice") + u32(1000) + u32(100)
+fields += u16(2) + str16(b"/a") + str16(b"/d") + u16(2) + str16(b"daily") + str16(b"vector")
+fields += bytes32(b"independent vector") + str16(b"snapfs 0.2.0") + b"".join(u64(v) for v in range(1, 14))
+emit("snapshot_v1", u8(1) + fields)
+snap = u8(2) + fields + u8(1) + b"\x99" * 32
 emit("snapshot", snap)
 emit("snapshot_id", snapshot_id(snap))
 env_snap = emit("envelope_snapshot", seal(data_key(0), SNAPSHOT, 0, snapshot_id(snap), snap, b"\x88" * 24))

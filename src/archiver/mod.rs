@@ -1,6 +1,6 @@
 //! `backup`: turns paths on disk into a snapshot.
 
-mod meta;
+pub(crate) mod meta;
 pub mod progress;
 mod walk;
 
@@ -195,6 +195,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
             description: opts.description.clone(),
             program_version: format!("snapfs {}", env!("CARGO_PKG_VERSION")),
             summary: summary.clone(),
+            original: None,
         };
         // The commit point: everything the snapshot references is durable and indexed by now.
         let snapshot = if opts.dry_run { None } else { Some(repo.save_snapshot(&snap)?) };

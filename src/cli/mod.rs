@@ -11,15 +11,24 @@ macro_rules! errln {
 
 mod backup;
 mod check;
+mod completion;
+mod diff;
+mod entries;
+mod find;
 mod forget;
+mod history;
 mod interrupt;
+mod ls;
 mod mount;
 mod output;
 mod progress;
 mod prune;
 mod repair;
 mod restore;
+mod show;
 mod snapshots;
+mod stats;
+mod tag;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -33,7 +42,9 @@ use zeroize::Zeroizing;
 
 use snapfs::backend::{self, Backend, LocalBackend};
 use snapfs::crypto::keyfile::KdfParams;
+use snapfs::format::snapshot::Snapshot;
 use snapfs::repo::{Cache, LockMode, Opened, Repository, lock};
+use snapfs::{Id, select};
 
 /// Exit codes, following restic where it has one. Usage errors exit 2 (clap's).
 pub mod exit {
@@ -113,6 +124,20 @@ enum Command {
     Snapshots(snapshots::Args),
     /// Restore a snapshot, or part of one, to a directory
     Restore(restore::Args),
+    /// List the files of a snapshot, or of one path in it
+    Ls(ls::Args),
+    /// Find files by name, path, blob or pack across snapshots
+    Find(find::Args),
+    /// Show what changed between two snapshots, or a snapshot and a directory
+    Diff(diff::Args),
+    /// Show every detail of one snapshot
+    Show(show::Args),
+    /// Sizes of snapshots, distinct contents and the repository's data, and the dedup ratio
+    Stats(stats::Args),
+    /// Every distinct version of one file or directory across snapshots
+    History(history::Args),
+    /// Change the tags or description of snapshots (each gets a new id)
+    Tag(tag::Args),
     /// Verify the repository: structure, and with --read-data every blob
     Check(check::Args),
     /// Remove snapshots by a retention policy (restic's --keep-* options) or by id
@@ -124,6 +149,14 @@ enum Command {
     Repair(repair::Args),
     /// Browse snapshots as a read-only filesystem (in the foreground, until unmounted)
     Mount(mount::Args),
+    /// Print a shell completion script (e.g. `snapfs completion bash > /etc/bash_completion.d/snapfs`)
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into a directory (what `cargo xtask man` runs)
+    #[command(hide = true)]
+    ManPages { dir: PathBuf },
     /// Remove stale locks (those of processes on this host that no longer run)
     Unlock {
         /// Remove every lock, also those of processes that may still run
@@ -143,6 +176,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(code) => code,
+        // A listing that writes its lines itself stops at a closed pipe: that is its end.
+        Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
             errln!("snapfs: error: {e:#}");
             exit_code(&e)
@@ -155,6 +190,10 @@ pub fn main() -> ExitCode {
         }
     }
     ExitCode::from(code)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Keeps the process's memory near what it uses. glibc raises its mmap threshold after large
@@ -191,11 +230,20 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Backup(a) => backup::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Restore(a) => restore::run(g, a),
+        Command::Ls(a) => ls::run(g, a),
+        Command::Find(a) => find::run(g, a),
+        Command::Diff(a) => diff::run(g, a),
+        Command::Show(a) => show::run(g, a),
+        Command::Stats(a) => stats::run(g, a),
+        Command::History(a) => history::run(g, a),
+        Command::Tag(a) => tag::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Forget(a) => forget::run(g, *a),
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
+        Command::Completion { shell } => completion::run(shell),
+        Command::ManPages { dir } => completion::man_pages(&dir),
         Command::Unlock { remove_all } => {
             let backend = backend(g)?;
             if backend.list(backend::Kind::Config)?.is_empty() {
@@ -356,6 +404,25 @@ impl From<FilterArgs> for snapfs::select::Filter {
     fn from(a: FilterArgs) -> Self {
         snapfs::select::Filter { tags: a.tags, hosts: a.hosts, paths: a.paths }
     }
+}
+
+/// Every readable snapshot, oldest first, with a warning for each damaged one.
+pub fn snapshot_list<S>(repo: &Repository<S>) -> Result<Vec<(Id, Snapshot)>> {
+    let (snaps, bad) = repo.snapshots()?;
+    for (n, e) in &bad {
+        errln!("warning: snapshot {n} is damaged and was left out: {e}");
+    }
+    Ok(snaps)
+}
+
+/// The snapshot a `SNAPSHOT[:PATH]` argument names among `snaps`, and the path.
+pub fn pick_spec<'a>(
+    snaps: &'a [(Id, Snapshot)],
+    spec: &str,
+    filter: &select::Filter,
+) -> Result<(&'a (Id, Snapshot), Option<PathBuf>)> {
+    let (sel, path) = select::parse_spec(spec)?;
+    Ok((select::pick(snaps, &sel, filter)?, path))
 }
 
 /// Patterns given one per line in files (`#` starts a comment), after those given one by one.

@@ -75,9 +75,13 @@ pub struct Snapshot {
     pub description: String,
     pub program_version: String,
     pub summary: Summary,
+    /// The snapshot this one rewrote (`tag` writes a new object and deletes the old one): the
+    /// first id in a chain of rewrites, as restic keeps it. `None` for a backup's own snapshot.
+    pub original: Option<Id>,
 }
 
-const VERSION: u8 = 1;
+/// Written: 2 (with `original`). Read: 1 and 2.
+const VERSION: u8 = 2;
 
 pub fn encode(s: &Snapshot) -> Vec<u8> {
     let mut e = Enc::default();
@@ -94,23 +98,30 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
     for v in s.summary.fields() {
         e.u64(v);
     }
+    e.u8(s.original.is_some() as u8).raw(&s.original.unwrap_or(Id::ZERO).0);
     e.0
+}
+
+/// A has-id flag (0 or 1) and 32 bytes, zeros when the flag is 0.
+fn optional_id(d: &mut Dec, what: &str) -> Result<Option<Id>> {
+    let flag = d.u8()?;
+    let id = Id(d.arr()?);
+    match flag {
+        0 => Ok(None),
+        1 => Ok(Some(id)),
+        _ => Err(d.err(format!("bad {what} flag"))),
+    }
 }
 
 pub fn decode(buf: &[u8]) -> Result<Snapshot> {
     let mut d = Dec::new(buf, "snapshot");
-    if d.u8()? != VERSION {
+    let version = d.u8()?;
+    if !(1..=VERSION).contains(&version) {
         return Err(d.err("unknown snapshot version"));
     }
     let time_ns = d.i64()?;
     let tree = Id(d.arr()?);
-    let has_parent = d.u8()?;
-    let parent = Id(d.arr()?);
-    let parent = match has_parent {
-        0 => None,
-        1 => Some(parent),
-        _ => return Err(d.err("bad parent flag")),
-    };
+    let parent = optional_id(&mut d, "parent")?;
     let hostname = d.string16()?;
     let username = d.string16()?;
     let (uid, gid) = (d.u32()?, d.u32()?);
@@ -128,6 +139,7 @@ pub fn decode(buf: &[u8]) -> Result<Snapshot> {
     for v in &mut f {
         *v = d.u64()?;
     }
+    let original = if version >= 2 { optional_id(&mut d, "original")? } else { None };
     d.finish()?;
     let [
         files_new,
@@ -171,5 +183,6 @@ pub fn decode(buf: &[u8]) -> Result<Snapshot> {
             errors,
             duration_ns,
         },
+        original,
     })
 }

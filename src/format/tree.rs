@@ -32,7 +32,7 @@ impl Kind {
 }
 
 /// Seconds and nanoseconds since the Unix epoch, as stat reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Time {
     pub sec: i64,
     pub nsec: u32,

@@ -8,6 +8,7 @@ fn snap(time: &str, tags: &[&str]) -> Snapshot {
         time_ns: t.as_nanosecond() as i64,
         tree: Id::ZERO,
         parent: None,
+        original: None,
         hostname: "h".into(),
         username: "u".into(),
         uid: 0,

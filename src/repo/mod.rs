@@ -293,6 +293,11 @@ impl<S> Repository<S> {
         Ok(id)
     }
 
+    /// Deletes a snapshot object. Its trees and data stay: only prune removes those.
+    pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
+        self.backend.delete(Kind::Snapshot, &id.hex())
+    }
+
     pub fn load_snapshot(&self, id: &Id) -> Result<snapshot::Snapshot> {
         let raw = self.backend.read(Kind::Snapshot, &id.hex())?;
         let plain = self.keys.open_verified(ObjType::Snapshot, id, &raw, MAX_SNAPSHOT)?;

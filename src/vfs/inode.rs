@@ -23,12 +23,13 @@ pub const IDS: u64 = 3;
 pub const TAGS: u64 = 4;
 pub const HOSTS: u64 = 5;
 pub const AT: u64 = 6;
+pub const HISTORY: u64 = 7;
 /// Derived numbers stay above this, clear of the fixed ones.
 const FIRST_DERIVED: u64 = 1024;
 
 /// The fixed top-level directories, in listing order.
-pub const TOP: [(&str, u64); 5] =
-    [("snapshots", SNAPSHOTS), ("ids", IDS), ("tags", TAGS), ("hosts", HOSTS), ("at", AT)];
+pub const TOP: [(&str, u64); 6] =
+    [("snapshots", SNAPSHOTS), ("ids", IDS), ("tags", TAGS), ("hosts", HOSTS), ("at", AT), ("history", HISTORY)];
 
 fn derive(parts: &[&[u8]]) -> u64 {
     let mut h = blake3::Hasher::new();
@@ -75,6 +76,8 @@ pub enum What {
     /// after a walk, and holding their listings too would keep all of its metadata in memory,
     /// outside the tree cache's bound.
     Node { tree: Id, idx: u32, root: u64 },
+    /// `history/<path>/`, the path as its components.
+    HistoryDir { path: Arc<Vec<Vec<u8>>> },
 }
 
 pub struct Inode {

@@ -7,6 +7,7 @@
 //! tags/<tag>/<time>/…  and latest in each
 //! hosts/<host>/<time>/… and latest in each
 //! at/<T>/…             newest snapshot at or before T (any `restore --timestamp` format), not listed
+//! history/<path>/…     one file per distinct version of the file at <path> (see `history.rs`)
 //! ```
 //!
 //! Everything inside a snapshot never changes, so it is served with long cache lifetimes; the
@@ -16,6 +17,7 @@
 mod attr;
 mod catalog;
 mod file;
+mod history;
 mod inode;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,7 +26,7 @@ use std::time::Duration;
 pub use attr::{Attr, FileKind};
 pub use catalog::time_name;
 use catalog::{Catalog, SnapInfo};
-use inode::{AT, HOSTS, IDS, Inode, NodeRef, ROOT, SNAPSHOTS, TAGS, TOP, What};
+use inode::{AT, HISTORY, HOSTS, IDS, Inode, NodeRef, ROOT, SNAPSHOTS, TAGS, TOP, What};
 
 use crate::error::Error;
 use crate::format::tree::{Kind, Node, Time};
@@ -108,6 +110,15 @@ struct Resolved {
     ino: u64,
     inode: Option<Arc<Inode>>,
     entry: Entry,
+}
+
+/// The path of a directory under `history/`, if `ino` is one.
+fn history_path(ino: u64, inode: Option<&Inode>) -> Option<Vec<Vec<u8>>> {
+    match (ino, inode.map(|i| &i.what)) {
+        (HISTORY, _) => Some(Vec::new()),
+        (_, Some(What::HistoryDir { path })) => Some(path.to_vec()),
+        _ => None,
+    }
 }
 
 impl Vfs {
@@ -211,7 +222,7 @@ impl Vfs {
 
     /// The inode behind a number the kernel gave us; `None` for the fixed top directories.
     fn inode(&self, ino: u64) -> VfsResult<Option<Arc<Inode>>> {
-        if (ROOT..=AT).contains(&ino) {
+        if (ROOT..=HISTORY).contains(&ino) {
             return Ok(None);
         }
         self.inodes.get(ino).map(Some).ok_or(VfsError::NotFound)
@@ -250,6 +261,10 @@ impl Vfs {
             let (id, tree, root) = self.snapshot_dir(parent, i)?;
             let idx = tree.binary_search_by(|n| n.name.as_slice().cmp(name)).map_err(|_| VfsError::NotFound)?;
             return Ok(self.node_entry(parent, root, &id, &tree, idx));
+        }
+        if let Some(path) = history_path(parent, inode.as_deref()) {
+            let children = self.history_children(parent, &path)?;
+            return children.into_iter().find(|(n, _)| n == name).map(|(_, r)| r).ok_or(VfsError::NotFound);
         }
         let name = std::str::from_utf8(name).map_err(|_| VfsError::NotFound)?;
         let cat = self.catalog(true);
@@ -298,6 +313,7 @@ impl Vfs {
         let cat = self.catalog(false);
         let r = match &inode.what {
             What::Group { top, name } => self.group(*top, name, &cat),
+            What::HistoryDir { .. } => self.top_dir(ino),
             What::Link { target } => self.link(inode.parent, target, &cat),
             What::SnapRoot { snap } => {
                 let mut r = self.snap_root(inode.parent, "", snap);
@@ -392,6 +408,7 @@ impl Vfs {
             }
             false
         };
+        let hist = history_path(ino, inode.as_deref());
         match &inode {
             Some(i) if matches!(i.what, What::SnapRoot { .. } | What::Node { .. }) => {
                 let (id, tree, root) = self.snapshot_dir(ino, i)?;
@@ -400,6 +417,14 @@ impl Vfs {
                 }
                 for idx in skip..tree.len() {
                     if emit(idx, &tree[idx].name, self.node_entry(ino, root, &id, &tree, idx)) {
+                        break;
+                    }
+                }
+            }
+            _ if hist.is_some() => {
+                let path = hist.unwrap_or_default();
+                for (idx, (name, r)) in self.history_children(ino, &path)?.into_iter().enumerate().skip(skip) {
+                    if emit(idx, &name, r) {
                         break;
                     }
                 }

@@ -696,7 +696,7 @@ pub fn scale(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn small_files(dir: &Path, n: usize) -> Result<()> {
+pub(crate) fn small_files(dir: &Path, n: usize) -> Result<()> {
     let mut s = n as u64 | 1;
     for i in 0..n {
         let d = dir.join(format!("d{}", i / 1000));

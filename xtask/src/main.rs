@@ -4,6 +4,7 @@
 //! and std, and every task runs from the workspace root whatever the current directory is.
 
 mod bench;
+mod browsebench;
 mod demo;
 mod mountbench;
 mod prunebench;
@@ -20,6 +21,8 @@ Usage: cargo xtask <TASK>
 
 Tasks:
   demo   build snapfs (release) and run a backup -> restore round trip on a sample tree
+  man    build snapfs and write its man pages into target/man (install: cp target/man/*.1
+         /usr/local/share/man/man1/)
   ci     run what CI runs: cargo fmt --check, clippy -D warnings, cargo test --workspace
   bench  snapfs against restic, borg and rustic (when installed) on the same data, in one
          run; writes benches/results/latest.md  [--quick] [--rounds N]; --limits prints
@@ -30,6 +33,8 @@ Tasks:
          with --prune: forget half of a 20-snapshot history and prune, against restic
          forget --prune and borg prune + compact; writes benches/results/prune.md
          [--quick] [--rounds N] [--snapshots N]
+         with --browse: ls, find, diff and history over 50 snapshots against restic's;
+         writes benches/results/browse.md  [--rounds N] [--files N]
 ";
 
 fn main() -> ExitCode {
@@ -44,8 +49,10 @@ fn main() -> ExitCode {
         "bench" if rest.iter().any(|a| a == "--scale") => bench::scale(rest),
         "bench" if rest.iter().any(|a| a == "--mount") => mountbench::run(rest),
         "bench" if rest.iter().any(|a| a == "--prune") => prunebench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--browse") => browsebench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
+        "man" => man(),
         "ci" => ci(),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
@@ -66,6 +73,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask man`: the man pages, from the command-line definition, into target/man.
+fn man() -> Result<()> {
+    run(cargo().args(["build", "--release", "--bin", "snapfs"]))?;
+    let target = target_dir()?;
+    let dir = target.join("man");
+    run(Command::new(target.join("release/snapfs")).arg("man-pages").arg(&dir))?;
+    eprintln!("man pages written to {}", dir.display());
+    Ok(())
 }
 
 /// The checks CI runs, in the same order, stopping at the first failure.
