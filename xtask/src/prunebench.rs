@@ -42,8 +42,11 @@ fn mutate(data: &Path, step: usize) -> Result<()> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    crate::bench::check_flags(args, &["--prune", "--quick"], &["--rounds", "--snapshots"])?;
+    crate::bench::check_flags(args, &["--prune", "--quick", "--reuse", "--no-borg"], &["--rounds", "--snapshots"])?;
     let quick = args.iter().any(|a| a == "--quick");
+    // `--reuse`: the histories an earlier run left under target/bench-prune (it keeps them when
+    // it fails), so only the timed rounds run again.
+    let reuse = args.iter().any(|a| a == "--reuse");
     let value = |flag: &str, default: usize| -> Result<usize> {
         match args.iter().position(|a| a == flag) {
             Some(i) => Ok(args.get(i + 1).ok_or_else(|| anyhow::anyhow!("{flag} needs a number"))?.parse()?),
@@ -62,16 +65,19 @@ pub fn run(args: &[String]) -> Result<()> {
     let target = crate::target_dir()?;
     let snapfs = target.join("release/snapfs").display().to_string();
     let work = target.join("bench-prune");
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work)?;
-    let pristine = target.join("bench/data");
-    prepare_data(&pristine, quick)?;
     let data = work.join("data");
-    crate::run(Command::new("cp").arg("-a").arg(&pristine).arg(&data))?;
+    if !reuse {
+        let _ = fs::remove_dir_all(&work);
+        fs::create_dir_all(&work)?;
+        let pristine = target.join("bench/data");
+        prepare_data(&pristine, quick)?;
+        crate::run(Command::new("cp").arg("-a").arg(&pristine).arg(&data))?;
+    }
     let (files, bytes) = tree_size(&data)?;
     let keep = (snapshots / 2).max(1).to_string();
 
-    let tools = ["snapfs", "restic", "borg"];
+    let tools: Vec<&str> =
+        if args.iter().any(|a| a == "--no-borg") { vec!["snapfs", "restic"] } else { vec!["snapfs", "restic", "borg"] };
     let borg_base = work.join("borg-base");
     let repo = |t: &str| work.join(format!("repo-{t}"));
     let init = |t: &str| -> Vec<String> {
@@ -130,26 +136,28 @@ pub fn run(args: &[String]) -> Result<()> {
             ],
         }
     };
-    println!("building a history of {snapshots} snapshots per tool on {files} files, {:.2} GB", bytes as f64 / 1e9);
-    let _ = fs::remove_dir_all(cache_dir());
-    for t in tools {
-        exec(&init(t), &work)?;
-    }
-    for k in 0..snapshots {
-        if k > 0 {
-            mutate(&data, k)?;
-        }
-        for t in tools {
-            exec(&backup(t, k), &data)?;
-        }
-    }
-    // snapfs's cache as the history left it, given back before every timed prune.
     let cache_saved = work.join("cache-saved");
-    crate::run(Command::new("cp").arg("-a").arg(cache_dir()).arg(&cache_saved))?;
+    if !reuse {
+        println!("building a history of {snapshots} snapshots per tool on {files} files, {:.2} GB", bytes as f64 / 1e9);
+        let _ = fs::remove_dir_all(cache_dir());
+        for t in &tools {
+            exec(&init(t), &work)?;
+        }
+        for k in 0..snapshots {
+            if k > 0 {
+                mutate(&data, k)?;
+            }
+            for t in &tools {
+                exec(&backup(t, k), &data)?;
+            }
+        }
+        // snapfs's cache as the history left it, given back before every timed prune.
+        crate::run(Command::new("cp").arg("-a").arg(cache_dir()).arg(&cache_saved))?;
+    }
 
     let mut results: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
     let mut sizes: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    let mut order = tools.to_vec();
+    let mut order = tools.clone();
     for round in 0..rounds {
         println!("round {}/{rounds}", round + 1);
         for t in &order {
@@ -194,10 +202,11 @@ pub fn run(args: &[String]) -> Result<()> {
         bytes as f64 / 1e9,
         sources(quick).join(", ")
     ));
-    out.push_str("| step | snapfs | restic | borg zstd,3 |\n| --- | --- | --- | --- |\n");
+    let header: Vec<&str> = tools.iter().map(|t| if *t == "borg" { "borg zstd,3" } else { t }).collect();
+    out.push_str(&format!("| step | {} |\n|{}\n", header.join(" | "), " --- |".repeat(tools.len() + 1)));
     let ours = median(&mut results["snapfs"].iter().map(|s| s.wall).collect::<Vec<_>>());
     out.push_str("| forget half + prune |");
-    for t in tools {
+    for t in tools.iter().copied() {
         let v = &results[t];
         let wall = median(&mut v.iter().map(|s| s.wall).collect::<Vec<_>>());
         let cpu = median(&mut v.iter().map(|s| s.cpu).collect::<Vec<_>>());
@@ -206,7 +215,7 @@ pub fn run(args: &[String]) -> Result<()> {
         out.push_str(&format!(" {wall:.2} s (cpu {cpu:.1} s, {rss:.0} MB{ratio}) |"));
     }
     out.push_str("\n| repository before → after |");
-    for t in tools {
+    for t in tools.iter().copied() {
         let (b, a) = sizes[t];
         out.push_str(&format!(" {:.0} → {:.0} MB |", b as f64 / 1e6, a as f64 / 1e6));
     }
