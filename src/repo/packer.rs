@@ -123,45 +123,10 @@ impl<'r> Packer<'r> {
     /// Stores a blob unless the repository already has it; returns its id.
     pub fn add(&self, ty: ObjType, plain: &[u8]) -> Result<Id> {
         let id = self.repo.keys().id(ty, plain);
-        if self.shared.known(&id)? || !self.shared.added.lock().expect("poisoned").insert(id) {
-            return Ok(id);
-        }
-        // The finisher may have indexed this blob and dropped it from `added` between the two
-        // looks above; it refreshes `known` first, so a second look settles it.
-        if self.shared.known(&id)? {
-            self.shared.added.lock().expect("poisoned").remove(&id);
-            return Ok(id);
-        }
-        let level = self.repo.params().zstd_level as i32;
-        let pack_size = self.repo.params().pack_size as usize;
-        let mut w = self
-            .pool
-            .lock()
-            .expect("poisoned")
-            .pop()
-            .unwrap_or_else(|| PackWriter { buf: self.shared.take_buffer(pack_size), entries: Vec::new() });
-        let offset = w.buf.len();
-        let sealed = self.repo.keys().seal_into(ty, &id, plain, level, &[], &mut w.buf);
-        let length = w.buf.len() - offset;
-        if let Err(e) = sealed {
-            self.pool.lock().expect("poisoned").push(w);
-            return Err(e);
-        }
-        self.blobs_added.fetch_add(1, Ordering::Relaxed);
-        if ty == ObjType::Data {
-            self.data_blobs_added.fetch_add(1, Ordering::Relaxed);
-        }
-        self.bytes_added.fetch_add(length as u64, Ordering::Relaxed);
-        if self.dry_run {
-            w.buf.truncate(offset);
-            self.pool.lock().expect("poisoned").push(w);
-            return Ok(id);
-        }
-        w.entries.push(PackEntry { ty, id, offset: offset as u32, length: length as u32, raw_len: plain.len() as u32 });
-        if w.buf.len() >= pack_size || w.entries.len() >= MAX_PACK_BLOBS {
-            self.send(w)?;
-        } else {
-            self.pool.lock().expect("poisoned").push(w);
+        if self.claim(&id)? {
+            let level = self.repo.params().zstd_level as i32;
+            let raw_len = plain.len() as u32;
+            self.append(ty, id, raw_len, |buf| self.repo.keys().seal_into(ty, &id, plain, level, &[], buf))?;
         }
         Ok(id)
     }
@@ -170,13 +135,35 @@ impl<'r> Packer<'r> {
     /// offset, so prune and copy move blobs without re-encrypting them), unless the repository
     /// has the blob already. The caller vouches that it opens to a payload of `raw_len` bytes.
     pub fn add_sealed(&self, ty: ObjType, id: &Id, raw_len: u32, envelope: &[u8]) -> Result<bool> {
+        if !self.claim(id)? {
+            return Ok(false);
+        }
+        u32::try_from(envelope.len()).map_err(|_| Error::Invalid(format!("blob {} too large", id.short())))?;
+        self.append(ty, *id, raw_len, |buf| {
+            buf.extend_from_slice(envelope);
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
+    /// Whether this session is to store the blob: the repository lacks it and no other worker
+    /// has taken it on.
+    fn claim(&self, id: &Id) -> Result<bool> {
         if self.shared.known(id)? || !self.shared.added.lock().expect("poisoned").insert(*id) {
             return Ok(false);
         }
+        // The finisher may have indexed this blob and dropped it from `added` between the two
+        // looks above; it refreshes `known` first, so a second look settles it.
         if self.shared.known(id)? {
             self.shared.added.lock().expect("poisoned").remove(id);
             return Ok(false);
         }
+        Ok(true)
+    }
+
+    /// Appends one envelope, written by `write`, to a pack writer from the pool, and hands the
+    /// pack to the finisher when it is full.
+    fn append(&self, ty: ObjType, id: Id, raw_len: u32, write: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
         let pack_size = self.repo.params().pack_size as usize;
         let mut w = self
             .pool
@@ -185,25 +172,29 @@ impl<'r> Packer<'r> {
             .pop()
             .unwrap_or_else(|| PackWriter { buf: self.shared.take_buffer(pack_size), entries: Vec::new() });
         let offset = w.buf.len();
-        let length =
-            u32::try_from(envelope.len()).map_err(|_| Error::Invalid(format!("blob {} too large", id.short())))?;
+        if let Err(e) = write(&mut w.buf) {
+            w.buf.truncate(offset);
+            self.pool.lock().expect("poisoned").push(w);
+            return Err(e);
+        }
+        let length = w.buf.len() - offset;
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         if ty == ObjType::Data {
             self.data_blobs_added.fetch_add(1, Ordering::Relaxed);
         }
-        self.bytes_added.fetch_add(u64::from(length), Ordering::Relaxed);
+        self.bytes_added.fetch_add(length as u64, Ordering::Relaxed);
         if self.dry_run {
+            w.buf.truncate(offset);
             self.pool.lock().expect("poisoned").push(w);
-            return Ok(true);
+            return Ok(());
         }
-        w.buf.extend_from_slice(envelope);
-        w.entries.push(PackEntry { ty, id: *id, offset: offset as u32, length, raw_len });
+        w.entries.push(PackEntry { ty, id, offset: offset as u32, length: length as u32, raw_len });
         if w.buf.len() >= pack_size || w.entries.len() >= MAX_PACK_BLOBS {
-            self.send(w)?;
+            self.send(w)
         } else {
             self.pool.lock().expect("poisoned").push(w);
+            Ok(())
         }
-        Ok(true)
     }
 
     fn send(&self, w: PackWriter) -> Result<()> {
