@@ -149,6 +149,8 @@ fn sweep(repo: &Repository, mut marked: Marked, out: &mut PruneOutcome) -> Resul
     let (ids, _) = repo.snapshot_ids()?;
     let fresh: Vec<Id> = ids.into_iter().filter(|id| !marked.snapshots.contains(id)).collect();
     if !fresh.is_empty() {
+        // Their packs were written before them, so they are listed now.
+        repo.catch_up()?;
         let mut roots = Vec::new();
         for id in &fresh {
             roots.push(repo.load_snapshot(id)?.tree);

@@ -39,6 +39,12 @@ pub struct Plan {
 pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked)> {
     let refuse =
         |why: String| Error::Invalid(format!("prune refuses to run: {why}; run `snapfs check` to see what is damaged"));
+    // Snapshots first, then the packs: a snapshot is written after its packs, so every pack a
+    // listed snapshot needs is in the catch-up that follows (backups run beside this).
+    let (snaps, bad) = repo.snapshots()?;
+    if let Some((name, e)) = bad.first() {
+        return Err(refuse(format!("snapshot {name} cannot be read ({e})")));
+    }
     // Up to date with the packs now, so a header that cannot be read is one that cannot be read.
     let caught_up = repo.catch_up()?;
     if let Some((pack, e)) = caught_up.unreadable.first() {
@@ -50,10 +56,6 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked)> {
     // hold new blobs, and nothing deletes a pack that is not condemned.
     let (files, _) = packs::list_packs(repo.backend().as_ref())?;
     let files: Vec<packs::PackFile> = files.into_iter().filter(|f| infos.contains_key(&f.id)).collect();
-    let (snaps, bad) = repo.snapshots()?;
-    if let Some((name, e)) = bad.first() {
-        return Err(refuse(format!("snapshot {name} cannot be read ({e})")));
-    }
     let mut marked = Marked { used: BlobIdSet::default(), trees: BlobIdSet::default(), snapshots: HashSet::new() };
     marked.snapshots.extend(snaps.iter().map(|(id, _)| *id));
     mark_trees(repo, snaps.iter().map(|(_, s)| s.tree).collect(), &mut marked)?;
