@@ -18,8 +18,9 @@ pub enum Error {
     NoRepository(String),
     #[error("{0} is not empty; refusing to create a repository there")]
     NotEmpty(PathBuf),
-    #[error("wrong password: no key slot in the repository opens with it")]
-    WrongPassword,
+    /// With what else was found: the damaged slots, which might have been the right one.
+    #[error("wrong password: no key slot in the repository opens with it{0}")]
+    WrongPassword(String),
     #[error("repository is locked by {0}")]
     Locked(String),
     /// A shared lock could not be written (read-only or full storage); see `Repository::open`.

@@ -22,14 +22,35 @@ impl KdfParams {
     /// RFC 9106's second recommended option: 64 MiB, 3 passes, 4 lanes.
     pub const DEFAULT: KdfParams = KdfParams { m_kib: 64 * 1024, t: 3, p: 4 };
 
-    /// What a reader accepts (format-spec §4): what Argon2 itself accepts (m ≥ 8·p KiB),
-    /// bounded above so a planted slot cannot make every command allocate without limit.
-    fn check(&self) -> Result<()> {
-        let lanes_ok = (1..=64).contains(&self.p);
-        if !lanes_ok || !(8 * self.p..=4 << 20).contains(&self.m_kib) || !(1..=64).contains(&self.t) {
-            return Err(Error::corrupt("key slot", format!("implausible Argon2 parameters {self:?}")));
+    /// The most memory a slot may ask for: 1 GiB, what a small machine can still afford.
+    pub const MAX_M_KIB: u32 = 1 << 20;
+    /// The most passes: 16 passes over 1 GiB take about a minute here, the worst a planted
+    /// slot can cost (and only when the password did not open the hinted slot first).
+    pub const MAX_T: u32 = 16;
+    /// The most lanes.
+    pub const MAX_P: u32 = 16;
+
+    /// What a reader accepts (format-spec §4): what Argon2 itself accepts (m ≥ 8·p KiB, p ≥ 1,
+    /// t ≥ 1) and what a machine can afford, checked before anything is allocated.
+    pub fn check(&self) -> Result<()> {
+        if let Some(why) = self.unacceptable() {
+            return Err(Error::corrupt("key slot", format!("unacceptable Argon2 parameters ({why})")));
         }
         Ok(())
+    }
+
+    fn unacceptable(&self) -> Option<String> {
+        let KdfParams { m_kib, t, p } = *self;
+        if !(1..=Self::MAX_P).contains(&p) {
+            return Some(format!("parallelism {p}, not 1 to {}", Self::MAX_P));
+        }
+        if !(1..=Self::MAX_T).contains(&t) {
+            return Some(format!("{t} passes, not 1 to {}", Self::MAX_T));
+        }
+        if !(8 * p..=Self::MAX_M_KIB).contains(&m_kib) {
+            return Some(format!("memory {m_kib} KiB, not {} to {} KiB", 8 * p, Self::MAX_M_KIB));
+        }
+        None
     }
 
     /// The floor for a new slot (format-spec §4): RFC 9106's second recommendation. Enforced
@@ -44,7 +65,10 @@ impl KdfParams {
                 Self::DEFAULT.t
             )));
         }
-        self.check().map_err(|_| Error::Invalid(format!("Argon2 parameters out of range: {self:?}")))
+        match self.unacceptable() {
+            Some(why) => Err(Error::Invalid(format!("Argon2 parameters out of range: {why}"))),
+            None => Ok(()),
+        }
     }
 }
 
