@@ -126,6 +126,11 @@ impl Backend for FaultBackend {
         self.target(false, None, String::new)?.list(kind)
     }
 
+    fn replace(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        // Atomic by contract: a torn replace would be a broken store, not a fault to survive.
+        self.target(true, Some(kind), || format!("replace {}", object_name(kind, name)))?.replace(kind, name, data)
+    }
+
     fn delete(&self, kind: Kind, name: &str) -> Result<()> {
         self.target(true, None, || format!("delete {}", object_name(kind, name)))?.delete(kind, name)
     }

@@ -140,6 +140,38 @@ impl LocalBackend {
         }
     }
 
+    /// Writes `data` to a staging file, makes it durable, and `place`s it at the object's path.
+    fn stage(
+        &self,
+        kind: Kind,
+        name: &str,
+        data: &[u8],
+        place: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+    ) -> Result<()> {
+        self.cleaned.call_once(|| self.clean_tmp());
+        let dest = self.path(kind, name);
+        let tmp_dir = self.root.join("tmp");
+        self.ensure_dir(&tmp_dir)?;
+        let tmp = tmp_dir.join(format!("{}.tmp", random_name()?));
+        let result = (|| {
+            let mut f = File::options()
+                .write(true)
+                .create_new(true)
+                .mode(self.modes().object(kind))
+                .open(&tmp)
+                .ctx(|| format!("create {}", tmp.display()))?;
+            f.write_all(data).ctx(|| format!("write {}", tmp.display()))?;
+            f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
+            drop(f);
+            let dir = dest.parent().expect("object paths have a parent");
+            self.ensure_dir(dir)?;
+            place(&tmp, &dest).ctx(|| format!("write {}", dest.display()))?;
+            sync_dir(dir)
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
     fn dir_builder(&self) -> fs::DirBuilder {
         let mut b = fs::DirBuilder::new();
         b.mode(self.modes().dir);
@@ -171,29 +203,17 @@ fn random_name() -> Result<String> {
 
 impl Backend for LocalBackend {
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
-        self.cleaned.call_once(|| self.clean_tmp());
+        // A link, not a rename: it fails instead of replacing an object that exists.
+        self.stage(kind, name, data, |tmp, dest| fs::hard_link(tmp, dest))
+    }
+
+    fn replace(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         let dest = self.path(kind, name);
-        let tmp_dir = self.root.join("tmp");
-        self.ensure_dir(&tmp_dir)?;
-        let tmp = tmp_dir.join(format!("{}.tmp", random_name()?));
-        let result = (|| {
-            let mut f = File::options()
-                .write(true)
-                .create_new(true)
-                .mode(self.modes().object(kind))
-                .open(&tmp)
-                .ctx(|| format!("create {}", tmp.display()))?;
-            f.write_all(data).ctx(|| format!("write {}", tmp.display()))?;
-            f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
-            drop(f);
-            let dir = dest.parent().expect("object paths have a parent");
-            self.ensure_dir(dir)?;
-            // A link, not a rename: it fails instead of replacing an object that exists.
-            fs::hard_link(&tmp, &dest).ctx(|| format!("write {}", dest.display()))?;
-            sync_dir(dir)
-        })();
-        let _ = fs::remove_file(&tmp);
-        result
+        fs::symlink_metadata(&dest).ctx(|| format!("replace {}", dest.display()))?;
+        if let Some(files) = self.open.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&kind) {
+            files.remove(name);
+        }
+        self.stage(kind, name, data, |tmp, dest| fs::rename(tmp, dest))
     }
 
     fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {

@@ -76,6 +76,17 @@ impl Backend for MemoryBackend {
         Ok(objects.iter().filter(|((k, _), _)| *k == kind).map(|((_, n), v)| (n.clone(), v.len() as u64)).collect())
     }
 
+    fn replace(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+        match objects.get_mut(&(kind, name.to_string())) {
+            Some(v) => {
+                *v = Arc::new(data.to_vec());
+                Ok(())
+            }
+            None => Err(err(ErrorKind::NotFound, format!("replace {}", object_name(kind, name)))),
+        }
+    }
+
     fn delete(&self, kind: Kind, name: &str) -> Result<()> {
         self.objects.write().unwrap_or_else(|e| e.into_inner()).remove(&(kind, name.to_string()));
         Ok(())

@@ -78,6 +78,11 @@ pub trait Backend: Send + Sync {
     /// Every object of a kind with its size, in no particular order. Names that cannot be
     /// this kind's (stray files) are listed too: callers decide what a valid name is.
     fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>>;
+    /// Replaces an object that exists, atomically and durably (a reader sees the old bytes or
+    /// the new ones, whole). Only key rotation uses it, to re-seal an object under a new key
+    /// epoch: the content stays the same, only the encryption changes. A missing object is an
+    /// error of kind `NotFound`.
+    fn replace(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
     /// Removes an object; removing a missing one is not an error.
     fn delete(&self, kind: Kind, name: &str) -> Result<()>;
     /// Where the repository is, for messages: a path or a URL.
