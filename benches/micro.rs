@@ -39,7 +39,7 @@ fn data() -> Vec<u8> {
 
 fn stages(c: &mut Criterion) {
     let buf = data();
-    let mut keys = Keys::from_master([7; 32]);
+    let keys = Keys::from_master([7; 32]);
     keys.add_epoch(0, EpochKey([9; 32]));
     let chunker = Chunker::new(keys.chunker_key(), &Params::DEFAULT);
     let cuts = chunker.split(&buf);

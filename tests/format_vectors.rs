@@ -23,7 +23,7 @@ const PASSWORD: &[u8] = b"correct horse battery staple";
 
 /// The test master key with epoch 0's data key (32 bytes 0x11, as in `independent.txt`).
 fn test_keys() -> Keys {
-    let mut k = Keys::from_master(MASTER);
+    let k = Keys::from_master(MASTER);
     k.add_epoch(0, EpochKey([0x11; 32]));
     k
 }
@@ -270,13 +270,13 @@ fn tampering_is_detected() {
     // The same bytes under another type or id do not open: the AAD binds both.
     assert!(keys.open(ObjType::Tree, &id, &sealed, 1024, &[]).is_err());
     assert!(keys.open(ObjType::Data, &Id([0; 32]), &sealed, 1024, &[]).is_err());
-    let mut other = Keys::from_master([1; 32]);
+    let other = Keys::from_master([1; 32]);
     other.add_epoch(0, EpochKey([0x12; 32]));
     assert!(other.open(ObjType::Data, &id, &sealed, 1024, &[]).is_err());
     // Another epoch number is another key, and is bound into the AAD too.
     let mut renumbered = sealed.clone();
     renumbered[0] = 1;
-    let mut two = test_keys();
+    let two = test_keys();
     two.add_epoch(1, EpochKey([0x11; 32]));
     assert!(two.open(ObjType::Data, &id, &renumbered, 1024, &[]).is_err());
     // A config header that was changed no longer authenticates its sealed part.
@@ -328,7 +328,7 @@ fn the_independent_implementation_agrees() {
     assert_eq!(v["gear_table_first8"], gear);
 
     // The keyring: epoch objects and the config open under keys derived from the master alone.
-    let mut keys = Keys::from_master(MASTER);
+    let keys = Keys::from_master(MASTER);
     let (epoch0, created) = keys.open_epoch(0, &repo_id, &v["epoch_object"]).unwrap();
     assert_eq!((&epoch0.0[..], created), (&v["epoch0_key"][..], 1_795_442_709_123_456_789));
     assert!(keys.open_epoch(1, &repo_id, &v["epoch_object"]).is_err(), "the name must match the epoch");

@@ -316,7 +316,7 @@ fn a_new_key_epoch_seals_new_objects_and_old_ones_still_open() {
     let (mem, v1) = seeded(&src);
     // What `key rotate` will do: one more epoch object, nothing else rewritten.
     let repo = open(Arc::new(mem.clone()), &Cache::memory()).unwrap();
-    let mut keys = snapfs::crypto::Keys::from_master(*repo.keys().master());
+    let keys = snapfs::crypto::Keys::from_master(*repo.keys().master());
     keys.add_epoch(1, snapfs::crypto::EpochKey::random().unwrap());
     let epoch1 = keys.seal_epoch(1, repo.repo_id(), 0).unwrap();
     mem.write(snapfs::backend::Kind::Epoch, "00000001", &epoch1).unwrap();

@@ -5,6 +5,7 @@ pub mod keyfile;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::RwLock;
 
 use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
@@ -77,8 +78,18 @@ pub struct Keys {
     tree_id: [u8; 32],
     snapshot_id: [u8; 32],
     chunker: [u8; 32],
+    /// Behind a lock so a long-running reader (a mount) can learn epochs created after it
+    /// opened the repository; `EpochKey` zeroizes itself.
     #[zeroize(skip)]
-    epochs: BTreeMap<u32, EpochKey>,
+    epochs: RwLock<Epochs>,
+}
+
+#[derive(Default)]
+struct Epochs {
+    keys: BTreeMap<u32, EpochKey>,
+    /// The epoch this process seals under: the newest it knew when it opened the repository
+    /// (or made itself). Epochs learnt later only open: a pack stays sealed under one epoch.
+    sealing: Option<u32>,
 }
 
 /// Payload of an epoch object: the data key and its creation time.
@@ -96,7 +107,7 @@ impl Keys {
             snapshot_id: d("snapfs 2026-11 v1 snapshot id"),
             chunker: d("snapfs 2026-11 v1 chunker gear"),
             master,
-            epochs: BTreeMap::new(),
+            epochs: RwLock::new(Epochs::default()),
         }
     }
 
@@ -104,7 +115,7 @@ impl Keys {
     pub fn random() -> Result<Keys> {
         let mut m = Zeroizing::new([0u8; 32]);
         random_bytes(m.as_mut())?;
-        let mut keys = Keys::from_master(*m);
+        let keys = Keys::from_master(*m);
         keys.add_epoch(0, EpochKey::random()?);
         Ok(keys)
     }
@@ -117,17 +128,34 @@ impl Keys {
         &self.chunker
     }
 
-    pub fn add_epoch(&mut self, n: u32, key: EpochKey) {
-        self.epochs.insert(n, key);
+    fn read_epochs(&self) -> std::sync::RwLockReadGuard<'_, Epochs> {
+        self.epochs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The epoch new objects are sealed under: the newest one.
+    /// Adds an epoch and seals under the newest one from now on (opening, `key rotate`).
+    pub fn add_epoch(&self, n: u32, key: EpochKey) {
+        let mut e = self.epochs.write().unwrap_or_else(|e| e.into_inner());
+        e.keys.insert(n, key);
+        e.sealing = e.keys.keys().next_back().copied();
+    }
+
+    /// Adds an epoch for opening only: one another client created while this one runs.
+    pub fn learn_epoch(&self, n: u32, key: EpochKey) {
+        let mut e = self.epochs.write().unwrap_or_else(|e| e.into_inner());
+        e.keys.entry(n).or_insert(key);
+        if e.sealing.is_none() {
+            e.sealing = Some(n);
+        }
+    }
+
+    /// The epoch new objects are sealed under.
     pub fn current_epoch(&self) -> Option<u32> {
-        self.epochs.keys().next_back().copied()
+        self.read_epochs().sealing
     }
 
-    pub fn epochs(&self) -> impl Iterator<Item = u32> + '_ {
-        self.epochs.keys().copied()
+    /// Every epoch this handle holds a key of, ascending.
+    pub fn epochs(&self) -> Vec<u32> {
+        self.read_epochs().keys.keys().copied().collect()
     }
 
     /// The id of a blob or snapshot payload: keyed BLAKE3 with the key of its type.
@@ -142,23 +170,24 @@ impl Keys {
     }
 
     /// The key and epoch number an object of this type is sealed with now.
-    fn sealing_key(&self, ty: ObjType) -> Result<(u32, &[u8; 32])> {
+    fn sealing_key(&self, ty: ObjType) -> Result<(u32, Zeroizing<[u8; 32]>)> {
         match ty {
-            ObjType::Config => Ok((0, &self.config)),
+            ObjType::Config => Ok((0, Zeroizing::new(self.config))),
             ObjType::Epoch => Err(Error::Invalid("epoch objects are sealed with seal_epoch".into())),
             _ => {
-                let (n, k) = self.epochs.iter().next_back().ok_or_else(|| Error::Invalid("no key epoch".into()))?;
-                Ok((*n, &k.0))
+                let e = self.read_epochs();
+                let n = e.sealing.ok_or_else(|| Error::Invalid("no key epoch".into()))?;
+                Ok((n, Zeroizing::new(e.keys[&n].0)))
             }
         }
     }
 
     /// The key that opens an object of this type sealed under `epoch`.
-    fn opening_key(&self, ty: ObjType, epoch: u32) -> Option<&[u8; 32]> {
+    fn opening_key(&self, ty: ObjType, epoch: u32) -> Option<Zeroizing<[u8; 32]>> {
         match ty {
-            ObjType::Config => (epoch == 0).then_some(&self.config),
-            ObjType::Epoch => Some(&self.keyring),
-            _ => self.epochs.get(&epoch).map(|k| &k.0),
+            ObjType::Config => (epoch == 0).then(|| Zeroizing::new(self.config)),
+            ObjType::Epoch => Some(Zeroizing::new(self.keyring)),
+            _ => self.read_epochs().keys.get(&epoch).map(|k| Zeroizing::new(k.0)),
         }
     }
 
@@ -181,14 +210,52 @@ impl Keys {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let (epoch, key) = self.sealing_key(ty)?;
-        seal_envelope(key, epoch, ty, id, payload, zstd_level, extra_aad, out)
+        seal_envelope(&key, epoch, ty, id, payload, zstd_level, extra_aad, out)
+    }
+
+    /// An envelope sealed under another epoch, opened (authenticated, its id checked) and
+    /// sealed again under the current one with a fresh nonce, its compressed body as it was:
+    /// key rotation re-encrypts without recompressing. `None` when it is sealed under the
+    /// current epoch already (then it is not opened here).
+    pub fn reseal(
+        &self,
+        ty: ObjType,
+        id: &Id,
+        envelope: &[u8],
+        max_len: usize,
+        extra_aad: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        let (epoch, key) = self.sealing_key(ty)?;
+        if envelope_epoch(envelope) == Some(epoch) {
+            return Ok(None);
+        }
+        let mut buf = Zeroizing::new(envelope.to_vec());
+        self.open_in_place(ty, id, &mut buf, max_len, extra_aad, |_| ())?;
+        // Decrypted in place: between the nonce and the tag is the body (compression byte, frame).
+        let body = &buf[EPOCH_LEN + NONCE_LEN..buf.len() - TAG_LEN];
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce)?;
+        let mut out = Vec::with_capacity(buf.len());
+        out.extend_from_slice(&epoch.to_le_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(body);
+        let tag = XChaCha20Poly1305::new((&*key).into())
+            .encrypt_inout_detached(
+                &XNonce::from(nonce),
+                &aad(ty, epoch, id, extra_aad),
+                (&mut out[EPOCH_LEN + NONCE_LEN..]).into(),
+            )
+            .map_err(|_| Error::Invalid("encryption failed".into()))?;
+        out.extend_from_slice(&tag);
+        Ok(Some(out))
     }
 
     /// The object `epochs/<n>`: epoch `n`'s data key sealed with the keyring key.
     pub fn seal_epoch(&self, n: u32, repo_id: &[u8; 16], created_ns: i64) -> Result<Vec<u8>> {
-        let key = self.epochs.get(&n).ok_or_else(|| Error::Invalid(format!("no key epoch {n}")))?;
+        let key = self.read_epochs().keys.get(&n).map(|k| Zeroizing::new(k.0));
+        let key = key.ok_or_else(|| Error::Invalid(format!("no key epoch {n}")))?;
         let mut payload = Zeroizing::new([0u8; EPOCH_PAYLOAD]);
-        payload[..32].copy_from_slice(&key.0);
+        payload[..32].copy_from_slice(&*key);
         payload[32..].copy_from_slice(&created_ns.to_le_bytes());
         let mut out = Vec::new();
         seal_envelope(&self.keyring, n, ObjType::Epoch, &Id::ZERO, &payload[..], 0, repo_id, &mut out)?;
@@ -249,7 +316,7 @@ impl Keys {
         let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
         let nonce = XNonce::try_from(&*nonce).map_err(|_| bad("authentication failed"))?;
         let tag = Tag::try_from(&*tag).map_err(|_| bad("authentication failed"))?;
-        XChaCha20Poly1305::new(key.into())
+        XChaCha20Poly1305::new((&*key).into())
             .decrypt_inout_detached(&nonce, &aad(ty, epoch, id, extra_aad), (&mut *body).into(), &tag)
             .map_err(|_| bad("authentication failed"))?;
         let checked =
@@ -427,7 +494,7 @@ mod tests {
 
     #[test]
     fn seal_into_appends_an_envelope_that_opens() {
-        let mut keys = Keys::from_master([7; 32]);
+        let keys = Keys::from_master([7; 32]);
         keys.add_epoch(0, EpochKey([9; 32]));
         let text = b"the same line again and again\n".repeat(4000);
         let mut noise = vec![0u8; 100_000];
@@ -451,5 +518,26 @@ mod tests {
             assert!(keys.open_in_place(ObjType::Data, &id, &mut env.to_vec(), payload.len() - 1, &[], |_| ()).is_err());
         }
         assert!(out.starts_with(b"earlier blob"));
+    }
+
+    #[test]
+    fn reseal_moves_an_envelope_to_the_sealing_epoch_without_changing_its_body() {
+        let keys = Keys::from_master([7; 32]);
+        keys.add_epoch(0, EpochKey([9; 32]));
+        let text = b"compressible compressible compressible ".repeat(100);
+        let id = keys.id(ObjType::Data, &text);
+        let old = keys.seal(ObjType::Data, &id, &text, 3, &[]).unwrap();
+        assert!(keys.reseal(ObjType::Data, &id, &old, text.len(), &[]).unwrap().is_none(), "already current");
+        keys.add_epoch(1, EpochKey([10; 32]));
+        let new = keys.reseal(ObjType::Data, &id, &old, text.len(), &[]).unwrap().expect("re-sealed");
+        assert_eq!((envelope_epoch(&new), new.len()), (Some(1), old.len()), "same body, new epoch");
+        assert_eq!(keys.open_verified(ObjType::Data, &id, &new, text.len()).unwrap(), text);
+        // The old key does not open it, whatever epoch number it is filed under.
+        let only_old = Keys::from_master([7; 32]);
+        only_old.add_epoch(1, EpochKey([9; 32]));
+        assert!(only_old.open_verified(ObjType::Data, &id, &new, text.len()).is_err());
+        let mut bad = old.clone();
+        bad[40] ^= 1;
+        assert!(keys.reseal(ObjType::Data, &id, &bad, text.len(), &[]).is_err(), "damage is not carried over");
     }
 }
