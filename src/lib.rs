@@ -23,6 +23,7 @@ pub mod patterns;
 pub mod policy;
 pub mod prune;
 pub mod reader;
+pub mod rekey;
 pub mod repo;
 pub mod restore;
 pub mod select;

@@ -8,6 +8,8 @@
 mod plan;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::Kind;
 use crate::error::{Error, Result};
@@ -28,11 +30,28 @@ pub struct PruneOptions {
     /// Copy at most this many bytes of live blobs out of packs being repacked.
     pub max_repack_bytes: Option<u64>,
     pub dry_run: bool,
+    /// Packs to repack whatever their unused share (key rotation's packs of old epochs).
+    pub force_repack: HashSet<Id>,
+    /// Bytes of live blobs copied so far, of how many: for a progress line.
+    pub progress: Option<Arc<CopyProgress>>,
+}
+
+/// How far the copy of live blobs is, for a progress line on another thread.
+#[derive(Debug, Default)]
+pub struct CopyProgress {
+    pub done: AtomicU64,
+    pub total: AtomicU64,
 }
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions { max_unused: 0.05, max_repack_bytes: None, dry_run: false }
+        PruneOptions {
+            max_unused: 0.05,
+            max_repack_bytes: None,
+            dry_run: false,
+            force_repack: HashSet::new(),
+            progress: None,
+        }
     }
 }
 
@@ -69,9 +88,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
         let mut all = plan.already_condemned.clone();
         all.extend(condemned_now.iter().copied());
         repo.index().set_condemned(&all)?;
+        if let Some(pr) = &opts.progress {
+            pr.total.store(plan.copy_bytes, Ordering::Relaxed);
+        }
         let (copied, added) = packer::with_packer(repo, false, |p| {
             let mut n = 0;
             for (id, loc) in &plan.to_copy {
+                if let Some(pr) = &opts.progress {
+                    pr.done.fetch_add(u64::from(loc.length), Ordering::Relaxed);
+                }
                 let mut env = vec![0u8; loc.length as usize];
                 repo.backend().read_at(Kind::Pack, &loc.pack.hex(), u64::from(loc.offset), &mut env)?;
                 // Nothing damaged is carried over: the copy must open as what it claims to be.

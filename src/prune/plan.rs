@@ -108,6 +108,9 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked)> {
         if used == 0 {
             p.delete.push(f.id);
             p.delete_bytes += f.size;
+        } else if opts.force_repack.contains(&f.id) {
+            p.repack.push(f.id);
+            p.repack_bytes += f.size;
         } else if unused_in.get(&f.id).copied().unwrap_or(0) > 0 {
             candidates.push((f.id, f.size, used));
         }

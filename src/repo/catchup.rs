@@ -57,6 +57,26 @@ impl Cache {
     pub fn index_path(&self, repo_id: &[u8; 16]) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join(hex(repo_id)).join("index.redb"))
     }
+
+    /// The key slot that opened this repository last time, tried first (restic's key hint):
+    /// every slot tried before it costs a full Argon2 derivation.
+    pub fn key_hint(&self, repo_id: &[u8; 16]) -> Option<String> {
+        let path = self.dir.as_ref()?.join(hex(repo_id)).join("key-hint");
+        let text = std::fs::read_to_string(path).ok()?;
+        let name = text.trim();
+        (name.len() <= 64 && name.bytes().all(|b| b.is_ascii_hexdigit())).then(|| name.to_string())
+    }
+
+    /// Remembers the slot that opened; best effort (a read-only cache only costs time).
+    pub fn remember_key(&self, repo_id: &[u8; 16], slot: &str) {
+        if self.key_hint(repo_id).as_deref() == Some(slot) {
+            return;
+        }
+        if let Some(d) = &self.dir {
+            let dir = d.join(hex(repo_id));
+            let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("key-hint"), slot));
+        }
+    }
 }
 
 /// What bringing the cache up to date did.

@@ -7,6 +7,7 @@
 
 pub mod catchup;
 pub mod condemned;
+pub mod keys;
 pub mod lock;
 pub mod packer;
 pub mod packs;
@@ -59,7 +60,30 @@ pub struct Repository<S = Ready> {
     damaged_epochs: Vec<(String, Error)>,
     /// Why a shared lock was asked for but could not be written (read-only or full storage).
     unlocked: Option<String>,
+    /// The name of the key slot the password opened.
+    key_slot: String,
     state: S,
+}
+
+/// How to open a repository: the lock to take and how long to wait for it, and which key slot
+/// to try first.
+#[derive(Clone, Debug)]
+pub struct Opening<'a> {
+    pub mode: LockMode,
+    /// What the lock says is running.
+    pub command: &'a str,
+    /// While a conflicting lock is held, try again for this long.
+    pub retry: std::time::Duration,
+    /// A key slot id (or a prefix of one) to try first (`--key-hint`).
+    pub key_hint: Option<String>,
+    /// Where the slot that opened last time is remembered, and tried first.
+    pub cache: Option<&'a Cache>,
+}
+
+impl<'a> Opening<'a> {
+    pub fn new(mode: LockMode, command: &'a str) -> Opening<'a> {
+        Opening { mode, command, retry: std::time::Duration::ZERO, key_hint: None, cache: None }
+    }
 }
 
 fn now_ns() -> i64 {
@@ -100,7 +124,7 @@ impl Repository<Opened> {
         let mut cfg = header.to_vec();
         cfg.extend(keys.seal(ObjType::Config, &Id::ZERO, &params.encode(), 0, &header)?);
         backend.write(Kind::Config, "config", &cfg)?;
-        Ok(Self::assemble(backend, keys, params, repo_id, None))
+        Ok(Self::assemble(backend, keys, params, repo_id, None, hex(&name)))
     }
 
     /// Unlocks a repository with a password and takes a lock of the given mode.
@@ -122,6 +146,11 @@ impl Repository<Opened> {
         command: &str,
         retry: std::time::Duration,
     ) -> Result<Repository<Opened>> {
+        Self::open_with(backend, password, &Opening { retry, ..Opening::new(mode, command) })
+    }
+
+    /// Unlocks a repository with a password as `opts` say.
+    pub fn open_with(backend: Arc<dyn Backend>, password: &[u8], opts: &Opening) -> Result<Repository<Opened>> {
         let cfg = match backend.read(Kind::Config, "config") {
             Ok(c) => c,
             Err(e) if backend::is_not_found(&e) => return Err(Error::NoRepository(backend.location())),
@@ -131,17 +160,22 @@ impl Repository<Opened> {
         if version != config::VERSION {
             return Err(Error::UnsupportedVersion(version));
         }
-        let mut keys = unlock(backend.as_ref(), password)?;
+        let hints: Vec<String> =
+            opts.key_hint.iter().cloned().chain(opts.cache.and_then(|c| c.key_hint(&repo_id))).collect();
+        let (keys, key_slot) = unlock(backend.as_ref(), password, &hints)?;
+        if let Some(c) = opts.cache {
+            c.remember_key(&repo_id, &key_slot);
+        }
         let header = &cfg[..config::HEADER_LEN];
         let params = keys.open(ObjType::Config, &Id::ZERO, &cfg[config::HEADER_LEN..], 1024, header)?;
         let params = Params::decode(&params)?;
-        let damaged_epochs = load_epochs(backend.as_ref(), &mut keys, &repo_id)?;
-        let (lock, unlocked) = match lock::acquire_retrying(&backend, mode, command, retry) {
+        let damaged_epochs = load_epochs(backend.as_ref(), &keys, &repo_id, false)?;
+        let (lock, unlocked) = match lock::acquire_retrying(&backend, opts.mode, opts.command, opts.retry) {
             Ok(l) => (l, None),
             Err(Error::Unlocked(why)) => (None, Some(why)),
             Err(e) => return Err(e),
         };
-        let mut repo = Self::assemble(backend, keys, params, repo_id, lock);
+        let mut repo = Self::assemble(backend, keys, params, repo_id, lock, key_slot);
         repo.damaged_epochs = damaged_epochs;
         repo.unlocked = unlocked;
         Ok(repo)
@@ -156,9 +190,30 @@ impl Repository<Opened> {
 
     /// With an index the caller built itself (`repair index`).
     pub fn with_index(self, index: Index) -> Repository<Ready> {
-        let Repository { backend, keys, params, repo_id, chunker, lock, damaged_epochs, unlocked, state: Opened } =
-            self;
-        Repository { backend, keys, params, repo_id, chunker, lock, damaged_epochs, unlocked, state: Ready { index } }
+        let Repository {
+            backend,
+            keys,
+            params,
+            repo_id,
+            chunker,
+            lock,
+            damaged_epochs,
+            unlocked,
+            key_slot,
+            state: Opened,
+        } = self;
+        Repository {
+            backend,
+            keys,
+            params,
+            repo_id,
+            chunker,
+            lock,
+            damaged_epochs,
+            unlocked,
+            key_slot,
+            state: Ready { index },
+        }
     }
 }
 
@@ -166,38 +221,57 @@ fn epoch_name(n: u32) -> String {
     format!("{n:08x}")
 }
 
-/// Tries every key slot; a damaged one is skipped, not fatal (another may open).
-fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<Keys> {
+/// Tries the hinted slots first (an id or a prefix of one), then every other; a damaged slot
+/// is skipped, not fatal (another may open). Returns the keys and the slot that opened.
+fn unlock(backend: &dyn Backend, password: &[u8], hints: &[String]) -> Result<(Keys, String)> {
     let mut names: Vec<String> = backend.list(Kind::Key)?.into_iter().map(|(n, _)| n).collect();
     names.sort();
+    if let Some(pos) = hints.iter().find_map(|h| names.iter().position(|n| !h.is_empty() && n.starts_with(h.as_str())))
+    {
+        let hinted = names.remove(pos);
+        names.insert(0, hinted);
+    }
     let mut damaged = Vec::new();
+    let tried = names.len();
     for name in names {
         let slot = backend.read(Kind::Key, &name).and_then(|raw| KeySlot::parse(&raw));
         match slot.and_then(|s| s.unwrap(password)) {
-            Ok(Some(keys)) => return Ok(keys),
+            Ok(Some(keys)) => return Ok((keys, name)),
             Ok(None) => {}
-            Err(e) => damaged.push(format!("key slot {name}: {e}")),
+            Err(e) if backend::is_not_found(&e) => {}
+            Err(e) => damaged.push(format!("key slot {name} is damaged: {e}")),
         }
     }
-    if damaged.is_empty() {
-        Err(Error::WrongPassword)
-    } else {
-        Err(Error::corrupt("key slots", format!("no slot opens with this password, and {}", damaged.join("; "))))
+    if tried == 0 {
+        return Err(Error::corrupt("key slots", "the repository has no key slot"));
     }
+    if damaged.len() == tried {
+        return Err(Error::corrupt("key slots", format!("no readable key slot ({})", damaged.join("; "))));
+    }
+    // A readable slot refused the password: that is a wrong password, whatever else is damaged.
+    let also = if damaged.is_empty() { String::new() } else { format!(" (and {})", damaged.join("; ")) };
+    Err(Error::WrongPassword(also))
 }
 
 /// Loads every epoch key that opens; a damaged epoch object costs only the objects sealed
-/// under it (`check` names it), not the repository. Returns the damaged ones.
-fn load_epochs(backend: &dyn Backend, keys: &mut Keys, repo_id: &[u8; 16]) -> Result<Vec<(String, Error)>> {
+/// under it (`check` names it), not the repository. Returns the damaged ones. With `learn`,
+/// epochs are added for opening only (a running client learning of a rotation).
+fn load_epochs(backend: &dyn Backend, keys: &Keys, repo_id: &[u8; 16], learn: bool) -> Result<Vec<(String, Error)>> {
     let mut damaged = Vec::new();
+    let known = keys.epochs();
     for (name, _) in backend.list(Kind::Epoch)? {
-        let opened = u32::from_str_radix(&name, 16)
-            .ok()
-            .filter(|n| epoch_name(*n) == name)
+        let n = u32::from_str_radix(&name, 16).ok().filter(|n| epoch_name(*n) == name);
+        if n.is_some_and(|n| known.contains(&n)) {
+            continue;
+        }
+        let opened = n
             .ok_or_else(|| Error::corrupt(format!("key epoch {name}"), "not an epoch name"))
             .and_then(|n| Ok((n, keys.open_epoch(n, repo_id, &backend.read(Kind::Epoch, &name)?)?)));
         match opened {
+            Ok((n, (key, _))) if learn => keys.learn_epoch(n, key),
             Ok((n, (key, _))) => keys.add_epoch(n, key),
+            // Retired by a rotation between the listing and the read.
+            Err(e) if backend::is_not_found(&e) => {}
             Err(e) => damaged.push((name, e)),
         }
     }
@@ -215,6 +289,7 @@ impl<S> Repository<S> {
         params: Params,
         repo_id: [u8; 16],
         lock: Option<lock::Lock>,
+        key_slot: String,
     ) -> Repository<Opened> {
         let chunker = Chunker::new(keys.chunker_key(), &params);
         let lock = std::sync::Mutex::new(lock);
@@ -227,6 +302,7 @@ impl<S> Repository<S> {
             lock,
             damaged_epochs: Vec::new(),
             unlocked: None,
+            key_slot,
             state: Opened,
         }
     }
@@ -249,6 +325,10 @@ impl<S> Repository<S> {
     /// Where the repository is, for messages.
     pub fn location(&self) -> String {
         self.backend.location()
+    }
+    /// The id of the key slot the password opened.
+    pub fn key_slot(&self) -> &str {
+        &self.key_slot
     }
     /// Epoch objects that did not open when the repository was opened.
     pub fn damaged_epochs(&self) -> &[(String, Error)] {
@@ -358,6 +438,8 @@ impl Repository<Ready> {
     /// Brings the index up to date with packs written since it was loaded (a mount does, when
     /// new snapshots appear).
     pub fn catch_up(&self) -> Result<CatchUp> {
+        // Packs sealed under an epoch made since this handle opened must open too.
+        load_epochs(self.backend.as_ref(), &self.keys, &self.repo_id, true)?;
         let mut report = CatchUp::default();
         catchup::catch_up(&self.state.index, self.backend.as_ref(), &self.keys, true, &mut report)?;
         Ok(report)

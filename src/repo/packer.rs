@@ -134,10 +134,15 @@ impl<'r> Packer<'r> {
     /// Stores an envelope sealed elsewhere as it is (the associated data binds no pack or
     /// offset, so prune and copy move blobs without re-encrypting them), unless the repository
     /// has the blob already. The caller vouches that it opens to a payload of `raw_len` bytes.
+    /// One sealed under another key epoch is re-sealed under the current one first: every
+    /// envelope in a pack is under the epoch of its header (format-spec §6), which is how key
+    /// rotation finds what it has to rewrite.
     pub fn add_sealed(&self, ty: ObjType, id: &Id, raw_len: u32, envelope: &[u8]) -> Result<bool> {
         if !self.claim(id)? {
             return Ok(false);
         }
+        let resealed = self.repo.keys().reseal(ty, id, envelope, raw_len as usize, &[])?;
+        let envelope = resealed.as_deref().unwrap_or(envelope);
         u32::try_from(envelope.len()).map_err(|_| Error::Invalid(format!("blob {} too large", id.short())))?;
         self.append(ty, *id, raw_len, |buf| {
             buf.extend_from_slice(envelope);
