@@ -77,6 +77,19 @@ fn run_backup(repo: &Repository, src: &Path, time_s: i64) -> snapfs::Result<()> 
     backup(repo, &opts).map(|_| ())
 }
 
+/// A repository in memory with `versions` daily backups of `src`, and what each held.
+fn seeded(src: &Path, versions: u32) -> (MemoryBackend, Vec<State>) {
+    let mem = MemoryBackend::new();
+    drop(Repository::init(Arc::new(mem.clone()), PW, KdfParams::DEFAULT).unwrap());
+    let repo = open(Arc::new(mem.clone()), LockMode::Shared).unwrap();
+    let mut states = Vec::new();
+    for v in 1..=versions {
+        states.push(write_tree(src, v));
+        run_backup(&repo, src, 1_800_000_000 + i64::from(v) * 86_400).unwrap();
+    }
+    (mem, states)
+}
+
 fn keep_last(n: i64) -> ForgetOptions {
     ForgetOptions {
         policy: Policy { last: n, ..Default::default() },
@@ -122,16 +135,7 @@ fn verify(repo: &Repository, states: &[State], scratch: &Path) -> usize {
 fn power_loss_at_every_write_of_forget_and_prune_keeps_every_kept_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let mem = MemoryBackend::new();
-    drop(Repository::init(Arc::new(mem.clone()), PW, KdfParams::DEFAULT).unwrap());
-    let mut states = Vec::new();
-    {
-        let repo = open(Arc::new(mem.clone()), LockMode::Shared).unwrap();
-        for v in 1..=3 {
-            states.push(write_tree(&src, v));
-            run_backup(&repo, &src, 1_800_000_000 + i64::from(v) * 86_400).unwrap();
-        }
-    }
+    let (mem, states) = seeded(&src, 3);
     let newest = states[2].clone();
     let mut points = 0;
     for k in 1.. {
@@ -160,17 +164,8 @@ fn power_loss_at_every_write_of_forget_and_prune_keeps_every_kept_snapshot() {
 fn a_full_disk_at_any_write_of_prune_is_an_error_that_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let mem = MemoryBackend::new();
-    drop(Repository::init(Arc::new(mem.clone()), PW, KdfParams::DEFAULT).unwrap());
-    let mut states = Vec::new();
-    {
-        let repo = open(Arc::new(mem.clone()), LockMode::Shared).unwrap();
-        for v in 1..=3 {
-            states.push(write_tree(&src, v));
-            run_backup(&repo, &src, 1_800_000_000 + i64::from(v) * 86_400).unwrap();
-        }
-        forget(&repo, &keep_last(1)).unwrap();
-    }
+    let (mem, states) = seeded(&src, 3);
+    forget(&open(Arc::new(mem.clone()), LockMode::Shared).unwrap(), &keep_last(1)).unwrap();
     let mut points = 0;
     for k in 1.. {
         let image = mem.deep_copy();
@@ -249,4 +244,82 @@ fn a_backup_after_the_condemnation_stores_the_data_again() {
     let out = prune(&repo, &PruneOptions::default()).unwrap();
     assert!(out.deleted_packs > 0 && out.rescued_packs == 0, "{out:?}");
     assert_eq!(verify(&repo, &[v1], &tmp.path().join("scratch")), 1);
+}
+
+/// Every envelope of every object names the one epoch left.
+fn all_under_one_epoch(mem: &MemoryBackend) -> bool {
+    let epochs = mem.list(Kind::Epoch).unwrap();
+    if epochs.len() != 1 {
+        return false;
+    }
+    let epoch = u32::from_str_radix(&epochs[0].0, 16).unwrap();
+    [Kind::Snapshot, Kind::Condemned].iter().all(|k| {
+        mem.list(*k)
+            .unwrap()
+            .iter()
+            .all(|(n, _)| snapfs::crypto::envelope_epoch(&mem.read(*k, n).unwrap()) == Some(epoch))
+    })
+}
+
+#[test]
+fn power_loss_at_every_write_of_a_key_rotation_loses_nothing_and_a_rerun_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (mem, states) = seeded(&src, 2);
+    let rotate = |repo: &Repository| -> snapfs::Result<bool> {
+        if repo.keys().epochs().len() == 1 {
+            repo.rotate_epoch()?;
+        }
+        Ok(snapfs::rekey::rewrite(repo, &PruneOptions::default())?.finished())
+    };
+    let mut points = 0;
+    for k in 1.. {
+        let image = mem.deep_copy();
+        let faulty = Arc::new(FaultBackend::over_memory(image.clone(), Fault::PowerLoss { op: k }));
+        if let Ok(repo) = open(faulty.clone(), LockMode::Prune) {
+            let _ = rotate(&repo);
+        }
+        if faulty.ops() < k {
+            break;
+        }
+        points += 1;
+        // The lock of the process that lost power is stale only once it expires; it is gone here.
+        snapfs::repo::lock::remove(&image, true).unwrap();
+        let repo =
+            open(Arc::new(image.clone()), LockMode::Prune).unwrap_or_else(|e| panic!("power loss at op {k}: {e}"));
+        assert_eq!(verify(&repo, &states, &tmp.path().join("scratch")), 2, "power loss at op {k}");
+        assert!(rotate(&repo).unwrap(), "op {k}: the rerun did not finish");
+        assert!(all_under_one_epoch(&image), "op {k}: objects left under an old epoch");
+        assert_eq!(verify(&repo, &states, &tmp.path().join("scratch")), 2, "op {k}, after the rerun");
+    }
+    eprintln!("key rotate --rewrite: power lost at {points} write points, nothing lost");
+    assert!(points >= 5, "{points} write points: an epoch, packs, snapshots, a list, deletions");
+}
+
+#[test]
+fn a_full_disk_at_any_write_of_a_key_rotation_is_an_error_that_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (mem, states) = seeded(&src, 1);
+    let mut points = 0;
+    for k in 1.. {
+        let image = mem.deep_copy();
+        let faulty =
+            Arc::new(FaultBackend::new(Arc::new(image.clone()), Fault::FailFrom { op: k, errno: libc::ENOSPC }));
+        let result = open(faulty.clone(), LockMode::Prune).and_then(|repo| {
+            repo.rotate_epoch()?;
+            snapfs::rekey::rewrite(&repo, &PruneOptions::default())
+        });
+        if faulty.ops() < k {
+            break;
+        }
+        points += 1;
+        if let Err(e) = &result {
+            assert!(e.to_string().contains("No space left on device"), "op {k}: {e}");
+        }
+        snapfs::repo::lock::remove(&image, true).unwrap();
+        let repo = open(Arc::new(image), LockMode::Prune).unwrap();
+        assert_eq!(verify(&repo, &states, &tmp.path().join("scratch")), 1, "ENOSPC at op {k}");
+    }
+    assert!(points >= 3, "{points} write points");
 }

@@ -18,6 +18,7 @@ mod find;
 mod forget;
 mod history;
 mod interrupt;
+mod key;
 mod ls;
 mod mount;
 mod output;
@@ -41,9 +42,8 @@ use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
 use snapfs::backend::{self, Backend, LocalBackend};
-use snapfs::crypto::keyfile::KdfParams;
 use snapfs::format::snapshot::Snapshot;
-use snapfs::repo::{Cache, LockMode, Opened, Repository, lock};
+use snapfs::repo::{Cache, LockMode, Opened, Opening, Repository, lock};
 use snapfs::{Id, select};
 
 /// Exit codes, following restic where it has one. Usage errors exit 2 (clap's).
@@ -75,7 +75,8 @@ Environment:
   SNAPFS_PASSWORD          the password itself (--password-file and --password-command win over it)
   SNAPFS_PASSWORD_FILE     as --password-file
   SNAPFS_PASSWORD_COMMAND  as --password-command
-  SNAPFS_CACHE_DIR         as --cache-dir";
+  SNAPFS_CACHE_DIR         as --cache-dir
+  SNAPFS_KEY_HINT          as --key-hint";
 
 #[derive(Parser)]
 #[command(
@@ -106,6 +107,9 @@ pub struct Global {
     /// Run this shell command and use its output as the password (trailing newlines removed)
     #[arg(long, global = true, env = "SNAPFS_PASSWORD_COMMAND", value_name = "CMD", conflicts_with = "password_file")]
     password_command: Option<String>,
+    /// Try this key slot (an id or a prefix) first [default: the one that opened last time]
+    #[arg(long, global = true, env = "SNAPFS_KEY_HINT", value_name = "ID")]
+    key_hint: Option<String>,
     /// When the repository is locked, keep trying for this long (e.g. 30s, 5m) instead of failing
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     retry_lock: Option<Duration>,
@@ -117,7 +121,7 @@ pub struct Global {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new repository
-    Init,
+    Init(key::InitArgs),
     /// Back up files and directories into a new snapshot
     Backup(backup::Args),
     /// List snapshots
@@ -157,6 +161,9 @@ enum Command {
     /// Write the man pages into a directory (what `cargo xtask man` runs)
     #[command(hide = true)]
     ManPages { dir: PathBuf },
+    /// Manage passwords (key slots) and rotate the data keys
+    #[command(subcommand)]
+    Key(key::Command),
     /// Remove stale locks (those of processes on this host that no longer run)
     Unlock {
         /// Remove every lock, also those of processes that may still run
@@ -214,7 +221,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return match err {
                 snapfs::Error::NoRepository(_) => exit::NO_REPOSITORY,
                 snapfs::Error::Locked(_) => exit::LOCKED,
-                snapfs::Error::WrongPassword => exit::WRONG_PASSWORD,
+                snapfs::Error::WrongPassword(_) => exit::WRONG_PASSWORD,
                 snapfs::Error::Interrupted => exit::INTERRUPTED,
                 _ => exit::ERROR,
             };
@@ -226,7 +233,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
     match cli.command {
-        Command::Init => init(g),
+        Command::Init(a) => init(g, &a),
+        Command::Key(a) => key::run(g, a),
         Command::Backup(a) => backup::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Restore(a) => restore::run(g, a),
@@ -281,14 +289,15 @@ fn backend(g: &Global) -> Result<Arc<dyn Backend>> {
     Ok(backend::from_location(repo_location(g)?)?)
 }
 
-fn init(g: &Global) -> Result<u8> {
+fn init(g: &Global, a: &key::InitArgs) -> Result<u8> {
     let location = repo_location(g)?;
     let backend = backend(g)?;
     if !location.contains(':') {
         LocalBackend::new(Path::new(location)).check_empty()?;
     }
+    let kdf = a.kdf.params()?;
     let pw = password(g, true)?;
-    let repo = Repository::init(backend, pw.as_bytes(), KdfParams::DEFAULT)?;
+    let repo = Repository::init(backend, pw.as_bytes(), kdf)?;
     if !g.quiet {
         let id: String = repo.repo_id().iter().map(|b| format!("{b:02x}")).collect();
         outln!("created snapfs repository {id} at {location}");
@@ -306,8 +315,14 @@ pub fn cache(g: &Global) -> Cache {
 pub fn open_keys(g: &Global, mode: LockMode, command: &str) -> Result<Repository<Opened>> {
     let backend = backend(g)?;
     let pw = password(g, false)?;
-    let retry = g.retry_lock.unwrap_or(Duration::ZERO);
-    let repo = Repository::open_retrying_lock(backend, pw.as_bytes(), mode, command, retry)?;
+    let cache = cache(g);
+    let opts = Opening {
+        retry: g.retry_lock.unwrap_or(Duration::ZERO),
+        key_hint: g.key_hint.clone(),
+        cache: Some(&cache),
+        ..Opening::new(mode, command)
+    };
+    let repo = Repository::open_with(backend, pw.as_bytes(), &opts)?;
     if let Some(why) = repo.unlocked() {
         errln!("warning: reading without a lock: {why}");
     }
@@ -336,54 +351,83 @@ const NO_EMPTY: &str = "an empty password is not allowed";
 /// creating a repository). An empty password is refused from every source: a broken
 /// `pass show` must not create a repository anyone can open.
 fn password(g: &Global, confirm: bool) -> Result<Zeroizing<String>> {
-    if let Some(cmd) = &g.password_command {
-        let out = std::process::Command::new("sh")
-            .args(["-c", cmd])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("run password command {cmd:?}"))?;
-        let stdout = Zeroizing::new(out.stdout);
-        if !out.status.success() {
-            bail!("password command {cmd:?} failed with {}", out.status);
+    let source = PasswordSource {
+        file: g.password_file.as_deref(),
+        command: g.password_command.as_deref(),
+        env: Some("SNAPFS_PASSWORD"),
+        prompt: "repository password: ",
+    };
+    source.read(confirm)
+}
+
+/// Where one password comes from (the repository's, or a new one for `key add`).
+pub struct PasswordSource<'a> {
+    pub file: Option<&'a Path>,
+    pub command: Option<&'a str>,
+    /// A variable holding the password itself.
+    pub env: Option<&'a str>,
+    pub prompt: &'a str,
+}
+
+impl PasswordSource<'_> {
+    pub fn read(&self, confirm: bool) -> Result<Zeroizing<String>> {
+        if let Some(cmd) = self.command {
+            let out = std::process::Command::new("sh")
+                .args(["-c", cmd])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("run password command {cmd:?}"))?;
+            let stdout = Zeroizing::new(out.stdout);
+            if !out.status.success() {
+                bail!("password command {cmd:?} failed with {}", out.status);
+            }
+            let text = std::str::from_utf8(&stdout).context("the password command printed non-UTF-8")?;
+            let pw = text.trim_end_matches(['\n', '\r']);
+            if pw.is_empty() {
+                bail!("password command {cmd:?} printed no password; {NO_EMPTY}");
+            }
+            return Ok(Zeroizing::new(pw.to_string()));
         }
-        let text = std::str::from_utf8(&stdout).context("the password command printed non-UTF-8")?;
-        let pw = text.trim_end_matches(['\n', '\r']);
-        if pw.is_empty() {
-            bail!("password command {cmd:?} printed no password; {NO_EMPTY}");
+        if let Some(f) = self.file {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?,
+            );
+            let first = text.split('\n').next().unwrap_or("");
+            let pw = first.strip_suffix('\r').unwrap_or(first);
+            if pw.is_empty() {
+                bail!("the first line of password file {} is empty; {NO_EMPTY}", f.display());
+            }
+            return Ok(Zeroizing::new(pw.to_string()));
         }
-        return Ok(Zeroizing::new(pw.to_string()));
-    }
-    if let Some(f) = &g.password_file {
-        let text =
-            Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?);
-        let first = text.split('\n').next().unwrap_or("");
-        let pw = first.strip_suffix('\r').unwrap_or(first);
-        if pw.is_empty() {
-            bail!("the first line of password file {} is empty; {NO_EMPTY}", f.display());
+        if let Some(var) = self.env
+            && let Some(p) = std::env::var_os(var)
+        {
+            let p = Zeroizing::new(p.into_string().map_err(|_| anyhow::anyhow!("{var} is not valid UTF-8"))?);
+            if p.is_empty() {
+                bail!("{var} is set but empty; {NO_EMPTY}");
+            }
+            return Ok(p);
         }
-        return Ok(Zeroizing::new(pw.to_string()));
-    }
-    if let Some(p) = std::env::var_os("SNAPFS_PASSWORD") {
-        let p = Zeroizing::new(p.into_string().map_err(|_| anyhow::anyhow!("SNAPFS_PASSWORD is not valid UTF-8"))?);
+        if !std::io::stdin().is_terminal() {
+            if self.env.is_some() {
+                bail!(
+                    "no password given: set SNAPFS_PASSWORD, SNAPFS_PASSWORD_FILE, --password-file or --password-command"
+                );
+            }
+            bail!("no new password given: use --new-password-file or --new-password-command, or run on a terminal");
+        }
+        let p = Zeroizing::new(rpassword::prompt_password(self.prompt).context("read password")?);
         if p.is_empty() {
-            bail!("SNAPFS_PASSWORD is set but empty; {NO_EMPTY}");
+            bail!("{NO_EMPTY}");
         }
-        return Ok(p);
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("no password given: set SNAPFS_PASSWORD, SNAPFS_PASSWORD_FILE, --password-file or --password-command");
-    }
-    let p = Zeroizing::new(rpassword::prompt_password("repository password: ").context("read password")?);
-    if p.is_empty() {
-        bail!("{NO_EMPTY}");
-    }
-    if confirm {
-        let again = Zeroizing::new(rpassword::prompt_password("repeat password: ").context("read password")?);
-        if *again != *p {
-            bail!("the passwords do not match");
+        if confirm {
+            let again = Zeroizing::new(rpassword::prompt_password("repeat password: ").context("read password")?);
+            if *again != *p {
+                bail!("the passwords do not match");
+            }
         }
+        Ok(p)
     }
-    Ok(p)
 }
 
 /// Which snapshots a command looks at; the same options for every command that chooses.

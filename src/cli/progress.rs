@@ -95,3 +95,32 @@ fn terminal_width() -> usize {
         .or_else(|| std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()))
         .unwrap_or(80)
 }
+
+/// A progress line for a copy of known size (prune's repack, key rotation), on a terminal
+/// only, until `done` is set; call on its own thread.
+pub fn report_copy(verb: &str, p: &snapfs::prune::CopyProgress, done: &std::sync::atomic::AtomicBool) {
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    let started = Instant::now();
+    let mut shown = false;
+    while !done.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        let (n, total) = (p.done.load(Relaxed), p.total.load(Relaxed));
+        if total == 0 {
+            continue;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let f = (n as f64 / total as f64).min(1.0);
+        let eta = if f > 0.01 { format!(" ETA {}s", ((secs / f - secs).max(0.0)) as u64) } else { String::new() };
+        let line = format!("{verb} {} of {} ({:.0}%){eta}", human(n), human(total), f * 100.0);
+        let line: String = line.chars().take(terminal_width().saturating_sub(1)).collect();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K{line}");
+        let _ = err.flush();
+        shown = true;
+    }
+    if shown {
+        let _ = write!(std::io::stderr(), "\r\x1b[K");
+    }
+}

@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::{Global, human};
-use snapfs::prune::{PruneOptions, prune};
+use snapfs::prune::{CopyProgress, PruneOptions, prune};
 use snapfs::repo::LockMode;
 
 /// The tuning options, shared with `forget --prune`.
@@ -66,13 +66,24 @@ pub fn run(g: &Global, c: Command) -> Result<u8> {
 }
 
 pub fn run_with(g: &Global, a: &Tuning, dry_run: bool, json_out: bool) -> Result<u8> {
+    let progress = std::sync::Arc::new(CopyProgress::default());
     let opts = PruneOptions {
         max_unused: percent(&a.max_unused)?,
         max_repack_bytes: a.max_repack_size.as_deref().map(size).transpose()?,
         dry_run,
+        progress: Some(progress.clone()),
+        ..PruneOptions::default()
     };
     let repo = super::open(g, LockMode::Prune, "prune")?;
-    let out = prune(&repo, &opts)?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        if !g.quiet && !json_out {
+            s.spawn(|| super::progress::report_copy("repacked", &progress, &done));
+        }
+        let r = prune(&repo, &opts);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    })?;
     let p = &out.plan;
     if json_out {
         outln!(
