@@ -225,29 +225,37 @@ impl Keys {
         max_len: usize,
         extra_aad: &[u8],
     ) -> Result<Option<Vec<u8>>> {
+        let mut buf = envelope.to_vec();
+        Ok(self.reseal_in_place(ty, id, &mut buf, max_len, extra_aad)?.then_some(buf))
+    }
+
+    /// [`Keys::reseal`] in the envelope's own buffer (the length does not change); false when
+    /// it is under the current epoch already. On an error the buffer holds garbage.
+    pub fn reseal_in_place(
+        &self,
+        ty: ObjType,
+        id: &Id,
+        envelope: &mut [u8],
+        max_len: usize,
+        extra_aad: &[u8],
+    ) -> Result<bool> {
         let (epoch, key) = self.sealing_key(ty)?;
         if envelope_epoch(envelope) == Some(epoch) {
-            return Ok(None);
+            return Ok(false);
         }
-        let mut buf = Zeroizing::new(envelope.to_vec());
-        self.open_in_place(ty, id, &mut buf, max_len, extra_aad, |_| ())?;
+        self.open_in_place(ty, id, envelope, max_len, extra_aad, |_| ())?;
         // Decrypted in place: between the nonce and the tag is the body (compression byte, frame).
-        let body = &buf[EPOCH_LEN + NONCE_LEN..buf.len() - TAG_LEN];
         let mut nonce = [0u8; NONCE_LEN];
         random_bytes(&mut nonce)?;
-        let mut out = Vec::with_capacity(buf.len());
-        out.extend_from_slice(&epoch.to_le_bytes());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(body);
-        let tag = XChaCha20Poly1305::new((&*key).into())
-            .encrypt_inout_detached(
-                &XNonce::from(nonce),
-                &aad(ty, epoch, id, extra_aad),
-                (&mut out[EPOCH_LEN + NONCE_LEN..]).into(),
-            )
+        envelope[..EPOCH_LEN].copy_from_slice(&epoch.to_le_bytes());
+        envelope[EPOCH_LEN..EPOCH_LEN + NONCE_LEN].copy_from_slice(&nonce);
+        let body_len = envelope.len() - EPOCH_LEN - NONCE_LEN - TAG_LEN;
+        let (body, tag) = envelope[EPOCH_LEN + NONCE_LEN..].split_at_mut(body_len);
+        let new_tag = XChaCha20Poly1305::new((&*key).into())
+            .encrypt_inout_detached(&XNonce::from(nonce), &aad(ty, epoch, id, extra_aad), body.into())
             .map_err(|_| Error::Invalid("encryption failed".into()))?;
-        out.extend_from_slice(&tag);
-        Ok(Some(out))
+        tag.copy_from_slice(&new_tag);
+        Ok(true)
     }
 
     /// The object `epochs/<n>`: epoch `n`'s data key sealed with the keyring key.
