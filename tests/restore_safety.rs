@@ -154,3 +154,35 @@ fn sparse_file_restores_sparse() {
     }
     assert_eq!(blake3::hash(&fs::read(&got).unwrap()), blake3::hash(&fs::read(&src).unwrap()), "content");
 }
+
+/// Past the descriptor budget (half the limit left after 256), directories are opened again
+/// from their nearest held ancestor: a low limit still restores everything, into a new target
+/// and over an existing one.
+#[test]
+fn a_low_descriptor_limit_still_restores_everything() {
+    let (_tmp, base, s) = setup();
+    let data = base.join("data");
+    many_files(&data);
+    s.backup([&data]);
+    let target = base.join("target");
+    let run = |extra: &[&str]| {
+        let inner = s.command();
+        let mut c = std::process::Command::new("prlimit");
+        // Room for 22 directories of the 41.
+        c.arg("--nofile=300").arg(inner.get_program()).args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.args(["restore", "latest", "--target"]).arg(&target).args(extra).stdin(std::process::Stdio::null());
+        let out = run_cmd(&mut c);
+        assert!(out.status.success(), "{}", describe(&format!("restore {extra:?} under a low limit"), &out));
+    };
+    run(&[]);
+    assert_same_tree(&data, &restored(&target, &data));
+    fs::write(restored(&target, &data).join("d39/f099"), b"changed").unwrap();
+    run(&["--overwrite", "always"]);
+    assert_same_tree(&data, &restored(&target, &data));
+}

@@ -22,7 +22,7 @@ use crate::id::Id;
 use crate::patterns::Patterns;
 use crate::repo::Repository;
 use dirfd::{Dir, Stat};
-use plan::{Action, Item, Listing};
+use plan::{Action, Dirs, Item, Listing};
 use write::Creation;
 
 /// What to do with an entry that is already in the target (restic 0.17's `--overwrite`, plus
@@ -159,33 +159,6 @@ pub struct RestoreOutcome {
     pub mismatches: Vec<String>,
 }
 
-/// The directories of a restore by item, open; those not held (past the descriptor budget) are
-/// opened again from the nearest held ancestor, a component at a time, never through a symlink.
-struct Dirs {
-    target: Option<Arc<Dir>>,
-    held: Vec<Option<Arc<Dir>>>,
-    budget: usize,
-}
-
-impl Dirs {
-    fn of(&self, items: &[Item], parent: Option<usize>) -> std::io::Result<Arc<Dir>> {
-        let Some(p) = parent else {
-            return self.target.clone().ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT));
-        };
-        if let Some(d) = &self.held[p] {
-            return Ok(d.clone());
-        }
-        Ok(Arc::new(self.of(items, items[p].parent)?.open(&items[p].name)?))
-    }
-
-    fn hold(&mut self, i: usize, d: Dir) {
-        if self.budget > 0 {
-            self.budget -= 1;
-            self.held[i] = Some(Arc::new(d));
-        }
-    }
-}
-
 /// Removes what is in the way of an entry being replaced; a directory only when it is empty,
 /// or with `--delete`.
 fn clear(dir: &Dir, name: &std::ffi::OsStr, delete: bool, deleted: &mut PerKind) -> std::io::Result<()> {
@@ -213,11 +186,10 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
     // Half of what is left of the descriptor limit: the rest is for files, packs and the index.
     let budget = (dirfd::open_files_limit().saturating_sub(256) / 2) as usize;
     let mut dirs = Dirs { target, held: vec![None; items.len()], budget };
-    let conflicts = plan::plan(&mut items, dirs.target.as_ref(), &mut dirs.held, opts, &stamp);
+    let conflicts = plan::plan(&mut items, &mut dirs, opts, &stamp);
     if let Some(&first) = conflicts.first() {
         return Err(Error::Exists { path: items[first].dest.clone(), more: conflicts.len() - 1 });
     }
-    dirs.budget = dirs.budget.saturating_sub(dirs.held.iter().filter(|d| d.is_some()).count());
     if opts.delete {
         delete_extras(&items, &dirs, top.as_deref(), opts, &mut out);
     }
@@ -259,20 +231,26 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
             out.skipped.push(it.dest.clone());
             continue;
         }
-        let made = dirs.of(&items, it.parent).and_then(|parent| {
-            if it.action == Action::Replace {
-                clear(&parent, &it.name, opts.delete, &mut out.counts.deleted)?;
-            }
-            if it.action != Action::Merge {
-                parent.mkdir(&it.name, 0o700)?;
-            }
-            let d = parent.open(&it.name)?;
-            dirfd::fchmod(&d, 0o700)?;
-            Ok(d)
-        });
+        // A directory that was there is held since the plan (within the budget).
+        let made = match dirs.held[i].clone().filter(|_| it.action == Action::Merge) {
+            Some(d) => dirfd::fchmod(&*d, 0o700).map(|_| None),
+            None => dirs.of(&items, it.parent).and_then(|parent| {
+                if it.action == Action::Replace {
+                    clear(&parent, &it.name, opts.delete, &mut out.counts.deleted)?;
+                }
+                if it.action != Action::Merge {
+                    parent.mkdir(&it.name, 0o700)?;
+                }
+                let d = parent.open(&it.name)?;
+                dirfd::fchmod(&d, 0o700)?;
+                Ok(Some(d))
+            }),
+        };
         match made {
             Ok(d) => {
-                dirs.hold(i, d);
+                if let Some(d) = d {
+                    dirs.hold(i, d);
+                }
                 done(&mut out.counts, it);
                 if it.action == Action::Rename {
                     out.renamed.push(it.dest.clone());

@@ -150,6 +150,33 @@ fn replaces(node: &Node, st: &Stat, mode: Overwrite) -> bool {
     }
 }
 
+/// The directories of a restore by item, open; those not held (past the descriptor budget) are
+/// opened again from the nearest held ancestor, a component at a time, never through a symlink.
+pub(super) struct Dirs {
+    pub target: Option<Arc<Dir>>,
+    pub held: Vec<Option<Arc<Dir>>>,
+    pub budget: usize,
+}
+
+impl Dirs {
+    pub fn of(&self, items: &[Item], parent: Option<usize>) -> std::io::Result<Arc<Dir>> {
+        let Some(p) = parent else {
+            return self.target.clone().ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT));
+        };
+        if let Some(d) = &self.held[p] {
+            return Ok(d.clone());
+        }
+        Ok(Arc::new(self.of(items, items[p].parent)?.open(&items[p].name)?))
+    }
+
+    pub fn hold(&mut self, i: usize, d: Dir) {
+        if self.budget > 0 {
+            self.budget -= 1;
+            self.held[i] = Some(Arc::new(d));
+        }
+    }
+}
+
 /// The name an entry is restored under beside an existing one.
 pub(super) fn renamed(name: &OsStr, stamp: &str) -> OsString {
     let mut b = name.as_bytes().to_vec();
@@ -161,24 +188,18 @@ pub(super) fn renamed(name: &OsStr, stamp: &str) -> OsString {
 /// (kept in `dirs`, by item, for the writes). Returns the items in the way of
 /// `--overwrite error`. Entries below a directory that does not exist yet are not looked at:
 /// nothing can be in their way.
-pub(super) fn plan(
-    items: &mut [Item],
-    target: Option<&Arc<Dir>>,
-    dirs: &mut [Option<Arc<Dir>>],
-    opts: &RestoreOptions,
-    stamp: &str,
-) -> Vec<usize> {
+pub(super) fn plan(items: &mut [Item], dirs: &mut Dirs, opts: &RestoreOptions, stamp: &str) -> Vec<usize> {
     let mut conflicts = Vec::new();
     for i in 0..items.len() {
-        let parent = match items[i].parent {
-            None => target.cloned(),
-            Some(p) => match items[p].action {
-                Action::LeftOut | Action::Skip => {
-                    items[i].action = Action::LeftOut;
-                    continue;
-                }
-                _ => dirs[p].clone(),
-            },
+        let parent = match items[i].parent.map(|p| items[p].action) {
+            Some(Action::LeftOut | Action::Skip) => {
+                items[i].action = Action::LeftOut;
+                continue;
+            }
+            // Made by this restore: nothing can be in the way below it.
+            Some(Action::Create | Action::Replace | Action::Rename) => None,
+            // The target, or a directory that is there (held or opened again).
+            _ => dirs.of(items, items[i].parent).ok(),
         };
         let it = &mut items[i];
         let st = parent.as_ref().and_then(|d| d.stat(&it.name).ok().flatten());
@@ -201,7 +222,9 @@ pub(super) fn plan(
         if is_dir && it.action == Action::Merge {
             // Opened now so its entries can be looked at; a failure leaves them to the write,
             // which reports it.
-            dirs[i] = parent.and_then(|d| d.open(&it.name).ok().map(Arc::new));
+            if let Some(d) = parent.and_then(|d| d.open(&it.name).ok()) {
+                dirs.hold(i, d);
+            }
         }
     }
     conflicts
