@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use super::{Global, count, human, output};
@@ -110,8 +110,11 @@ fn kinds_json(p: &PerKind) -> Value {
 }
 
 /// One line with every count: what a script greps and a person reads.
-fn summary(c: &Counts, bytes: u64) -> String {
-    let mut line = format!("restored {} ({})", kinds(&c.restored), human(bytes));
+fn summary(c: &Counts, bytes: Option<u64>) -> String {
+    let mut line = format!("restored {}", kinds(&c.restored));
+    if let Some(b) = bytes {
+        line.push_str(&format!(" ({})", human(b)));
+    }
     for (word, p) in [("skipped", &c.skipped), ("renamed", &c.renamed), ("deleted", &c.deleted), ("failed", &c.failed)]
     {
         line.push_str(&format!("; {word} {}", kinds(p)));
@@ -147,7 +150,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         outln!("restoring snapshot {} of {} to {}", id.short(), timespec::local(snap.time_ns), a.target.display());
     }
     let started = Instant::now();
-    let out = restore(&repo, snap.tree, &opts).with_context(|| format!("restore to {}", a.target.display()))?;
+    // The library's errors name the target or the entry in the way.
+    let out = restore(&repo, snap.tree, &opts)?;
     if !opts.includes.is_empty() && out.entries == 0 {
         let given: Vec<&str> = a.includes.iter().chain(&a.iincludes).map(String::as_str).collect();
         bail!("--include {} matches nothing in snapshot {}; nothing was restored", given.join(", "), id.short());
@@ -177,9 +181,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             }
             outln!("{line}");
         }
-        outln!("dry run: would have {}; nothing written", summary(&out.counts, 0));
+        outln!("dry run: would have {}; nothing written", summary(&out.counts, None));
     } else if !g.quiet {
-        outln!("{} in {:.2} s", summary(&out.counts, out.bytes), elapsed.as_secs_f64());
+        outln!("{} in {:.2} s", summary(&out.counts, Some(out.bytes)), elapsed.as_secs_f64());
     }
     if a.dry_run {
         return Ok(0);
