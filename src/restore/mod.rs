@@ -173,6 +173,8 @@ fn clear(dir: &Dir, name: &std::ffi::OsStr, delete: bool, deleted: &mut PerKind)
 pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let plan::Collected { mut items, unreadable, top } = plan::collect_all(repo, tree, opts)?;
     let mut out = RestoreOutcome { errors: unreadable, entries: items.len() as u64, ..Default::default() };
+    // A directory whose listing could not be read is a directory not restored.
+    out.counts.failed.dirs = out.errors.len() as u64;
     let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
     let io_target = |e| Error::io(format!("target {}", opts.target.display()), e);
     if !opts.dry_run && !opts.target.exists() {
@@ -364,7 +366,7 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
     }
     out.damaged = holes.into_iter().map(|(i, r)| (items[i].dest.clone(), r)).collect();
     out.errors.extend(errors.into_inner().expect("poisoned"));
-    out.counts.failed = failed.into_inner().expect("poisoned");
+    out.counts.failed += failed.into_inner().expect("poisoned");
     Ok(out)
 }
 
