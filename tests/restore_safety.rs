@@ -186,3 +186,30 @@ fn a_low_descriptor_limit_still_restores_everything() {
     run(&["--overwrite", "always"]);
     assert_same_tree(&data, &restored(&target, &data));
 }
+
+/// Symlinks already in the target where the snapshot has a directory or a file are never
+/// followed, whatever the overwrite mode: they are kept (never, rename) or replaced (always).
+#[test]
+fn symlinks_planted_in_the_target_are_never_followed() {
+    let (_tmp, base, s) = setup();
+    let data = base.join("data");
+    make_files(&data, &[("dir/inner", b"inner"), ("file", b"file")]);
+    s.backup([&data]);
+    let outside = base.join("outside");
+    make_files(&outside, &[("file", b"outside file")]);
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = (listing(&outside), fs::metadata(&outside).unwrap().mode());
+    let target = base.join("target");
+    fs::create_dir(&target).unwrap();
+    symlink(&outside, target.join("dir")).unwrap();
+    symlink(outside.join("file"), target.join("file")).unwrap();
+    let spec = format!("latest:{}", data.display());
+    for mode in ["never", "rename", "if-newer", "always"] {
+        s.restore(&spec, &target, &["--overwrite", mode, "--delete"]);
+        assert_eq!((listing(&outside), fs::metadata(&outside).unwrap().mode()), before, "--overwrite {mode}");
+        assert_eq!(fs::read(outside.join("file")).unwrap(), b"outside file", "--overwrite {mode}");
+    }
+    assert!(fs::symlink_metadata(target.join("dir")).unwrap().is_dir(), "always did not replace the symlink");
+    assert_eq!(fs::read(target.join("dir/inner")).unwrap(), b"inner");
+    assert_eq!(fs::read(target.join("file")).unwrap(), b"file");
+}
