@@ -45,6 +45,9 @@ pub enum Error {
     AmbiguousSnapshot(String),
     #[error("{0}")]
     Invalid(String),
+    /// `restore --overwrite error` found entries in the way; nothing was written.
+    #[error("{} already exists in the target{}; nothing was restored", .path.display(), more_hint(*.more))]
+    Exists { path: PathBuf, more: usize },
     #[error("index database: {0}")]
     Index(String),
     /// A blob that could not be read, with where it lives, so a log line can name both.
@@ -62,6 +65,14 @@ impl Error {
 
     pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Corrupt { what: what.into(), detail: detail.into() }
+    }
+}
+
+fn more_hint(more: usize) -> String {
+    match more {
+        0 => String::new(),
+        1 => ", and 1 more entry".to_string(),
+        n => format!(", and {n} more entries"),
     }
 }
 

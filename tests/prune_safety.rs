@@ -14,7 +14,7 @@ use snapfs::forget::{ForgetOptions, forget};
 use snapfs::policy::{GroupBy, Policy};
 use snapfs::prune::{PruneOptions, prune};
 use snapfs::repo::{Cache, LockMode, Repository};
-use snapfs::restore::{Overwrite, RestoreOptions, restore};
+use snapfs::restore::{RestoreOptions, restore};
 
 const PW: &[u8] = b"correct horse battery staple";
 
@@ -108,15 +108,7 @@ fn verify(repo: &Repository, states: &[State], scratch: &Path) -> usize {
     for (i, (id, snap)) in snaps.iter().enumerate() {
         let target = scratch.join(format!("r{i}"));
         let _ = std::fs::remove_dir_all(&target);
-        let opts = RestoreOptions {
-            target: target.clone(),
-            subpath: None,
-            includes: Default::default(),
-            excludes: Default::default(),
-            dry_run: false,
-            overwrite: Overwrite::Never,
-            allow_damaged: false,
-        };
+        let opts = RestoreOptions::new(target.clone());
         let out = restore(repo, snap.tree, &opts).unwrap_or_else(|e| panic!("restore {}: {e}", id.short()));
         assert!(out.errors.is_empty(), "snapshot {}: {:?}", id.short(), out.errors);
         let got: State = states[0]

@@ -11,7 +11,7 @@ use snapfs::backend::{Backend, Fault, FaultBackend, MemoryBackend};
 use snapfs::check::{CheckOptions, Subset, check};
 use snapfs::crypto::keyfile::KdfParams;
 use snapfs::repo::{Cache, LockMode, Repository};
-use snapfs::restore::{Overwrite, RestoreOptions, restore};
+use snapfs::restore::{RestoreOptions, restore};
 
 const PW: &[u8] = b"correct horse battery staple";
 
@@ -78,15 +78,7 @@ fn verify(repo: &Repository, states: &[BTreeMap<PathBuf, Vec<u8>>], scratch: &Pa
     for (i, (id, snap)) in snaps.iter().enumerate() {
         let target = scratch.join(format!("restore-{i}"));
         let _ = std::fs::remove_dir_all(&target);
-        let opts = RestoreOptions {
-            target: target.clone(),
-            subpath: None,
-            includes: Default::default(),
-            excludes: Default::default(),
-            dry_run: false,
-            overwrite: Overwrite::Never,
-            allow_damaged: false,
-        };
+        let opts = RestoreOptions::new(target.clone());
         let out = restore(repo, snap.tree, &opts).unwrap();
         assert!(out.errors.is_empty(), "snapshot {}: {:?}", id.short(), out.errors);
         let matches = states.iter().any(|state| {

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
+use serde_json::{Value, json};
 
 use super::{Global, count, human, output};
 use snapfs::patterns::Patterns;
-use snapfs::restore::{Overwrite, RestoreOptions, restore};
+use snapfs::restore::{Counts, Overwrite, PerKind, RestoreOptions, restore};
 use snapfs::select;
 use snapfs::timespec;
 
@@ -36,25 +37,89 @@ pub struct Args {
     /// As --exclude, ignoring case
     #[arg(long = "iexclude", value_name = "PATTERN")]
     iexcludes: Vec<String>,
-    /// List what would be written, write nothing
+    /// Print what would be done and its counts, write and remove nothing
     #[arg(short = 'n', long)]
     dry_run: bool,
     /// Restore files with damaged chunks anyway, the damaged byte ranges left as holes (listed;
     /// exit 3); without it such files are not restored
     #[arg(long)]
     allow_damaged: bool,
-    /// What to do with files that already exist in the target
+    /// What to do with entries that already exist in the target
     #[arg(long, value_enum, default_value = "never")]
     overwrite: OverwriteArg,
+    /// Remove what the restored directories hold that the snapshot does not (only what the
+    /// includes and excludes select); try it with --dry-run first
+    #[arg(long)]
+    delete: bool,
+    /// Re-read every file written and check it against the snapshot (exit 1 if any differs)
+    #[arg(long)]
+    verify: bool,
+    /// Print the summary as a JSON object
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     filter: super::FilterArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum OverwriteArg {
+    /// Keep existing entries (the default)
     Never,
+    /// Replace existing entries
     Always,
+    /// Replace unless a regular file with the same size and modification time
     IfChanged,
+    /// Replace only when the snapshot's entry is newer (modification time)
+    IfNewer,
+    /// Keep the existing entry and write the snapshot's beside it as NAME.snapfs-<UTC time>
+    Rename,
+    /// Write nothing at all if any entry already exists (existing directories are merged into)
+    Error,
+}
+
+impl From<OverwriteArg> for Overwrite {
+    fn from(a: OverwriteArg) -> Overwrite {
+        match a {
+            OverwriteArg::Never => Overwrite::Never,
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::IfNewer => Overwrite::IfNewer,
+            OverwriteArg::Rename => Overwrite::Rename,
+            OverwriteArg::Error => Overwrite::Error,
+        }
+    }
+}
+
+/// Only the kinds that are there, e.g. "2 files, 1 symlink"; "0" when none.
+fn kinds(p: &PerKind) -> String {
+    let parts: Vec<String> = [
+        (p.files, "file", "files"),
+        (p.dirs, "directory", "directories"),
+        (p.symlinks, "symlink", "symlinks"),
+        (p.others, "other entry", "other entries"),
+    ]
+    .iter()
+    .filter(|(n, _, _)| *n > 0)
+    .map(|&(n, one, many)| count(n, one, many))
+    .collect();
+    if parts.is_empty() { "0".to_string() } else { parts.join(", ") }
+}
+
+fn kinds_json(p: &PerKind) -> Value {
+    json!({"files": p.files, "dirs": p.dirs, "symlinks": p.symlinks, "others": p.others})
+}
+
+/// One line with every count: what a script greps and a person reads.
+fn summary(c: &Counts, bytes: Option<u64>) -> String {
+    let mut line = format!("restored {}", kinds(&c.restored));
+    if let Some(b) = bytes {
+        line.push_str(&format!(" ({})", human(b)));
+    }
+    for (word, p) in [("skipped", &c.skipped), ("renamed", &c.renamed), ("deleted", &c.deleted), ("failed", &c.failed)]
+    {
+        line.push_str(&format!("; {word} {}", kinds(p)));
+    }
+    line
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
@@ -76,52 +141,65 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         includes: Patterns::new(&a.includes, &a.iincludes)?,
         excludes: Patterns::new(&a.excludes, &a.iexcludes)?,
         dry_run: a.dry_run,
-        overwrite: match a.overwrite {
-            OverwriteArg::Never => Overwrite::Never,
-            OverwriteArg::Always => Overwrite::Always,
-            OverwriteArg::IfChanged => Overwrite::IfChanged,
-        },
+        overwrite: a.overwrite.into(),
         allow_damaged: a.allow_damaged,
+        delete: a.delete,
+        verify: a.verify,
     };
-    if !g.quiet {
+    if !g.quiet && !a.json {
         outln!("restoring snapshot {} of {} to {}", id.short(), timespec::local(snap.time_ns), a.target.display());
     }
     let started = Instant::now();
+    // The library's errors name the target or the entry in the way.
     let out = restore(&repo, snap.tree, &opts)?;
     if !opts.includes.is_empty() && out.entries == 0 {
         let given: Vec<&str> = a.includes.iter().chain(&a.iincludes).map(String::as_str).collect();
         bail!("--include {} matches nothing in snapshot {}; nothing was restored", given.join(", "), id.short());
     }
-    if a.dry_run {
+    let elapsed = started.elapsed();
+    if a.json {
+        let v = json!({
+            "snapshot_id": id.hex(),
+            "target": a.target.display().to_string(),
+            "dry_run": a.dry_run,
+            "restored": kinds_json(&out.counts.restored),
+            "skipped": kinds_json(&out.counts.skipped),
+            "renamed": kinds_json(&out.counts.renamed),
+            "deleted": kinds_json(&out.counts.deleted),
+            "failed": kinds_json(&out.counts.failed),
+            "bytes": out.bytes,
+            "verified": out.verified,
+            "mismatches": out.mismatches,
+            "errors": out.errors,
+            "duration_ns": elapsed.as_nanos() as u64,
+        });
+        outln!("{v}");
+    } else if a.dry_run {
         for line in &out.planned {
             if output::stopped() {
                 break;
             }
             outln!("{line}");
         }
-        outln!("dry run: {}, nothing written", count(out.planned.len() as u64, "entry", "entries"));
+        outln!("dry run: would have {}; nothing written", summary(&out.counts, None));
+    } else if !g.quiet {
+        outln!("{} in {:.2} s", summary(&out.counts, Some(out.bytes)), elapsed.as_secs_f64());
+    }
+    if a.dry_run {
         return Ok(0);
     }
-    let restored = out.files + out.dirs + out.others;
-    if !g.quiet {
-        outln!(
-            "restored {}, {}, {}, {} in {:.2} s",
-            count(out.files, "file", "files"),
-            count(out.dirs, "directory", "directories"),
-            count(out.others, "other entry", "other entries"),
-            human(out.bytes),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    if !out.skipped.is_empty() {
+    if !out.skipped.is_empty() && !a.json {
         let n = out.skipped.len() as u64;
         match opts.overwrite {
             Overwrite::IfChanged => outln!(
                 "kept {} the snapshot (same size and modification time):",
                 count(n, "existing file that already matches", "existing files that already match")
             ),
+            Overwrite::IfNewer => {
+                outln!("kept {} (not older than the snapshot's):", count(n, "existing entry", "existing entries"))
+            }
             _ => outln!(
-                "skipped {} (use --overwrite always or if-changed to replace them):",
+                "skipped {} (use --overwrite always, if-changed, if-newer or rename to restore them):",
                 count(n, "existing entry", "existing entries")
             ),
         }
@@ -139,13 +217,21 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     for e in &out.errors {
         errln!("error: {e}");
     }
-    let failed = out.errors.len() as u64 + out.left_out;
-    if failed > 0 {
-        let n = count(failed, "entry", "entries");
+    for m in &out.mismatches {
+        errln!("error: verify: {m}");
+    }
+    let restored = out.counts.restored.total() + out.counts.renamed.total();
+    let failed = out.counts.failed.total();
+    if failed > 0 || out.errors.len() as u64 > failed {
+        let n = count(failed.max(out.errors.len() as u64), "entry", "entries");
         if restored == 0 {
             bail!("nothing was restored: {n} could not be");
         }
         bail!("{n} could not be restored; {restored} were");
+    }
+    if !out.mismatches.is_empty() {
+        let n = count(out.mismatches.len() as u64, "file differs", "files differ");
+        bail!("verify: {n} from the snapshot after restore (of {} checked)", out.verified);
     }
     if !out.damaged.is_empty() {
         let n = count(out.damaged.len() as u64, "file was", "files were");

@@ -276,6 +276,22 @@ impl Snapfs {
         args.extend(extra.iter().map(OsString::from));
         self.ok(&args)
     }
+
+    /// `snapfs restore SPEC --target DIR --json [EXTRA]`, run to the end whatever its exit code:
+    /// the exit code and the summary object.
+    pub fn restore_json(&self, spec: &str, target: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+        let mut args: Vec<OsString> =
+            vec!["restore".into(), spec.into(), "--target".into(), target.into(), "--json".into()];
+        args.extend(extra.iter().map(OsString::from));
+        let out = self.run(&args);
+        let v = parse_json_object(&stdout_of(&out));
+        (out, v)
+    }
+}
+
+/// A `restore --json` count: `v[what][kind]`, e.g. `count_of(&v, "restored", "files")`.
+pub fn count_of(v: &serde_json::Value, what: &str, kind: &str) -> u64 {
+    v[what][kind].as_u64().unwrap_or_else(|| panic!("{what}.{kind} missing or not a number in {v}"))
 }
 
 /// A fresh temporary directory (canonical) with an initialized repository `repo` in it.
