@@ -714,7 +714,7 @@ pub(crate) fn small_files(dir: &Path, n: usize) -> Result<()> {
 }
 
 /// Bytes in the files under `dir`.
-fn dir_bytes(dir: &Path) -> Result<u64> {
+pub(crate) fn dir_bytes(dir: &Path) -> Result<u64> {
     let mut n = 0;
     for e in fs::read_dir(dir)? {
         let e = e?;

@@ -8,6 +8,7 @@ mod browsebench;
 mod demo;
 mod mountbench;
 mod prunebench;
+mod rotatebench;
 
 use std::env;
 use std::ffi::OsStr;
@@ -35,6 +36,8 @@ Tasks:
          [--quick] [--rounds N] [--snapshots N]
          with --browse: ls, find, diff and history over 50 snapshots against restic's;
          writes benches/results/browse.md  [--rounds N] [--files N]
+         with --rotate: key rotate --rewrite against check --read-data and a copy of the
+         packs; writes benches/results/rotate.md  [--quick] [--rounds N]
 ";
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         "bench" if rest.iter().any(|a| a == "--mount") => mountbench::run(rest),
         "bench" if rest.iter().any(|a| a == "--prune") => prunebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--browse") => browsebench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--rotate") => rotatebench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
         "man" => man(),

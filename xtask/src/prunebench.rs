@@ -9,12 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use crate::bench::{Sample, cache_dir, collect_files, exec, machine, median, prepare_data, sources, tree_size};
+use crate::bench::{
+    Sample, cache_dir, collect_files, dir_bytes, exec, machine, median, prepare_data, sources, tree_size,
+};
 
 /// One step of history: ~2% of the files, a different 2% each time.
 fn mutate(data: &Path, step: usize) -> Result<()> {
@@ -177,9 +179,9 @@ pub fn run(args: &[String]) -> Result<()> {
                 Command::new("sh").args(["-c", &format!("cat $(find {} -type f) > /dev/null", copy.display())]),
             )?;
             crate::run(&mut Command::new("sync"))?;
-            let before = du(&copy)?;
+            let before = dir_bytes(&copy)?;
             let s = exec(&prune_cmd(t, &copy), &work)?;
-            let after = du(&copy)?;
+            let after = dir_bytes(&copy)?;
             println!("  forget half + prune  {t:<8} {:>8.2} s  cpu {:>7.2} s  rss {:>6.0} MB", s.wall, s.cpu, s.rss_mb);
             results.entry(t).or_default().push(s);
             sizes.insert(t, (before, after));
@@ -235,12 +237,6 @@ pub fn run(args: &[String]) -> Result<()> {
     let _ = fs::remove_dir_all(&work);
     let _ = fs::remove_dir_all(cache_dir());
     Ok(())
-}
-
-fn du(dir: &PathBuf) -> Result<u64> {
-    let out = Command::new("du").args(["-sb"]).arg(dir).output()?;
-    let s = String::from_utf8_lossy(&out.stdout);
-    Ok(s.split_whitespace().next().unwrap_or("0").parse()?)
 }
 
 fn exec_out(argv: &[&str]) -> Result<String> {
