@@ -159,6 +159,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
             counters: &opts.progress,
             warnings: Mutex::new(Vec::new()),
             buffers: Mutex::new(Vec::new()),
+            zero_run: (repo.chunker().zero_run_len(), Mutex::new(None)),
         };
         let root_tree = build(&walker, Path::new("/"), &Plan::of(&paths), parent.as_ref().map(|(_, s)| s.tree))?;
         Ok((root_tree, walker.warnings.into_inner().expect("poisoned")))
