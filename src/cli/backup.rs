@@ -9,15 +9,25 @@ use serde_json::json;
 
 use super::interrupt::Interrupt;
 use super::{Global, count, exit, human, progress, read_patterns};
-use snapfs::archiver::{BackupOptions, backup};
+use snapfs::archiver::{BackupOptions, Stream, backup, backup_stream};
 use snapfs::patterns::Patterns;
 use snapfs::timespec;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Files and directories to back up
-    #[arg(required = true, value_name = "PATH")]
+    /// Files and directories to back up (with --stdin-from-command: the command and its arguments)
+    #[arg(required_unless_present = "stdin", value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Back up standard input as one file, /NAME in the snapshot (see --stdin-filename)
+    #[arg(long, conflicts_with_all = ["paths", "stdin_from_command"])]
+    stdin: bool,
+    /// Back up the standard output of the command given after `--` as one file; if the command
+    /// fails (exits non-zero), no snapshot is saved
+    #[arg(long)]
+    stdin_from_command: bool,
+    /// The file name for --stdin and --stdin-from-command
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    stdin_filename: String,
     /// Tag the snapshot (repeat, or separate with commas)
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
@@ -100,8 +110,15 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         progress: Default::default(),
         interrupt: Default::default(),
     };
-    // Fail on a missing path before asking for the password.
-    snapfs::archiver::normalize_paths(&opts.paths)?;
+    let stream = if a.stdin {
+        Some(Stream::Stdin)
+    } else if a.stdin_from_command {
+        Some(Stream::Command(a.paths.iter().map(|p| p.clone().into_os_string()).collect()))
+    } else {
+        // Fail on a missing path before asking for the password.
+        snapfs::archiver::normalize_paths(&opts.paths)?;
+        None
+    };
     let interrupt = Interrupt::catch()?;
     let repo = super::open(g, snapfs::repo::LockMode::Shared, "backup")?;
     interrupt.arm();
@@ -120,13 +137,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let mode = progress::Mode::choose(g.quiet, a.json);
     let done = AtomicBool::new(false);
     let out = std::thread::scope(|s| {
-        if mode != progress::Mode::Off && !a.no_scan {
+        if mode != progress::Mode::Off && !a.no_scan && stream.is_none() {
             let (paths, _) = snapfs::archiver::normalize_paths(&opts.paths)?;
             let (excludes, counters) = (&opts.excludes, &opts.progress);
             s.spawn(move || snapfs::archiver::progress::prescan(&paths, excludes, counters));
         }
         s.spawn(|| progress::report(&opts.progress, mode, &done));
-        let out = backup(&repo, &opts);
+        let out = match stream {
+            Some(stream) => backup_stream(&repo, &opts, &a.stdin_filename, stream),
+            None => backup(&repo, &opts),
+        };
         done.store(true, Ordering::Relaxed);
         opts.progress.stop.store(true, Ordering::Relaxed);
         out
