@@ -2,6 +2,7 @@
 
 pub(crate) mod meta;
 pub mod progress;
+pub mod select;
 mod stdin;
 mod walk;
 
@@ -31,6 +32,8 @@ pub struct BackupOptions {
     pub host: Option<String>,
     pub description: String,
     pub excludes: Patterns,
+    /// What else is left out: directories with a tag file, files above a size.
+    pub select: select::Selection,
     pub one_file_system: bool,
     pub dry_run: bool,
     /// Read every file even when the parent snapshot says it is unchanged.
@@ -168,6 +171,7 @@ fn walker<'a>(repo: &'a Repository, packer: &'a packer::Packer<'a>, opts: &'a Ba
         repo,
         packer,
         excludes: opts.excludes.clone(),
+        select: opts.select.clone(),
         one_file_system: opts.one_file_system,
         with_atime: opts.with_atime,
         ignore_inode: opts.ignore_inode,

@@ -33,6 +33,7 @@ pub struct Walker<'a> {
     pub repo: &'a Repository,
     pub packer: &'a Packer<'a>,
     pub excludes: Patterns,
+    pub select: super::select::Selection,
     pub one_file_system: bool,
     pub with_atime: bool,
     pub ignore_inode: bool,
@@ -170,6 +171,9 @@ impl Walker<'_> {
                         return Ok(None);
                     }
                 };
+                if self.select.rejects(&p, &md) {
+                    return Ok(None);
+                }
                 self.entry(&p, name.as_bytes(), &md, parent.get(name.as_bytes()), root_dev)
             })
             .collect::<Result<_>>()?;
