@@ -125,3 +125,28 @@ fn paths_come_from_lists() {
     let out = s.run([OsString::from("backup"), "--files-from".into(), list.into()]);
     assert!(!out.status.success() && assert_error_line(&out).contains("no paths"), "{}", describe("empty", &out));
 }
+
+#[test]
+fn git_ignore_files_apply_to_their_directory_and_below() {
+    let (_tmp, base, s) = setup();
+    let src = base.join("src");
+    make_files(
+        &src,
+        &[
+            (".gitignore", b"# objects\n*.o\n/build/\n!keep.o\n"),
+            ("a.o", b"a"),
+            ("keep.o", b"k"),
+            ("build/x", b"x"),
+            ("src/.gitignore", b"!b.o\nsecret\n"),
+            ("src/b.o", b"b"),
+            ("src/c.o", b"c"),
+            ("src/secret", b"s"),
+            ("src/build/y", b"y"),
+        ],
+    );
+    backup(&s, &[&src]);
+    assert_eq!(stored(&s, &src).len(), 12, "without --git-ignore everything is kept");
+    backup(&s, &[&"--git-ignore", &src]);
+    let want = set(&[".gitignore", "keep.o", "src", "src/.gitignore", "src/b.o", "src/build", "src/build/y"]);
+    assert_eq!(stored(&s, &src), want);
+}

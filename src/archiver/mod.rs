@@ -1,5 +1,6 @@
 //! `backup`: turns paths on disk into a snapshot.
 
+mod gitignore;
 pub(crate) mod meta;
 pub mod progress;
 pub mod select;
@@ -240,7 +241,7 @@ fn commit(repo: &Repository, opts: &BackupOptions, d: Done) -> Result<BackupOutc
 fn build(w: &Walker, path: &Path, plan: &Plan, prev: Option<Id>) -> Result<Id> {
     let root_dev = std::fs::symlink_metadata(path).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).unwrap_or(0);
     if plan.whole {
-        return w.dir(path, prev, root_dev);
+        return w.dir(path, prev, root_dev, None);
     }
     let parent = w.parent_dir(prev);
     let mut nodes = Vec::new();
@@ -256,7 +257,7 @@ fn build(w: &Walker, path: &Path, plan: &Plan, prev: Option<Id>) -> Result<Id> {
         let prev_node = parent.get(name);
         if sub.whole {
             let dev = std::os::unix::fs::MetadataExt::dev(&md);
-            if let Some(n) = w.entry(&p, name, &md, prev_node, dev)? {
+            if let Some(n) = w.entry(&p, name, &md, prev_node, dev, None)? {
                 nodes.push(n);
             }
             continue;

@@ -22,6 +22,8 @@ pub struct Selection {
     pub if_present: Vec<(PathBuf, Option<Vec<u8>>)>,
     /// Regular files larger than this many bytes are left out.
     pub larger_than: Option<u64>,
+    /// Honour the `.gitignore` files inside the backed-up directories.
+    pub git_ignore: bool,
 }
 
 impl Selection {

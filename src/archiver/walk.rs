@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use rayon::prelude::*;
 
 use super::Warning;
+use super::gitignore::Ignores;
 use super::meta::node_from;
 use super::progress::Progress;
 use crate::crypto::ObjType;
@@ -86,6 +87,7 @@ impl Walker<'_> {
         md: &Metadata,
         parent: Option<&Node>,
         root_dev: u64,
+        ign: Option<&Ignores>,
     ) -> Result<Option<Node>> {
         self.check_interrupt()?;
         let (mut node, warning) = node_from(path, name, md, self.with_atime);
@@ -98,7 +100,7 @@ impl Walker<'_> {
                 let tree = if self.one_file_system && md.dev() != root_dev {
                     self.store_tree(Vec::new())?
                 } else {
-                    self.dir(path, prev, root_dev)?
+                    self.dir(path, prev, root_dev, ign)?
                 };
                 let c = &self.counters;
                 match prev {
@@ -146,7 +148,8 @@ impl Walker<'_> {
 
     /// Archives a directory's contents. One that cannot be listed is stored empty, so its
     /// entry and metadata are still in the snapshot (as restic does), with a warning.
-    pub fn dir(&self, path: &Path, prev: Option<Id>, root_dev: u64) -> Result<Id> {
+    /// `ign`: the `.gitignore` matchers of the directories above, with `--git-ignore`.
+    pub fn dir(&self, path: &Path, prev: Option<Id>, root_dev: u64, ign: Option<&Ignores>) -> Result<Id> {
         let names = match fs::read_dir(path)
             .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>())
         {
@@ -157,6 +160,13 @@ impl Walker<'_> {
             }
         };
         let parent = self.parent_dir(prev);
+        let here = self.select.git_ignore.then(|| {
+            let (i, warning) = Ignores::enter(path, ign);
+            if let Some(w) = warning {
+                self.incomplete(w);
+            }
+            i
+        });
         let nodes: Vec<Option<Node>> = names
             .par_iter()
             .map(|name| {
@@ -171,10 +181,10 @@ impl Walker<'_> {
                         return Ok(None);
                     }
                 };
-                if self.select.rejects(&p, &md) {
+                if self.select.rejects(&p, &md) || here.as_ref().is_some_and(|i| i.ignores(&p, md.is_dir())) {
                     return Ok(None);
                 }
-                self.entry(&p, name.as_bytes(), &md, parent.get(name.as_bytes()), root_dev)
+                self.entry(&p, name.as_bytes(), &md, parent.get(name.as_bytes()), root_dev, here.as_ref())
             })
             .collect::<Result<_>>()?;
         let mut nodes: Vec<Node> = nodes.into_iter().flatten().collect();

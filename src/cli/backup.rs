@@ -72,6 +72,10 @@ pub struct Args {
     /// repeatable)
     #[arg(long, value_name = "NAME[:HEADER]")]
     exclude_if_present: Vec<String>,
+    /// Leave out what the .gitignore files inside the backed-up directories ignore (git's rules;
+    /// the .gitignore files themselves are kept)
+    #[arg(long)]
+    git_ignore: bool,
     /// Leave out files larger than this (e.g. 500k, 20M, 2G)
     #[arg(long, value_name = "SIZE")]
     exclude_larger_than: Option<String>,
@@ -121,6 +125,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let mut select = Selection {
         if_present: a.exclude_if_present.iter().map(|s| Selection::if_present_arg(s)).collect::<Result<_, _>>()?,
         larger_than: a.exclude_larger_than.as_deref().map(parse_size).transpose()?,
+        git_ignore: a.git_ignore,
     };
     if a.exclude_caches {
         select.if_present.push((CACHEDIR_TAG.0.into(), Some(CACHEDIR_TAG.1.to_vec())));
