@@ -53,6 +53,8 @@ fn the_whole_snapshot_is_a_tar_of_the_paths_as_restore_places_them() {
     let (_tmp, base, s) = setup();
     let src = base.join("src");
     make_files(&src, &[("a/one", b"1\n"), ("b/two", b"22\n")]);
+    // Owner ids past ustar's octal fields go in pax records.
+    std::os::unix::fs::chown(src.join("a/one"), Some(3_000_000), Some(4_000_000)).unwrap();
     s.backup([&src]);
     let restored = base.join("restored");
     s.restore("latest", &restored, &[]);

@@ -215,6 +215,12 @@ fn owner_names(h: &mut Header, n: &Node, pax: &mut Vec<(Vec<u8>, Vec<u8>)>) {
 /// Pax records for what a header cannot say: times to the nanosecond, and xattrs.
 fn pax_of(n: &Node) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut pax = vec![(b"mtime".to_vec(), decimal_time(n.mtime).into_bytes())];
+    // Past ustar's 7 octal digits the headers fall back to base-256, which not every reader takes.
+    for (key, id) in [(&b"uid"[..], n.uid), (b"gid", n.gid)] {
+        if id > 0o7777777 {
+            pax.push((key.to_vec(), id.to_string().into_bytes()));
+        }
+    }
     if let Some(a) = n.atime {
         pax.push((b"atime".to_vec(), decimal_time(a).into_bytes()));
     }
