@@ -191,8 +191,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let out = std::thread::scope(|s| {
         if mode != progress::Mode::Off && !a.no_scan && stream.is_none() {
             let (paths, _) = snapfs::archiver::normalize_paths(&opts.paths)?;
-            let (excludes, counters) = (&opts.excludes, &opts.progress);
-            s.spawn(move || snapfs::archiver::progress::prescan(&paths, excludes, counters));
+            let (excludes, select, counters) = (&opts.excludes, &opts.select, &opts.progress);
+            s.spawn(move || snapfs::archiver::progress::prescan(&paths, excludes, select, counters));
         }
         s.spawn(|| progress::report(&opts.progress, mode, &done));
         let out = match stream {
