@@ -57,3 +57,30 @@ fn a_command_output_is_backed_up_and_a_failing_command_saves_nothing() {
         assert_eq!(out.status.code(), Some(2), "{}", describe(&format!("{args:?}"), &out));
     }
 }
+
+#[test]
+fn a_long_stream_is_not_held_in_memory() {
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        eprintln!("\n!!!!! WARNING: /usr/bin/time missing: stream memory is NOT tested !!!!!\n");
+        return;
+    }
+    let (_tmp, base, s) = setup();
+    // Zeros: cheap to chunk, so the test is fast; held whole they would be 400 MB of memory.
+    let mut c = s.command();
+    c.args(["backup", "--stdin-from-command", "--", "sh", "-c", "head -c 400M /dev/zero"]);
+    let mut outer = std::process::Command::new("/usr/bin/time");
+    outer.arg("-o").arg(base.join("rss-snapfs")).args(["-f", "%M"]).arg(c.get_program()).args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => outer.env(k, v),
+            None => outer.env_remove(k),
+        };
+    }
+    let out = run_cmd(&mut outer);
+    assert!(out.status.success(), "{}", describe("backup of a 400 MB stream", &out));
+    let kib: u64 = fs::read_to_string(base.join("rss-snapfs")).unwrap().trim().parse().unwrap();
+    eprintln!("peak RSS of the backup of a 400 MB stream: {kib} KiB");
+    assert!(kib < 300 * 1024, "peak RSS {kib} KiB for a 400 MB stream: it was held in memory");
+    let ls = s.ok(["ls", "-l", "latest"]);
+    assert!(ls.contains(&(400 * MIB).to_string()), "{ls}");
+}
