@@ -53,6 +53,18 @@ fn the_whole_snapshot_is_a_tar_of_the_paths_as_restore_places_them() {
     let (_tmp, base, s) = setup();
     let src = base.join("src");
     make_files(&src, &[("a/one", b"1\n"), ("b/two", b"22\n")]);
+    // Data islands between long holes, at offsets and of lengths that are not block multiples:
+    // a sparse entry of several runs.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(src.join("a/islands.img")).unwrap();
+        f.set_len(100 * MIB + 3).unwrap();
+        let mut rng = Rng::new(9);
+        for off in [3, 30 * MIB + 1, 60 * MIB + 7, 90 * MIB + 5] {
+            // Random data long enough to be cut inside, so runs end off the 8 MiB grid.
+            f.write_all_at(&rng.bytes(3 * MIB as usize + off as usize % 7), off).unwrap();
+        }
+    }
     // Owner ids past ustar's octal fields go in pax records.
     std::os::unix::fs::chown(src.join("a/one"), Some(3_000_000), Some(4_000_000)).unwrap();
     s.backup([&src]);

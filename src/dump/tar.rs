@@ -161,7 +161,8 @@ impl<W: Write> TarWriter<'_, W> {
             }
             let mut sparse_map = sparse_map.into_bytes();
             sparse_map.resize(sparse_map.len().div_ceil(512) * 512, 0);
-            let data: u64 = runs.iter().map(|r| r.1).sum();
+            // GNU tar reads each run's data in whole blocks: each is padded to one.
+            let data: u64 = runs.iter().map(|r| r.1.div_ceil(512) * 512).sum();
             pax.extend([
                 (b"GNU.sparse.major".to_vec(), b"1".to_vec()),
                 (b"GNU.sparse.minor".to_vec(), b"0".to_vec()),
@@ -174,8 +175,8 @@ impl<W: Write> TarWriter<'_, W> {
             }
             h.set_size(stored);
             write_pax(&mut self.builder, &pax)?;
-            let chunks = runs.iter().flat_map(|r| all[r.2..r.3].iter().copied()).collect();
-            let body = (&sparse_map[..]).chain(ContentReader::new(self.repo, chunks));
+            let runs = runs.iter().map(|r| (all[r.2..r.3].to_vec(), r.1.div_ceil(512) * 512 - r.1)).collect();
+            let body = (&sparse_map[..]).chain(Padded { repo: self.repo, runs, cur: None });
             // The header's own name is what a tar without sparse support extracts it as.
             let shown =
                 p.parent().unwrap_or(Path::new("")).join("GNUSparseFile.0").join(p.file_name().unwrap_or_default());
@@ -184,6 +185,28 @@ impl<W: Write> TarWriter<'_, W> {
         self.outcome.entries += 1;
         self.outcome.bytes += n.size;
         Ok(())
+    }
+}
+
+/// The data runs of a sparse entry, each followed by the zeros that fill its last block.
+struct Padded<'a> {
+    repo: &'a Repository,
+    runs: std::collections::VecDeque<(Vec<(Id, crate::index::BlobLoc)>, u64)>,
+    cur: Option<io::Chain<ContentReader<'a>, io::Take<io::Repeat>>>,
+}
+
+impl Read for Padded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = &mut self.cur {
+                let n = r.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+            }
+            let Some((chunks, pad)) = self.runs.pop_front() else { return Ok(0) };
+            self.cur = Some(ContentReader::new(self.repo, chunks).chain(io::repeat(0).take(pad)));
+        }
     }
 }
 
