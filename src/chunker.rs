@@ -52,6 +52,14 @@ impl Chunker {
         n.max(1).min(buf.len())
     }
 
+    /// The length of every chunk that starts inside a run of zeros reaching at least
+    /// `max_size()` bytes further: the cut depends only on the bytes from the chunk's start, so
+    /// such chunks are all this long and all have one id. A sparse file's holes (read by
+    /// backup without reading them, found by dump from the ids) rely on it.
+    pub fn zero_run_len(&self) -> usize {
+        self.next_len(&vec![0u8; self.max], false)
+    }
+
     /// All chunk lengths of a complete buffer.
     pub fn split(&self, mut buf: &[u8]) -> Vec<usize> {
         let mut out = Vec::new();

@@ -53,6 +53,9 @@ pub enum Error {
     /// A blob that could not be read, with where it lives, so a log line can name both.
     #[error("{kind} {blob} in pack {pack}: {cause}")]
     Blob { kind: &'static str, blob: String, pack: String, cause: Box<Error> },
+    /// The command whose output was being backed up failed, so the backup was not saved.
+    #[error("{command:?} exited with {status}; no snapshot was saved")]
+    StreamFailed { command: String, status: String },
     /// The caller asked the operation to stop (a signal); nothing it would have committed was.
     #[error("interrupted")]
     Interrupted,

@@ -134,3 +134,22 @@ pub fn terminal_columns(f: &impl AsRawFd) -> Option<usize> {
     let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
     (r == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
 }
+
+/// The start of the first data at or after `off` (SEEK_DATA); `None` when only a hole follows.
+pub fn seek_data(f: &impl AsRawFd, off: u64) -> io::Result<Option<u64>> {
+    match seek(f, off, libc::SEEK_DATA) {
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        r => r.map(Some),
+    }
+}
+
+/// The start of the first hole at or after `off` (SEEK_HOLE; the end of the file is one).
+pub fn seek_hole(f: &impl AsRawFd, off: u64) -> io::Result<u64> {
+    seek(f, off, libc::SEEK_HOLE)
+}
+
+fn seek(f: &impl AsRawFd, off: u64, whence: libc::c_int) -> io::Result<u64> {
+    // SAFETY: lseek only moves the offset of a descriptor that is open for the borrow's lifetime.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, whence) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as u64) }
+}

@@ -19,6 +19,7 @@ fn backup_at(repo: &Repository, src: &Path, time_ns: i64) {
         host: Some("test-host".into()),
         description: String::new(),
         excludes: Default::default(),
+        select: Default::default(),
         one_file_system: false,
         dry_run: false,
         force: false,

@@ -63,6 +63,7 @@ fn run_backup(repo: &Repository, src: &Path, time_s: i64) -> snapfs::Result<()> 
         host: Some("h".into()),
         description: String::new(),
         excludes: Default::default(),
+        select: Default::default(),
         one_file_system: false,
         dry_run: false,
         force: false,

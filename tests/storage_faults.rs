@@ -52,6 +52,7 @@ fn run_backup(repo: &Repository, src: &Path, force: bool) -> snapfs::Result<snap
         host: Some("test-host".into()),
         description: String::new(),
         excludes: Default::default(),
+        select: Default::default(),
         one_file_system: false,
         dry_run: false,
         force,

@@ -1,8 +1,13 @@
 //! `backup`: turns paths on disk into a snapshot.
 
+mod gitignore;
 pub(crate) mod meta;
 pub mod progress;
+pub mod select;
+mod stdin;
 mod walk;
+
+pub use stdin::{Stream, backup_stream};
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -28,6 +33,8 @@ pub struct BackupOptions {
     pub host: Option<String>,
     pub description: String,
     pub excludes: Patterns,
+    /// What else is left out: directories with a tag file, files above a size.
+    pub select: select::Selection,
     pub one_file_system: bool,
     pub dry_run: bool,
     /// Read every file even when the parent snapshot says it is unchanged.
@@ -147,67 +154,94 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
         }
     };
     let walked = packer::with_packer(repo, opts.dry_run, |packer| {
-        let walker = Walker {
-            repo,
-            packer,
-            excludes: opts.excludes.clone(),
-            one_file_system: opts.one_file_system,
-            with_atime: opts.with_atime,
-            ignore_inode: opts.ignore_inode,
-            ignore_ctime: opts.ignore_ctime || opts.ignore_inode,
-            interrupt: &opts.interrupt,
-            counters: &opts.progress,
-            warnings: Mutex::new(Vec::new()),
-            buffers: Mutex::new(Vec::new()),
-        };
+        let walker = walker(repo, packer, opts);
         let root_tree = build(&walker, Path::new("/"), &Plan::of(&paths), parent.as_ref().map(|(_, s)| s.tree))?;
         Ok((root_tree, walker.warnings.into_inner().expect("poisoned")))
     });
-    let ((root_tree, mut warnings), added) = walked?;
-    {
-        let c = &opts.progress;
-        warnings.sort();
-        let summary = Summary {
-            files_new: c.files_new.load(Relaxed),
-            files_changed: c.files_changed.load(Relaxed),
-            files_unchanged: c.files_unchanged.load(Relaxed),
-            dirs_new: c.dirs_new.load(Relaxed),
-            dirs_changed: c.dirs_changed.load(Relaxed),
-            dirs_unchanged: c.dirs_unchanged.load(Relaxed),
-            bytes_read: c.bytes_read.load(Relaxed),
-            data_blobs_added: added.data_blobs,
-            bytes_added: added.bytes,
-            total_files: c.total_files.load(Relaxed),
-            total_bytes: c.total_bytes.load(Relaxed),
-            errors: warnings.len() as u64,
-            duration_ns: started.elapsed().as_nanos() as u64,
-        };
-        let snap = Snapshot {
-            time_ns: opts.time_ns.unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as i64),
-            tree: root_tree,
-            parent: parent.as_ref().map(|(id, _)| *id),
-            hostname,
-            username: sys::user_name(sys::uid()),
-            uid: sys::uid(),
-            gid: sys::gid(),
-            paths: path_strings,
-            tags: opts.tags.clone(),
-            description: opts.description.clone(),
-            program_version: format!("snapfs {}", env!("CARGO_PKG_VERSION")),
-            summary: summary.clone(),
-            original: None,
-        };
-        // The commit point: everything the snapshot references is durable and indexed by now.
-        let snapshot = if opts.dry_run { None } else { Some(repo.save_snapshot(&snap)?) };
-        Ok(BackupOutcome { snapshot, parent: snap.parent, summary, warnings, dropped_paths })
+    let ((root_tree, warnings), added) = walked?;
+    let parent = parent.map(|(id, _)| id);
+    commit(
+        repo,
+        opts,
+        Done { started, hostname, paths: path_strings, parent, root_tree, warnings, added, dropped_paths },
+    )
+}
+
+fn walker<'a>(repo: &'a Repository, packer: &'a packer::Packer<'a>, opts: &'a BackupOptions) -> Walker<'a> {
+    Walker {
+        repo,
+        packer,
+        excludes: opts.excludes.clone(),
+        select: opts.select.clone(),
+        one_file_system: opts.one_file_system,
+        with_atime: opts.with_atime,
+        ignore_inode: opts.ignore_inode,
+        ignore_ctime: opts.ignore_ctime || opts.ignore_inode,
+        interrupt: &opts.interrupt,
+        counters: &opts.progress,
+        warnings: Mutex::new(Vec::new()),
+        buffers: Mutex::new(Vec::new()),
+        zero_run: (repo.chunker().zero_run_len(), Mutex::new(None)),
     }
+}
+
+/// What a backup's walk (or stream) left for its snapshot.
+struct Done {
+    started: Instant,
+    hostname: String,
+    paths: Vec<String>,
+    parent: Option<Id>,
+    root_tree: Id,
+    warnings: Vec<Warning>,
+    added: packer::Added,
+    dropped_paths: Vec<PathBuf>,
+}
+
+/// Writes the snapshot (unless on a dry run): the commit point, everything it references is
+/// durable and indexed by now.
+fn commit(repo: &Repository, opts: &BackupOptions, d: Done) -> Result<BackupOutcome> {
+    let Done { started, hostname, paths, parent, root_tree, mut warnings, added, dropped_paths } = d;
+    let c = &opts.progress;
+    warnings.sort();
+    let summary = Summary {
+        files_new: c.files_new.load(Relaxed),
+        files_changed: c.files_changed.load(Relaxed),
+        files_unchanged: c.files_unchanged.load(Relaxed),
+        dirs_new: c.dirs_new.load(Relaxed),
+        dirs_changed: c.dirs_changed.load(Relaxed),
+        dirs_unchanged: c.dirs_unchanged.load(Relaxed),
+        bytes_read: c.bytes_read.load(Relaxed),
+        data_blobs_added: added.data_blobs,
+        bytes_added: added.bytes,
+        total_files: c.total_files.load(Relaxed),
+        total_bytes: c.total_bytes.load(Relaxed),
+        errors: warnings.len() as u64,
+        duration_ns: started.elapsed().as_nanos() as u64,
+    };
+    let snap = Snapshot {
+        time_ns: opts.time_ns.unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as i64),
+        tree: root_tree,
+        parent,
+        hostname,
+        username: sys::user_name(sys::uid()),
+        uid: sys::uid(),
+        gid: sys::gid(),
+        paths,
+        tags: opts.tags.clone(),
+        description: opts.description.clone(),
+        program_version: format!("snapfs {}", env!("CARGO_PKG_VERSION")),
+        summary: summary.clone(),
+        original: None,
+    };
+    let snapshot = if opts.dry_run { None } else { Some(repo.save_snapshot(&snap)?) };
+    Ok(BackupOutcome { snapshot, parent: snap.parent, summary, warnings, dropped_paths })
 }
 
 /// Builds the directories above and including the given paths; returns the tree id of `path`.
 fn build(w: &Walker, path: &Path, plan: &Plan, prev: Option<Id>) -> Result<Id> {
     let root_dev = std::fs::symlink_metadata(path).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).unwrap_or(0);
     if plan.whole {
-        return w.dir(path, prev, root_dev);
+        return w.dir(path, prev, root_dev, None);
     }
     let parent = w.parent_dir(prev);
     let mut nodes = Vec::new();
@@ -223,7 +257,7 @@ fn build(w: &Walker, path: &Path, plan: &Plan, prev: Option<Id>) -> Result<Id> {
         let prev_node = parent.get(name);
         if sub.whole {
             let dev = std::os::unix::fs::MetadataExt::dev(&md);
-            if let Some(n) = w.entry(&p, name, &md, prev_node, dev)? {
+            if let Some(n) = w.entry(&p, name, &md, prev_node, dev, None)? {
                 nodes.push(n);
             }
             continue;

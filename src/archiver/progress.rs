@@ -39,19 +39,23 @@ impl Progress {
 }
 
 /// Counts files and bytes under `paths` (one stat each, no reads), for the ETA.
-pub fn prescan(paths: &[PathBuf], excludes: &Patterns, p: &Progress) {
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(path) = stack.pop() {
+/// `.gitignore` files are not read: the totals are an estimate either way.
+pub fn prescan(paths: &[PathBuf], excludes: &Patterns, select: &super::select::Selection, p: &Progress) {
+    let mut stack: Vec<(PathBuf, bool)> = paths.iter().map(|p| (p.clone(), true)).collect();
+    while let Some((path, given)) = stack.pop() {
         if p.stop.load(Relaxed) {
             return;
         }
         let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
+        if !given && select.rejects(&path, &md) {
+            continue;
+        }
         if md.is_dir() {
             let Ok(rd) = std::fs::read_dir(&path) else { continue };
             for e in rd.flatten() {
                 let child = e.path();
                 if !excludes.matches(&child) {
-                    stack.push(child);
+                    stack.push((child, false));
                 }
             }
         } else if md.is_file() {

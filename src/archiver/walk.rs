@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use rayon::prelude::*;
 
 use super::Warning;
+use super::gitignore::Ignores;
 use super::meta::node_from;
 use super::progress::Progress;
 use crate::crypto::ObjType;
@@ -33,6 +34,7 @@ pub struct Walker<'a> {
     pub repo: &'a Repository,
     pub packer: &'a Packer<'a>,
     pub excludes: Patterns,
+    pub select: super::select::Selection,
     pub one_file_system: bool,
     pub with_atime: bool,
     pub ignore_inode: bool,
@@ -43,6 +45,8 @@ pub struct Walker<'a> {
     /// Read buffers of files done, for the next files: each fresh one was an mmap whose pages
     /// the kernel had to fault in and zero, a sixth of the backup's CPU time.
     pub buffers: Mutex<Vec<Vec<u8>>>,
+    /// The chunker's length for chunks inside runs of zeros, and their id once stored.
+    pub zero_run: (usize, Mutex<Option<Id>>),
 }
 
 /// Read buffers kept for reuse: one per worker covers most files; nested files allocate.
@@ -83,6 +87,7 @@ impl Walker<'_> {
         md: &Metadata,
         parent: Option<&Node>,
         root_dev: u64,
+        ign: Option<&Ignores>,
     ) -> Result<Option<Node>> {
         self.check_interrupt()?;
         let (mut node, warning) = node_from(path, name, md, self.with_atime);
@@ -95,7 +100,7 @@ impl Walker<'_> {
                 let tree = if self.one_file_system && md.dev() != root_dev {
                     self.store_tree(Vec::new())?
                 } else {
-                    self.dir(path, prev, root_dev)?
+                    self.dir(path, prev, root_dev, ign)?
                 };
                 let c = &self.counters;
                 match prev {
@@ -143,7 +148,8 @@ impl Walker<'_> {
 
     /// Archives a directory's contents. One that cannot be listed is stored empty, so its
     /// entry and metadata are still in the snapshot (as restic does), with a warning.
-    pub fn dir(&self, path: &Path, prev: Option<Id>, root_dev: u64) -> Result<Id> {
+    /// `ign`: the `.gitignore` matchers of the directories above, with `--git-ignore`.
+    pub fn dir(&self, path: &Path, prev: Option<Id>, root_dev: u64, ign: Option<&Ignores>) -> Result<Id> {
         let names = match fs::read_dir(path)
             .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>())
         {
@@ -154,6 +160,13 @@ impl Walker<'_> {
             }
         };
         let parent = self.parent_dir(prev);
+        let here = self.select.git_ignore.then(|| {
+            let (i, warning) = Ignores::enter(path, ign);
+            if let Some(w) = warning {
+                self.incomplete(w);
+            }
+            i
+        });
         let nodes: Vec<Option<Node>> = names
             .par_iter()
             .map(|name| {
@@ -168,7 +181,10 @@ impl Walker<'_> {
                         return Ok(None);
                     }
                 };
-                self.entry(&p, name.as_bytes(), &md, parent.get(name.as_bytes()), root_dev)
+                if self.select.rejects(&p, &md) || here.as_ref().is_some_and(|i| i.ignores(&p, md.is_dir())) {
+                    return Ok(None);
+                }
+                self.entry(&p, name.as_bytes(), &md, parent.get(name.as_bytes()), root_dev, here.as_ref())
             })
             .collect::<Result<_>>()?;
         let mut nodes: Vec<Node> = nodes.into_iter().flatten().collect();
@@ -183,7 +199,30 @@ impl Walker<'_> {
     /// Reads, cuts and stores a file's contents into `node.content`.
     fn file(&self, path: &Path, before: &Metadata, node: &mut Node) -> Result<(), FileError> {
         self.counters.set_current(path);
-        let mut f = open_noatime(path).map_err(FileError::Source)?;
+        let f = open_noatime(path).map_err(FileError::Source)?;
+        // Fewer blocks than bytes: the file has holes, which are not read (see `Holes`).
+        let total = if before.blocks() * 512 < before.size() {
+            self.content(&mut Holes::new(&f, before.size()), node)?
+        } else {
+            self.content(&mut Plain(&f), node)?
+        };
+        node.size = total;
+        if let Ok(after) = f.metadata()
+            && (after.size() != before.size()
+                || after.mtime() != before.mtime()
+                || after.mtime_nsec() != before.mtime_nsec())
+        {
+            self.incomplete(format!("{}: file changed while it was read; stored as read", path.display()));
+        }
+        Ok(())
+    }
+
+    /// Cuts and stores everything `src` yields into `node.content`; returns its length. A chunk
+    /// cut inside a long run of zeros (a hole, mostly) is neither cut nor hashed again: all such
+    /// chunks have one length and one id ([`Chunker::zero_run_len`]), stored once per backup.
+    ///
+    /// [`Chunker::zero_run_len`]: crate::chunker::Chunker::zero_run_len
+    pub fn content(&self, src: &mut dyn Source, node: &mut Node) -> Result<u64, FileError> {
         let chunker = self.repo.chunker();
         let want = READ_BLOCK.max(2 * chunker.max_size());
         // Only the pages a file's bytes land on are touched, so small files can share the big
@@ -191,22 +230,35 @@ impl Walker<'_> {
         let mut buf = self.buffers.lock().expect("poisoned").pop().unwrap_or_else(|| Vec::with_capacity(want));
         let mut eof = false;
         let mut total = 0u64;
+        let mut read = 0u64;
         while !eof {
             self.check_interrupt().map_err(FileError::Repo)?;
             let need = want - buf.len();
-            let n = (&mut f).take(need as u64).read_to_end(&mut buf).map_err(FileError::Source)?;
+            let (n, from_disk) = src.fill(&mut buf, need).map_err(FileError::Source)?;
             eof = n < need;
             total += n as u64;
+            read += from_disk;
             let mut cuts = Vec::new();
             let mut off = 0;
             while off < buf.len() && (eof || buf.len() - off >= chunker.max_size()) {
+                let window = &buf[off..buf.len().min(off + chunker.max_size())];
+                if window.len() == chunker.max_size() && window.iter().all(|&b| b == 0) {
+                    let n = self.zero_run.0;
+                    cuts.push((off, n, true));
+                    off += n;
+                    continue;
+                }
                 let n = chunker.next_len(&buf[off..], eof);
-                cuts.push((off, n));
+                cuts.push((off, n, false));
                 off += n;
             }
             let ids: Vec<Id> = cuts
                 .par_iter()
-                .map(|&(o, n)| self.packer.add(ObjType::Data, &buf[o..o + n]))
+                .map(
+                    |&(o, n, zero)| {
+                        if zero { self.zero_chunk() } else { self.packer.add(ObjType::Data, &buf[o..o + n]) }
+                    },
+                )
                 .collect::<Result<_>>()
                 .map_err(FileError::Repo)?;
             node.content.extend(ids);
@@ -218,24 +270,109 @@ impl Walker<'_> {
             spare.push(buf);
         }
         drop(spare);
-        self.counters.bytes_read.fetch_add(total, Relaxed);
-        node.size = total;
-        if let Ok(after) = f.metadata()
-            && (after.size() != before.size()
-                || after.mtime() != before.mtime()
-                || after.mtime_nsec() != before.mtime_nsec())
-        {
-            self.incomplete(format!("{}: file changed while it was read; stored as read", path.display()));
+        self.counters.bytes_read.fetch_add(read, Relaxed);
+        Ok(total)
+    }
+
+    /// The id of a chunk of `zero_run.0` zeros, stored the first time it is asked for.
+    fn zero_chunk(&self) -> Result<Id> {
+        let mut id = self.zero_run.1.lock().expect("poisoned");
+        match *id {
+            Some(i) => Ok(i),
+            None => {
+                let i = self.packer.add(ObjType::Data, &vec![0u8; self.zero_run.0])?;
+                *id = Some(i);
+                Ok(i)
+            }
         }
-        Ok(())
     }
 }
 
-enum FileError {
+/// Where a file's bytes come from.
+pub trait Source {
+    /// Appends up to `need` bytes to `buf`; fewer only at the end. Returns the bytes appended
+    /// and how many of them were read from the disk (holes are not).
+    fn fill(&mut self, buf: &mut Vec<u8>, need: usize) -> io::Result<(usize, u64)>;
+}
+
+/// Any reader, read through: a file without holes, a pipe.
+pub struct Plain<R>(pub R);
+
+impl<R: Read> Source for Plain<R> {
+    fn fill(&mut self, buf: &mut Vec<u8>, need: usize) -> io::Result<(usize, u64)> {
+        let n = (&mut self.0).take(need as u64).read_to_end(buf)?;
+        Ok((n, n as u64))
+    }
+}
+
+/// A file with holes: its data read, its holes (found with SEEK_DATA / SEEK_HOLE) given as
+/// zeros without a read, so the chunks and their ids are those a plain read gives.
+pub struct Holes<'a> {
+    f: &'a File,
+    /// Where the next byte comes from, where the current data ends, and the size at open.
+    pos: u64,
+    data_end: u64,
+    size: u64,
+}
+
+impl<'a> Holes<'a> {
+    pub fn new(f: &'a File, size: u64) -> Holes<'a> {
+        Holes { f, pos: 0, data_end: 0, size }
+    }
+}
+
+impl Source for Holes<'_> {
+    fn fill(&mut self, buf: &mut Vec<u8>, need: usize) -> io::Result<(usize, u64)> {
+        let (mut n, mut read) = (0usize, 0u64);
+        while n < need && self.pos < self.size {
+            if self.pos >= self.data_end {
+                // In a hole: zeros up to the next data, then find where that data ends.
+                let data = crate::sys::seek_data(self.f, self.pos)?.unwrap_or(self.size).min(self.size);
+                let zeros = ((data - self.pos) as usize).min(need - n);
+                buf.resize(buf.len() + zeros, 0);
+                (n, self.pos) = (n + zeros, self.pos + zeros as u64);
+                if self.pos == data && data < self.size {
+                    self.data_end = crate::sys::seek_hole(self.f, data)?.min(self.size);
+                }
+                continue;
+            }
+            let want = ((self.data_end - self.pos) as usize).min(need - n);
+            let got = read_at_end(self.f, buf, self.pos, want)?;
+            (n, read, self.pos) = (n + got, read + got as u64, self.pos + got as u64);
+            if got < want {
+                // Shorter than at open: the end is here.
+                self.size = self.pos;
+            }
+        }
+        Ok((n, read))
+    }
+}
+
+pub enum FileError {
     /// The source file could not be read: skip it and go on.
     Source(io::Error),
     /// The repository failed: the backup cannot go on.
     Repo(crate::error::Error),
+}
+
+/// Appends up to `want` bytes read at `pos`; fewer only at the end of the file.
+fn read_at_end(f: &File, buf: &mut Vec<u8>, pos: u64, want: usize) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let mut got = 0;
+    while got < want {
+        match f.read_at(&mut buf[start + got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(start + got);
+    Ok(got)
 }
 
 /// O_NOATIME keeps the backup from changing what it backs up; it needs ownership, so fall back.

@@ -4,20 +4,45 @@ use std::path::PathBuf;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::interrupt::Interrupt;
 use super::{Global, count, exit, human, progress, read_patterns};
-use snapfs::archiver::{BackupOptions, backup};
+use snapfs::archiver::select::{CACHEDIR_TAG, ListFormat, Selection, files_from, parse_size};
+use snapfs::archiver::{BackupOptions, Stream, backup, backup_stream};
 use snapfs::patterns::Patterns;
 use snapfs::timespec;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Files and directories to back up
-    #[arg(required = true, value_name = "PATH")]
+    /// Files and directories to back up (with --stdin-from-command: the command and its arguments)
+    #[arg(
+        required_unless_present_any = ["stdin", "files_from", "files_from_verbatim", "files_from_raw"],
+        value_name = "PATH"
+    )]
     paths: Vec<PathBuf>,
+    /// Read paths to back up from a file, one a line (# starts a comment, globs are expanded;
+    /// repeatable)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdin", "stdin_from_command"])]
+    files_from: Vec<PathBuf>,
+    /// Read paths to back up from a file, one a line, exactly as written (repeatable)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdin", "stdin_from_command"])]
+    files_from_verbatim: Vec<PathBuf>,
+    /// Read paths to back up from a file, separated by NUL bytes, as `find -print0` writes
+    /// them (repeatable)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdin", "stdin_from_command"])]
+    files_from_raw: Vec<PathBuf>,
+    /// Back up standard input as one file, /NAME in the snapshot (see --stdin-filename)
+    #[arg(long, conflicts_with_all = ["paths", "stdin_from_command"])]
+    stdin: bool,
+    /// Back up the standard output of the command given after `--` as one file; if the command
+    /// fails (exits non-zero), no snapshot is saved
+    #[arg(long)]
+    stdin_from_command: bool,
+    /// The file name for --stdin and --stdin-from-command
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    stdin_filename: String,
     /// Tag the snapshot (repeat, or separate with commas)
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
@@ -40,6 +65,20 @@ pub struct Args {
     /// Read patterns for --iexclude from a file
     #[arg(long = "iexclude-file", value_name = "FILE")]
     iexclude_files: Vec<PathBuf>,
+    /// Leave out directories holding a CACHEDIR.TAG with the standard signature
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out directories holding a file of this name (that starts with HEADER, if given;
+    /// repeatable)
+    #[arg(long, value_name = "NAME[:HEADER]")]
+    exclude_if_present: Vec<String>,
+    /// Leave out what the .gitignore files inside the backed-up directories ignore (git's rules;
+    /// the .gitignore files themselves are kept)
+    #[arg(long)]
+    git_ignore: bool,
+    /// Leave out files larger than this (e.g. 500k, 20M, 2G)
+    #[arg(long, value_name = "SIZE")]
+    exclude_larger_than: Option<String>,
     /// Do not cross into other filesystems
     #[arg(short = 'x', long)]
     one_file_system: bool,
@@ -83,12 +122,35 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         Some(t) => Some(timespec::parse_at(t)?.as_nanosecond() as i64),
         None => None,
     };
+    let mut select = Selection {
+        if_present: a.exclude_if_present.iter().map(|s| Selection::if_present_arg(s)).collect::<Result<_, _>>()?,
+        larger_than: a.exclude_larger_than.as_deref().map(parse_size).transpose()?,
+        git_ignore: a.git_ignore,
+    };
+    if a.exclude_caches {
+        select.if_present.push((CACHEDIR_TAG.0.into(), Some(CACHEDIR_TAG.1.to_vec())));
+    }
+    let mut paths = a.paths.clone();
+    for (files, format) in [
+        (&a.files_from, ListFormat::Patterns),
+        (&a.files_from_verbatim, ListFormat::Verbatim),
+        (&a.files_from_raw, ListFormat::Raw),
+    ] {
+        for f in files {
+            let text = std::fs::read(f).with_context(|| format!("read the list of paths {}", f.display()))?;
+            paths.extend(files_from(&text, format).with_context(|| format!("in {}", f.display()))?);
+        }
+    }
+    if paths.is_empty() && !a.stdin {
+        bail!("no paths to back up: the lists given are empty");
+    }
     let opts = BackupOptions {
-        paths: a.paths.clone(),
+        paths,
         tags: a.tags.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect(),
         host: a.host.clone(),
         description: a.description.clone().unwrap_or_default(),
         excludes,
+        select,
         one_file_system: a.one_file_system,
         dry_run: a.dry_run,
         force: a.force,
@@ -100,8 +162,15 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         progress: Default::default(),
         interrupt: Default::default(),
     };
-    // Fail on a missing path before asking for the password.
-    snapfs::archiver::normalize_paths(&opts.paths)?;
+    let stream = if a.stdin {
+        Some(Stream::Stdin)
+    } else if a.stdin_from_command {
+        Some(Stream::Command(a.paths.iter().map(|p| p.clone().into_os_string()).collect()))
+    } else {
+        // Fail on a missing path before asking for the password.
+        snapfs::archiver::normalize_paths(&opts.paths)?;
+        None
+    };
     let interrupt = Interrupt::catch()?;
     let repo = super::open(g, snapfs::repo::LockMode::Shared, "backup")?;
     interrupt.arm();
@@ -120,13 +189,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let mode = progress::Mode::choose(g.quiet, a.json);
     let done = AtomicBool::new(false);
     let out = std::thread::scope(|s| {
-        if mode != progress::Mode::Off && !a.no_scan {
+        if mode != progress::Mode::Off && !a.no_scan && stream.is_none() {
             let (paths, _) = snapfs::archiver::normalize_paths(&opts.paths)?;
-            let (excludes, counters) = (&opts.excludes, &opts.progress);
-            s.spawn(move || snapfs::archiver::progress::prescan(&paths, excludes, counters));
+            let (excludes, select, counters) = (&opts.excludes, &opts.select, &opts.progress);
+            s.spawn(move || snapfs::archiver::progress::prescan(&paths, excludes, select, counters));
         }
         s.spawn(|| progress::report(&opts.progress, mode, &done));
-        let out = backup(&repo, &opts);
+        let out = match stream {
+            Some(stream) => backup_stream(&repo, &opts, &a.stdin_filename, stream),
+            None => backup(&repo, &opts),
+        };
         done.store(true, Ordering::Relaxed);
         opts.progress.stop.store(true, Ordering::Relaxed);
         out

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde_json::json;
 
 use super::Global;
@@ -39,13 +39,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open(g, snapfs::repo::LockMode::Shared, "ls")?;
     let snaps = super::snapshot_list(&repo)?;
     let ((id, snap), spec_path) = super::pick_spec(&snaps, &a.snapshot, &a.filter.into())?;
-    let path = match (spec_path, a.path) {
-        (Some(_), Some(_)) => bail!("give the path either after `:` or as an argument, not both"),
-        (None, Some(p)) if !p.is_absolute() => {
-            bail!("{}: the path must be absolute, as the snapshot stores it", p.display())
-        }
-        (p, q) => p.or(q),
-    };
+    let path = super::one_path(spec_path, a.path)?;
     let recursive = if a.recursive {
         Some(true)
     } else if a.no_recursive {

@@ -13,6 +13,7 @@ mod backup;
 mod check;
 mod completion;
 mod diff;
+mod dump;
 mod entries;
 mod find;
 mod forget;
@@ -153,6 +154,8 @@ enum Command {
     Repair(repair::Args),
     /// Browse snapshots as a read-only filesystem (in the foreground, until unmounted)
     Mount(mount::Args),
+    /// Write a file of a snapshot to standard output, or a directory as a tar archive
+    Dump(dump::Args),
     /// Print a shell completion script (e.g. `snapfs completion bash > /etc/bash_completion.d/snapfs`)
     Completion {
         #[arg(value_enum)]
@@ -250,6 +253,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
+        Command::Dump(a) => dump::run(g, a),
         Command::Completion { shell } => completion::run(shell),
         Command::ManPages { dir } => completion::man_pages(&dir),
         Command::Unlock { remove_all } => {
@@ -467,6 +471,17 @@ pub fn pick_spec<'a>(
 ) -> Result<(&'a (Id, Snapshot), Option<PathBuf>)> {
     let (sel, path) = select::parse_spec(spec)?;
     Ok((select::pick(snaps, &sel, filter)?, path))
+}
+
+/// The path inside a snapshot given after `:` or as its own argument (restic's form), not both.
+pub fn one_path(after_colon: Option<PathBuf>, argument: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    match (after_colon, argument) {
+        (Some(_), Some(_)) => bail!("give the path either after `:` or as an argument, not both"),
+        (None, Some(p)) if !p.is_absolute() => {
+            bail!("{}: the path must be absolute, as the snapshot stores it", p.display())
+        }
+        (p, q) => Ok(p.or(q)),
+    }
 }
 
 /// Patterns given one per line in files (`#` starts a comment), after those given one by one.

@@ -21,8 +21,14 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 pub(crate) const PASSWORD: &str = "bench-password";
-const STEPS: [&str; 5] =
-    ["initial backup", "unchanged re-backup", "incremental (~2% of files)", "restore", "check --read-data"];
+const STEPS: [&str; 6] = [
+    "initial backup",
+    "unchanged re-backup",
+    "incremental (~2% of files)",
+    "restore",
+    "check --read-data",
+    "dump as tar to /dev/null",
+];
 
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Sample {
@@ -46,6 +52,9 @@ impl Tool {
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // A baseline snapfs (another build) runs the same commands.
         let name = if self.name.starts_with("snapfs") { "snapfs" } else { self.name };
+        if step == 5 {
+            return dump_step(name, &bin, &repo);
+        }
         match (name, step) {
             ("snapfs", 0..=2) => v(&[&bin, "--repo", &repo, "-q", "backup", &data]),
             ("snapfs", 3) => {
@@ -215,6 +224,9 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             for t in &tools {
                 if step == 4 && t.name.starts_with("snapfs") && !has_check(&t.bin) {
+                    continue;
+                }
+                if step == 5 && (t.name == "rustic" || t.name.starts_with("snapfs") && !has_dump(&t.bin)) {
                     continue;
                 }
                 let _ = fs::remove_dir_all(&restore_to);
@@ -413,6 +425,21 @@ pub(crate) fn tree_size(dir: &Path) -> Result<(u64, u64)> {
 fn dir_size(dir: &Path) -> Result<u64> {
     let out = Command::new("du").arg("-sb").arg(dir).output()?;
     Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("0").parse()?)
+}
+
+/// The whole latest snapshot as a tar, thrown away: the archive path of each tool (rustic's
+/// dump writes no archive of a directory, so it has no row).
+fn dump_step(tool: &str, bin: &str, repo: &str) -> Vec<String> {
+    let cmd = match tool {
+        "snapfs" => format!("'{bin}' --repo '{repo}' -q dump latest --archive tar > /dev/null"),
+        "restic" => format!("restic -r '{repo}' -q dump latest / --archive tar > /dev/null"),
+        _ => format!("borg export-tar '{repo}::a2' - > /dev/null"),
+    };
+    vec!["sh".into(), "-c".into(), cmd]
+}
+
+fn has_dump(snapfs: &Path) -> bool {
+    Command::new(snapfs).args(["dump", "--help"]).output().is_ok_and(|o| o.status.success())
 }
 
 fn has_check(snapfs: &Path) -> bool {
