@@ -29,6 +29,7 @@ pub mod select;
 pub mod sys;
 pub mod tag;
 pub mod timespec;
+pub mod transfer;
 pub mod trees;
 pub mod vfs;
 

@@ -12,6 +12,7 @@ macro_rules! errln {
 mod backup;
 mod check;
 mod completion;
+mod copy;
 mod diff;
 mod entries;
 mod find;
@@ -117,7 +118,7 @@ pub struct Global {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new repository
-    Init,
+    Init(copy::InitArgs),
     /// Back up files and directories into a new snapshot
     Backup(backup::Args),
     /// List snapshots
@@ -157,6 +158,8 @@ enum Command {
     /// Write the man pages into a directory (what `cargo xtask man` runs)
     #[command(hide = true)]
     ManPages { dir: PathBuf },
+    /// Copy snapshots from another repository (--from-repo), skipping those already here
+    Copy(copy::Args),
     /// Remove stale locks (those of processes on this host that no longer run)
     Unlock {
         /// Remove every lock, also those of processes that may still run
@@ -226,7 +229,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
     match cli.command {
-        Command::Init => init(g),
+        Command::Init(a) => copy::init(g, a),
         Command::Backup(a) => backup::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Restore(a) => restore::run(g, a),
@@ -242,6 +245,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
+        Command::Copy(a) => copy::run(g, a),
         Command::Completion { shell } => completion::run(shell),
         Command::ManPages { dir } => completion::man_pages(&dir),
         Command::Unlock { remove_all } => {
@@ -281,14 +285,15 @@ fn backend(g: &Global) -> Result<Arc<dyn Backend>> {
     Ok(backend::from_location(repo_location(g)?)?)
 }
 
-fn init(g: &Global) -> Result<u8> {
+/// Creates the repository `--repo` names with `make` (which sees the new password).
+fn init(g: &Global, make: impl FnOnce(Arc<dyn Backend>, &[u8], KdfParams) -> Result<Repository<Opened>>) -> Result<u8> {
     let location = repo_location(g)?;
     let backend = backend(g)?;
     if !location.contains(':') {
         LocalBackend::new(Path::new(location)).check_empty()?;
     }
     let pw = password(g, true)?;
-    let repo = Repository::init(backend, pw.as_bytes(), KdfParams::DEFAULT)?;
+    let repo = make(backend, pw.as_bytes(), KdfParams::DEFAULT)?;
     if !g.quiet {
         let id: String = repo.repo_id().iter().map(|b| format!("{b:02x}")).collect();
         outln!("created snapfs repository {id} at {location}");
@@ -336,7 +341,28 @@ const NO_EMPTY: &str = "an empty password is not allowed";
 /// creating a repository). An empty password is refused from every source: a broken
 /// `pass show` must not create a repository anyone can open.
 fn password(g: &Global, confirm: bool) -> Result<Zeroizing<String>> {
-    if let Some(cmd) = &g.password_command {
+    let source = PasswordSource {
+        command: g.password_command.as_deref(),
+        file: g.password_file.as_deref(),
+        env: "SNAPFS_PASSWORD",
+        prompt: "repository password: ",
+        options: "SNAPFS_PASSWORD, SNAPFS_PASSWORD_FILE, --password-file or --password-command",
+    };
+    read_password(&source, confirm)
+}
+
+/// Where one repository's password comes from (`copy` reads a second one: `--from-*`).
+pub struct PasswordSource<'a> {
+    pub command: Option<&'a str>,
+    pub file: Option<&'a Path>,
+    pub env: &'a str,
+    pub prompt: &'a str,
+    /// The ways to give it, for the error when none was used.
+    pub options: &'a str,
+}
+
+pub fn read_password(src: &PasswordSource, confirm: bool) -> Result<Zeroizing<String>> {
+    if let Some(cmd) = src.command {
         let out = std::process::Command::new("sh")
             .args(["-c", cmd])
             .stderr(std::process::Stdio::inherit())
@@ -353,7 +379,7 @@ fn password(g: &Global, confirm: bool) -> Result<Zeroizing<String>> {
         }
         return Ok(Zeroizing::new(pw.to_string()));
     }
-    if let Some(f) = &g.password_file {
+    if let Some(f) = src.file {
         let text =
             Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?);
         let first = text.split('\n').next().unwrap_or("");
@@ -363,17 +389,17 @@ fn password(g: &Global, confirm: bool) -> Result<Zeroizing<String>> {
         }
         return Ok(Zeroizing::new(pw.to_string()));
     }
-    if let Some(p) = std::env::var_os("SNAPFS_PASSWORD") {
-        let p = Zeroizing::new(p.into_string().map_err(|_| anyhow::anyhow!("SNAPFS_PASSWORD is not valid UTF-8"))?);
+    if let Some(p) = std::env::var_os(src.env) {
+        let p = Zeroizing::new(p.into_string().map_err(|_| anyhow::anyhow!("{} is not valid UTF-8", src.env))?);
         if p.is_empty() {
-            bail!("SNAPFS_PASSWORD is set but empty; {NO_EMPTY}");
+            bail!("{} is set but empty; {NO_EMPTY}", src.env);
         }
         return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no password given: set SNAPFS_PASSWORD, SNAPFS_PASSWORD_FILE, --password-file or --password-command");
+        bail!("no password given: set {}", src.options);
     }
-    let p = Zeroizing::new(rpassword::prompt_password("repository password: ").context("read password")?);
+    let p = Zeroizing::new(rpassword::prompt_password(src.prompt).context("read password")?);
     if p.is_empty() {
         bail!("{NO_EMPTY}");
     }
