@@ -20,6 +20,9 @@ pub enum Error {
     NotEmpty(PathBuf),
     #[error("wrong password: no key slot in the repository opens with it")]
     WrongPassword,
+    /// The password given for an export bundle does not open its key slot.
+    #[error("wrong password for bundle {0}")]
+    WrongBundlePassword(String),
     #[error("repository is locked by {0}")]
     Locked(String),
     /// A shared lock could not be written (read-only or full storage); see `Repository::open`.

@@ -404,3 +404,37 @@ fn weak_key_slots_are_refused_by_the_library() {
         assert!(err.to_string().contains("below the floor"), "{err}");
     }
 }
+
+#[test]
+fn bundle_layouts_match_the_hand_written_vectors() {
+    use snapfs::format::bundle::{self, Header};
+    let v = read("bundle.txt");
+    let header = Header { repo_id: [0xab; 16], snapshots: vec![Id([0xcd; 32])], blobs: 3, blob_bytes: 0x1234 };
+    let bytes = unhex(&v["bundle_header"]);
+    assert_eq!(hex(&header.encode(b"keys", 0x65)), v["bundle_header"]);
+    let (mut decoded, count) = Header::decode_fixed(&bytes[..bundle::FIXED_LEN]).unwrap();
+    assert_eq!(count, 1);
+    decoded.decode_ids(&bytes[bundle::FIXED_LEN..bundle::FIXED_LEN + 32], count).unwrap();
+    assert_eq!(decoded, header);
+    assert_eq!(bundle::decode_len(&bytes[77..81], "key slot", bundle::MAX_KEY_SLOT).unwrap(), 4);
+    assert_eq!(bundle::decode_len(&bytes[85..89], "manifest", bundle::MAX_MANIFEST).unwrap(), 0x65);
+    let mut other = bytes.clone();
+    other[8] = 2;
+    let e = Header::decode_fixed(&other[..bundle::FIXED_LEN]).unwrap_err().to_string();
+    assert!(e.contains("bundle format version 2"), "{e}");
+    other[8] = 1;
+    other[25..29].copy_from_slice(&0u32.to_le_bytes());
+    assert!(Header::decode_fixed(&other[..bundle::FIXED_LEN]).is_err(), "a bundle of no snapshots");
+    assert!(bundle::decode_len(&5000u32.to_le_bytes(), "key slot", bundle::MAX_KEY_SLOT).is_err());
+
+    let rec = unhex(&v["bundle_record_header"]);
+    assert_eq!(hex(&bundle::encode_record_header(2, &Id([0xef; 32]), 16, 61)), v["bundle_record_header"]);
+    assert_eq!(bundle::decode_record_header(&rec.try_into().unwrap()), (2, Id([0xef; 32]), 16, 61));
+
+    let mut id_keys = [0x11u8; 64];
+    id_keys[32..].fill(0x22);
+    let snaps = vec![(Id([0xcd; 32]), b"abc".to_vec())];
+    assert_eq!(hex(&bundle::encode_manifest(&id_keys, &snaps)), v["bundle_manifest"]);
+    let m = bundle::decode_manifest(&unhex(&v["bundle_manifest"])).unwrap();
+    assert_eq!((*m.id_keys, m.snapshots), (id_keys, snaps));
+}

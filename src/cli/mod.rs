@@ -10,6 +10,7 @@ macro_rules! errln {
 }
 
 mod backup;
+mod bundle;
 mod check;
 mod completion;
 mod copy;
@@ -160,6 +161,10 @@ enum Command {
     ManPages { dir: PathBuf },
     /// Copy snapshots from another repository (--from-repo), skipping those already here
     Copy(copy::Args),
+    /// Write snapshots and only the data they need into one encrypted file any repository can import
+    Export(bundle::ExportArgs),
+    /// Add the snapshots of a bundle `export` wrote, verifying every blob
+    Import(bundle::ImportArgs),
     /// Remove stale locks (those of processes on this host that no longer run)
     Unlock {
         /// Remove every lock, also those of processes that may still run
@@ -217,7 +222,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return match err {
                 snapfs::Error::NoRepository(_) => exit::NO_REPOSITORY,
                 snapfs::Error::Locked(_) => exit::LOCKED,
-                snapfs::Error::WrongPassword => exit::WRONG_PASSWORD,
+                snapfs::Error::WrongPassword | snapfs::Error::WrongBundlePassword(_) => exit::WRONG_PASSWORD,
                 snapfs::Error::Interrupted => exit::INTERRUPTED,
                 _ => exit::ERROR,
             };
@@ -246,6 +251,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
         Command::Copy(a) => copy::run(g, a),
+        Command::Export(a) => bundle::export(g, a),
+        Command::Import(a) => bundle::import(g, a),
         Command::Completion { shell } => completion::run(shell),
         Command::ManPages { dir } => completion::man_pages(&dir),
         Command::Unlock { remove_all } => {

@@ -170,10 +170,31 @@ impl Keys {
             && self.chunker == other.chunker
     }
 
+    /// Whether both give every data and tree blob the same id: blobs can then move between
+    /// them without trees being rewritten (a bundle carries only these two keys).
+    pub fn same_ids(&self, other: &Keys) -> bool {
+        self.data_id == other.data_id && self.tree_id == other.tree_id
+    }
+
+    /// Takes another key set's data and tree id keys (a bundle's, from the repository it
+    /// was exported from).
+    pub fn set_blob_ids(&mut self, data_id: [u8; 32], tree_id: [u8; 32]) {
+        self.data_id = data_id;
+        self.tree_id = tree_id;
+    }
+
+    /// The data and tree id keys, for a bundle to carry.
+    pub fn blob_id_keys(&self) -> Zeroizing<[u8; 64]> {
+        let mut out = Zeroizing::new([0u8; 64]);
+        out[..32].copy_from_slice(&self.data_id);
+        out[32..].copy_from_slice(&self.tree_id);
+        out
+    }
+
     /// Re-encrypts a blob envelope of `src` under this key set's current epoch after opening it
     /// (authenticated, decompressed within `max_len`, re-hashed to `id`), keeping its stored
     /// bytes: moving a blob between repositories that share identity costs no recompression.
-    /// The caller has checked [`Keys::same_identity`], so the id stays valid here.
+    /// The caller has checked [`Keys::same_ids`], so the id stays valid here.
     pub fn reseal_from(
         &self,
         src: &Keys,

@@ -32,6 +32,10 @@ impl BlobSource for RepoSource<'_> {
         self.0.backend().read_at(Kind::Pack, &loc.pack.hex(), u64::from(loc.offset), &mut env)?;
         Ok((env, loc.raw_len))
     }
+
+    fn name(&self) -> String {
+        format!("source repository {}", self.0.location())
+    }
 }
 
 /// Creates a repository whose content identity (id keys, chunker key, chunk sizes) is that
@@ -81,7 +85,18 @@ fn same_snapshot(s_id: &Id, s: &Snapshot, d: &Snapshot, same_identity: bool) -> 
 /// is verified as it is read; snapshots are written last, oldest first, once every blob they
 /// need is durable and indexed. A parent is kept when it is in `dst` too.
 pub fn copy(dst: &Repository, src: &Repository, chosen: &[(Id, Snapshot)]) -> Result<CopyOutcome> {
-    let same_identity = dst.keys().same_identity(src.keys());
+    let all = src.snapshots()?.0;
+    copy_snapshots(dst, &RepoSource(src), chosen, &all)
+}
+
+/// [`copy`] from any blob source: `known` are the source's snapshots a parent may name.
+pub fn copy_snapshots(
+    dst: &Repository,
+    src: &dyn BlobSource,
+    chosen: &[(Id, Snapshot)],
+    known: &[(Id, Snapshot)],
+) -> Result<CopyOutcome> {
+    let same_identity = dst.keys().same_ids(src.keys());
     let (existing, _damaged) = dst.snapshots()?;
     let find = |id: &Id, s: &Snapshot| {
         existing.iter().find(|(_, d)| same_snapshot(id, s, d, same_identity)).map(|(did, _)| *did)
@@ -101,16 +116,10 @@ pub fn copy(dst: &Repository, src: &Repository, chosen: &[(Id, Snapshot)]) -> Re
         return Ok(out);
     }
     let roots: Vec<Id> = todo.iter().map(|(_, s)| s.tree).collect();
-    let (trees, moved) = transfer(dst, &RepoSource(src), &roots)?;
+    let (trees, moved) = transfer(dst, src, &roots)?;
     out.moved = moved;
     // Parents by source id: those already present, then each copy as it is written.
-    let mut in_dst: HashMap<Id, Id> = out.present.iter().copied().collect();
-    let all_src = src.snapshots()?.0;
-    for (id, s) in &all_src {
-        if let Some(d) = find(id, s) {
-            in_dst.insert(*id, d);
-        }
-    }
+    let mut in_dst: HashMap<Id, Id> = known.iter().filter_map(|(id, s)| Some((*id, find(id, s)?))).collect();
     for ((id, s), tree) in todo.into_iter().zip(trees) {
         let snap = Snapshot {
             tree,

@@ -7,6 +7,7 @@
 //! they are and only blobs the destination lacks are read. Otherwise every id changes (they
 //! are keyed hashes), and with them the trees that name them: trees are rewritten bottom-up.
 
+pub mod bundle;
 pub mod copy;
 
 use std::collections::HashMap;
@@ -32,6 +33,41 @@ pub trait BlobSource: Sync {
     /// The envelope stored for blob `id` of type `ty`, and its payload's raw length, as the
     /// source records them (untrusted; bound the length before allocating).
     fn envelope(&self, ty: ObjType, id: &Id) -> Result<(Vec<u8>, u32)>;
+    /// What the source is, for messages: `source repository DIR`, `bundle FILE`.
+    fn name(&self) -> String;
+}
+
+/// Where blobs go: a repository's packer, or a bundle being written.
+pub trait BlobSink: Sync {
+    /// The keys blobs are sealed under here.
+    fn keys(&self) -> &Keys;
+    /// Whether the blob is here already (or queued).
+    fn has(&self, id: &Id) -> bool;
+    /// Stores an envelope sealed under [`BlobSink::keys`] unless the blob is here; whether it was stored.
+    fn add_sealed(&self, ty: ObjType, id: &Id, raw_len: u32, envelope: &[u8]) -> Result<bool>;
+    /// Seals and stores a payload under the id these keys give it; returns that id.
+    fn add(&self, ty: ObjType, plain: &[u8]) -> Result<Id>;
+}
+
+/// A repository's packer as a sink.
+struct PackerSink<'a, 'r> {
+    p: &'a Packer<'r>,
+    keys: &'a Keys,
+}
+
+impl BlobSink for PackerSink<'_, '_> {
+    fn keys(&self) -> &Keys {
+        self.keys
+    }
+    fn has(&self, id: &Id) -> bool {
+        self.p.has(id)
+    }
+    fn add_sealed(&self, ty: ObjType, id: &Id, raw_len: u32, envelope: &[u8]) -> Result<bool> {
+        self.p.add_sealed(ty, id, raw_len, envelope)
+    }
+    fn add(&self, ty: ObjType, plain: &[u8]) -> Result<Id> {
+        self.p.add(ty, plain)
+    }
 }
 
 /// What a transfer did.
@@ -62,21 +98,27 @@ pub fn bounded(ty: ObjType, id: &Id, length: u32, raw_len: u32) -> Result<()> {
 /// indexed when it returns (so a snapshot may then name the result). Returns each root's id
 /// in `dst`, in order.
 pub fn transfer(dst: &Repository, src: &dyn BlobSource, roots: &[Id]) -> Result<(Vec<Id>, Moved)> {
+    let ((mapped, mut moved), added) =
+        packer::with_packer(dst, false, |p| transfer_into(&PackerSink { p, keys: dst.keys() }, src, roots))?;
+    moved.added = added;
+    Ok((mapped, moved))
+}
+
+/// [`transfer`] into any sink; `added` is left for the caller, who knows what the sink stored.
+pub fn transfer_into(sink: &dyn BlobSink, src: &dyn BlobSource, roots: &[Id]) -> Result<(Vec<Id>, Moved)> {
     let stats = Stats::default();
-    let (mapped, added) = packer::with_packer(dst, false, |p| {
-        if dst.keys().same_identity(src.keys()) {
-            move_as_is(dst, src, p, roots, &stats)?;
-            Ok(roots.to_vec())
-        } else {
-            let mut rw = Rewriter { src, p, stats: &stats, trees: HashMap::new(), data: Mutex::new(HashMap::new()) };
-            roots.iter().map(|r| rw.tree(r, 0)).collect()
-        }
-    })?;
+    let mapped = if sink.keys().same_ids(src.keys()) {
+        move_as_is(sink, src, roots, &stats)?;
+        roots.to_vec()
+    } else {
+        let mut rw = Rewriter { src, p: sink, stats: &stats, trees: HashMap::new(), data: Mutex::new(HashMap::new()) };
+        roots.iter().map(|r| rw.tree(r, 0)).collect::<Result<_>>()?
+    };
     let moved = Moved {
         blobs_read: stats.blobs.load(Ordering::Relaxed),
         bytes_read: stats.bytes.load(Ordering::Relaxed),
         trees_rewritten: stats.rewritten.load(Ordering::Relaxed),
-        added,
+        added: Added::default(),
     };
     Ok((mapped, moved))
 }
@@ -99,20 +141,31 @@ fn fetch(src: &dyn BlobSource, ty: ObjType, id: &Id, stats: &Stats) -> Result<(V
 /// A blob's payload from the source, authenticated and re-hashed.
 fn read_plain(src: &dyn BlobSource, ty: ObjType, id: &Id, stats: &Stats) -> Result<Vec<u8>> {
     let (mut env, raw_len) = fetch(src, ty, id, stats)?;
-    src.keys().open_in_place(ty, id, &mut env, raw_len as usize, &[], <[u8]>::to_vec)
+    src.keys().open_in_place(ty, id, &mut env, raw_len as usize, &[], <[u8]>::to_vec).map_err(|e| in_source(src, e))
+}
+
+/// Names the source in a verification failure: the blob's id alone does not say where it was.
+fn in_source(src: &dyn BlobSource, e: Error) -> Error {
+    match e {
+        Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in {}", src.name()), detail),
+        e => e,
+    }
 }
 
 /// Shared identity: walks every tree of the source (a tree the destination has does not prove
 /// it has the blobs below it: a killed writer may have left the tree's pack alone), and moves
 /// each blob the destination lacks, re-encrypted but not recompressed.
-fn move_as_is(dst: &Repository, src: &dyn BlobSource, p: &Packer, roots: &[Id], stats: &Stats) -> Result<()> {
+fn move_as_is(p: &dyn BlobSink, src: &dyn BlobSource, roots: &[Id], stats: &Stats) -> Result<()> {
     let mut failed = None;
     let mut data: Vec<Id> = Vec::new();
     let mut seen_data = BlobIdSet::default();
     let mut trees: Vec<Id> = Vec::new();
     crate::trees::walk_unique(
         roots.iter().copied(),
-        |id| Ok(std::sync::Arc::new(tree::decode(&read_plain(src, ObjType::Tree, id, stats)?)?)),
+        |id| {
+            let plain = read_plain(src, ObjType::Tree, id, stats)?;
+            Ok(std::sync::Arc::new(tree::decode(&plain).map_err(|e| in_source(src, e))?))
+        },
         |id, listing| match listing {
             Ok(l) => {
                 trees.push(id);
@@ -132,7 +185,8 @@ fn move_as_is(dst: &Repository, src: &dyn BlobSource, p: &Packer, roots: &[Id], 
             return Ok(());
         }
         let (mut env, raw_len) = fetch(src, ty, id, stats)?;
-        let sealed = dst.keys().reseal_from(src.keys(), ty, id, &mut env, raw_len as usize)?;
+        let sealed =
+            p.keys().reseal_from(src.keys(), ty, id, &mut env, raw_len as usize).map_err(|e| in_source(src, e))?;
         p.add_sealed(ty, id, raw_len, &sealed)?;
         Ok(())
     };
@@ -148,9 +202,9 @@ fn move_as_is(dst: &Repository, src: &dyn BlobSource, p: &Packer, roots: &[Id], 
 
 /// Different identity: every blob is read, re-hashed under the destination's keys and stored
 /// (the packer skips those it has); each tree is rewritten to name its children's new ids.
-struct Rewriter<'a, 'p> {
+struct Rewriter<'a> {
     src: &'a dyn BlobSource,
-    p: &'a Packer<'p>,
+    p: &'a dyn BlobSink,
     stats: &'a Stats,
     /// Source tree id → destination tree id: a subtree shared by snapshots is done once.
     trees: HashMap<Id, Id>,
@@ -160,7 +214,7 @@ struct Rewriter<'a, 'p> {
 /// Deeper than any real tree; a hostile source must not overflow the stack.
 const MAX_DEPTH: usize = 4096;
 
-impl Rewriter<'_, '_> {
+impl Rewriter<'_> {
     fn tree(&mut self, id: &Id, depth: usize) -> Result<Id> {
         if let Some(done) = self.trees.get(id) {
             return Ok(*done);
@@ -168,7 +222,8 @@ impl Rewriter<'_, '_> {
         if depth > MAX_DEPTH {
             return Err(Error::corrupt(format!("tree blob {}", id.short()), "nested deeper than any real tree"));
         }
-        let mut nodes = tree::decode(&read_plain(self.src, ObjType::Tree, id, self.stats)?)?;
+        let plain = read_plain(self.src, ObjType::Tree, id, self.stats)?;
+        let mut nodes = tree::decode(&plain).map_err(|e| in_source(self.src, e))?;
         let todo: Vec<Id> = {
             let known = self.data.lock().expect("poisoned");
             let mut set = BlobIdSet::default();
