@@ -177,3 +177,29 @@ fn a_wrong_source_password_is_one_line_exit_12_and_writes_nothing() {
     assert_eq!(out.status.code(), Some(12), "{}", describe("init with a wrong source password", &out));
     assert!(!fresh.join("config").exists());
 }
+
+#[test]
+fn a_damaged_source_blob_stops_the_copy_before_any_snapshot_is_written() {
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let (src, _) = source(&base);
+    // The largest pack holds the 3 MiB file's chunks; a byte in its middle is inside a blob.
+    let pack = files_under(&src.repo.join("packs")).into_iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&pack, bytes).unwrap();
+    for related in [false, true] {
+        let dst = destination(base.join(format!("dst-{related}")));
+        if related {
+            dst.ok(["init", "--copy-chunker-params", "--from-repo", src.repo.to_str().unwrap()]);
+        } else {
+            dst.init();
+        }
+        let out = dst.run(["copy", "--from-repo", src.repo.to_str().unwrap()]);
+        assert!(!out.status.success(), "{}", describe("copy of a damaged source", &out));
+        let line = assert_error_line(&out);
+        assert!(line.contains("authentication failed") && line.contains("source repository"), "{line}");
+        assert!(files_under(&dst.repo.join("snapshots")).is_empty(), "a snapshot was written");
+    }
+}
