@@ -5,6 +5,7 @@
 
 mod bench;
 mod browsebench;
+mod copybench;
 mod demo;
 mod mountbench;
 mod prunebench;
@@ -35,6 +36,8 @@ Tasks:
          [--quick] [--rounds N] [--snapshots N]
          with --browse: ls, find, diff and history over 50 snapshots against restic's;
          writes benches/results/browse.md  [--rounds N] [--files N]
+         with --copy: copy one snapshot between local repositories against restic copy;
+         writes benches/results/copy.md  [--quick] [--rounds N] [--snapfs PATH]
 ";
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         "bench" if rest.iter().any(|a| a == "--mount") => mountbench::run(rest),
         "bench" if rest.iter().any(|a| a == "--prune") => prunebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--browse") => browsebench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--copy") => copybench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
         "man" => man(),
