@@ -342,6 +342,21 @@ fn the_independent_implementation_agrees() {
     assert_eq!(Params::decode(&params).unwrap(), Params::DEFAULT);
     assert_eq!(Params::DEFAULT.encode(), v["config_params"]);
 
+    // A config carrying another repository's identity keys: ids come from those, not the master.
+    let cfg = &v["config_file_identity"];
+    let plain = keys.open(ObjType::Config, &Id::ZERO, &cfg[28..], 1024, &cfg[..28]).unwrap();
+    assert_eq!(plain, v["config_params_identity"]);
+    let (params, identity) = config::split(&plain).unwrap();
+    assert_eq!(Params::decode(params).unwrap(), Params::DEFAULT);
+    let mut related = Keys::from_master(MASTER);
+    related.set_identity(&crypto::Identity::decode(identity.unwrap()).unwrap());
+    assert_eq!(related.id(ObjType::Data, b"hello").0.to_vec(), v["identity_data_id_hello"]);
+    assert_eq!(related.id(ObjType::Tree, b"hello").0.to_vec(), v["identity_tree_id_hello"]);
+    assert_eq!(related.chunker_key(), &[0x54; 32]);
+    assert!(!related.same_ids(&keys) && related.identity().chunker == [0x54; 32]);
+    assert!(config::split(&plain[..100]).is_err(), "a plaintext of neither length");
+    let cfg = &v["config_file"];
+
     // Envelopes, raw and compressed, and their associated data.
     let hello = keys.id(ObjType::Data, b"hello");
     assert_eq!(crypto::aad(ObjType::Data, 0, &hello, &[]), v["aad_data_hello"]);
