@@ -50,9 +50,24 @@ pub struct ExportArgs {
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// The bundle file `snapfs export` wrote
+    /// The bundle file `snapfs export` wrote (with --tar: a tar archive, `-` for standard input)
     #[arg(value_name = "FILE")]
     file: PathBuf,
+    /// Make a snapshot from a tar archive instead (borg's import-tar)
+    #[arg(long)]
+    tar: bool,
+    /// With --tar: the absolute path the archive's root becomes in the snapshot
+    #[arg(long, value_name = "PATH", default_value = "/", requires = "tar")]
+    path: String,
+    /// With --tar: the snapshot's time instead of now (e.g. 2026-11-30T12:00:00Z)
+    #[arg(long, value_name = "TIME", requires = "tar")]
+    time: Option<String>,
+    /// With --tar: tag the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "TAG", requires = "tar")]
+    tags: Vec<String>,
+    /// With --tar: the snapshot's host name instead of this one's
+    #[arg(long, value_name = "HOST", requires = "tar")]
+    host: Option<String>,
     #[command(flatten)]
     password: BundlePassword,
     /// Print a JSON object: what was imported, what was there already, and the blobs moved
@@ -92,6 +107,9 @@ pub fn export(g: &Global, a: ExportArgs) -> Result<u8> {
 }
 
 pub fn import(g: &Global, a: ImportArgs) -> Result<u8> {
+    if a.tar {
+        return import_tar(g, a);
+    }
     let pw = a.password.read(false)?;
     // The whole bundle is checked for its layout before the repository is touched.
     let b = bundle::Bundle::open(&a.file, pw.as_bytes())?;
@@ -120,6 +138,37 @@ pub fn import(g: &Global, a: ImportArgs) -> Result<u8> {
             out.present.len(),
             super::count(m.added.blobs, "blob", "blobs"),
             super::human(m.added.bytes)
+        );
+    }
+    Ok(0)
+}
+
+fn import_tar(g: &Global, a: ImportArgs) -> Result<u8> {
+    let time_ns = match &a.time {
+        Some(t) => Some(snapfs::timespec::parse_at(t)?.as_nanosecond() as i64),
+        None => None,
+    };
+    let opts = snapfs::tarimport::TarOptions {
+        path: a.path,
+        time_ns,
+        hostname: a.host.unwrap_or_else(snapfs::sys::hostname),
+        tags: a.tags.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect(),
+    };
+    let repo = super::open(g, LockMode::Shared, "import")?;
+    let done = if a.file.as_os_str() == "-" {
+        snapfs::tarimport::import_tar(&repo, std::io::stdin().lock(), &opts)
+    } else {
+        let f = std::fs::File::open(&a.file).with_context(|| format!("open {}", a.file.display()))?;
+        snapfs::tarimport::import_tar(&repo, std::io::BufReader::new(f), &opts)
+    }
+    .with_context(|| format!("import {}", a.file.display()))?;
+    if !g.quiet {
+        outln!(
+            "snapshot {} saved: {} ({}) from {}",
+            done.snapshot.short(),
+            super::count(done.summary.total_files, "file", "files"),
+            super::human(done.summary.total_bytes),
+            a.file.display()
         );
     }
     Ok(0)
