@@ -21,6 +21,9 @@ pub enum Error {
     /// With what else was found: the damaged slots, which might have been the right one.
     #[error("wrong password: no key slot in the repository opens with it{0}")]
     WrongPassword(String),
+    /// The password given for an export bundle does not open its key slot.
+    #[error("wrong password for bundle {0}")]
+    WrongBundlePassword(String),
     #[error("repository is locked by {0}")]
     Locked(String),
     /// A shared lock could not be written (read-only or full storage); see `Repository::open`.

@@ -30,7 +30,9 @@ pub mod restore;
 pub mod select;
 pub mod sys;
 pub mod tag;
+pub mod tarimport;
 pub mod timespec;
+pub mod transfer;
 pub mod trees;
 pub mod vfs;
 

@@ -342,6 +342,21 @@ fn the_independent_implementation_agrees() {
     assert_eq!(Params::decode(&params).unwrap(), Params::DEFAULT);
     assert_eq!(Params::DEFAULT.encode(), v["config_params"]);
 
+    // A config carrying another repository's identity keys: ids come from those, not the master.
+    let cfg = &v["config_file_identity"];
+    let plain = keys.open(ObjType::Config, &Id::ZERO, &cfg[28..], 1024, &cfg[..28]).unwrap();
+    assert_eq!(plain, v["config_params_identity"]);
+    let (params, identity) = config::split(&plain).unwrap();
+    assert_eq!(Params::decode(params).unwrap(), Params::DEFAULT);
+    let mut related = Keys::from_master(MASTER);
+    related.set_identity(&crypto::Identity::decode(identity.unwrap()).unwrap());
+    assert_eq!(related.id(ObjType::Data, b"hello").0.to_vec(), v["identity_data_id_hello"]);
+    assert_eq!(related.id(ObjType::Tree, b"hello").0.to_vec(), v["identity_tree_id_hello"]);
+    assert_eq!(related.chunker_key(), &[0x54; 32]);
+    assert!(!related.same_ids(&keys) && related.identity().chunker == [0x54; 32]);
+    assert!(config::split(&plain[..100]).is_err(), "a plaintext of neither length");
+    let cfg = &v["config_file"];
+
     // Envelopes, raw and compressed, and their associated data.
     let hello = keys.id(ObjType::Data, b"hello");
     assert_eq!(crypto::aad(ObjType::Data, 0, &hello, &[]), v["aad_data_hello"]);
@@ -403,4 +418,38 @@ fn weak_key_slots_are_refused_by_the_library() {
         let err = keyfile::wrap(&keys, PASSWORD, kdf, 0, "h", "u").expect_err("below the floor");
         assert!(err.to_string().contains("below the floor"), "{err}");
     }
+}
+
+#[test]
+fn bundle_layouts_match_the_hand_written_vectors() {
+    use snapfs::format::bundle::{self, Header};
+    let v = read("bundle.txt");
+    let header = Header { repo_id: [0xab; 16], snapshots: vec![Id([0xcd; 32])], blobs: 3, blob_bytes: 0x1234 };
+    let bytes = unhex(&v["bundle_header"]);
+    assert_eq!(hex(&header.encode(b"keys", 0x65)), v["bundle_header"]);
+    let (mut decoded, count) = Header::decode_fixed(&bytes[..bundle::FIXED_LEN]).unwrap();
+    assert_eq!(count, 1);
+    decoded.decode_ids(&bytes[bundle::FIXED_LEN..bundle::FIXED_LEN + 32], count).unwrap();
+    assert_eq!(decoded, header);
+    assert_eq!(bundle::decode_len(&bytes[77..81], "key slot", bundle::MAX_KEY_SLOT).unwrap(), 4);
+    assert_eq!(bundle::decode_len(&bytes[85..89], "manifest", bundle::MAX_MANIFEST).unwrap(), 0x65);
+    let mut other = bytes.clone();
+    other[8] = 2;
+    let e = Header::decode_fixed(&other[..bundle::FIXED_LEN]).unwrap_err().to_string();
+    assert!(e.contains("bundle format version 2"), "{e}");
+    other[8] = 1;
+    other[25..29].copy_from_slice(&0u32.to_le_bytes());
+    assert!(Header::decode_fixed(&other[..bundle::FIXED_LEN]).is_err(), "a bundle of no snapshots");
+    assert!(bundle::decode_len(&5000u32.to_le_bytes(), "key slot", bundle::MAX_KEY_SLOT).is_err());
+
+    let rec = unhex(&v["bundle_record_header"]);
+    assert_eq!(hex(&bundle::encode_record_header(2, &Id([0xef; 32]), 16, 61)), v["bundle_record_header"]);
+    assert_eq!(bundle::decode_record_header(&rec.try_into().unwrap()), (2, Id([0xef; 32]), 16, 61));
+
+    let mut id_keys = [0x11u8; 64];
+    id_keys[32..].fill(0x22);
+    let snaps = vec![(Id([0xcd; 32]), b"abc".to_vec())];
+    assert_eq!(hex(&bundle::encode_manifest(&id_keys, &snaps)), v["bundle_manifest"]);
+    let m = bundle::decode_manifest(&unhex(&v["bundle_manifest"])).unwrap();
+    assert_eq!((*m.id_keys, m.snapshots), (id_keys, snaps));
 }

@@ -126,6 +126,16 @@ config_file = emit("config_file", header + seal(K["config_key"], CONFIG, 0, ZERO
                                                 b"\x33" * 24, extra=header))
 emit("aad_config", aad(CONFIG, 0, ZERO_ID, header))
 
+# §2/§3 a repository sharing another's content identity: 145-byte plaintext, the parameters
+# then the data id, tree id, snapshot id and chunker keys it uses instead of derived ones.
+IDENTITY = [bytes([0x51 + i]) * 32 for i in range(4)]
+params_identity = emit("config_params_identity", params + b"".join(IDENTITY))
+config_file_identity = emit("config_file_identity", header + seal(K["config_key"], CONFIG, 0, ZERO_ID,
+                                                                  params_identity, b"\x35" * 24, extra=header,
+                                                                  compression=0))
+emit("identity_data_id_hello", blake3.blake3(b"hello", key=IDENTITY[0]).digest())
+emit("identity_tree_id_hello", blake3.blake3(b"hello", key=IDENTITY[1]).digest())
+
 # §7 Data envelopes in epoch 0.
 hello = b"hello"
 env_raw = emit("envelope_data_raw", seal(data_key(0), DATA, 0, data_id(hello), hello,
@@ -253,7 +263,8 @@ with OUT.open("w") as f:
             " readers must open them, a reseal with another libzstd may differ.\n"
             f"# Compression chosen by the writer rule: envelope_tree {tree_compression}, envelope_snapshot"
             f" {snap_compression}, pack_header_envelope {hdr_compression}; epoch_object and config 0.\n"
-            f"# Sizes: epoch_object {len(epoch_obj)}, config_file {len(config_file)}, pack_file {len(pack)}"
+            f"# Sizes: epoch_object {len(epoch_obj)}, config_file {len(config_file)},"
+            f" config_file_identity {len(config_file_identity)}, pack_file {len(pack)}"
             f" (header envelope at {H}, length {L}), key_slot {len(slot)} bytes.\n")
     for name, value in out:
         f.write(f"{name} = {value.hex()}\n")

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{Global, PasswordSource, human, open, open_keys};
+use super::{Global, PasswordSource, human, open, open_keys, read_password};
 use snapfs::crypto::keyfile::KdfParams;
 use snapfs::prune::{CopyProgress, PruneOptions};
 use snapfs::repo::LockMode;
@@ -42,12 +42,6 @@ impl Kdf {
     }
 }
 
-#[derive(clap::Args)]
-pub struct InitArgs {
-    #[command(flatten)]
-    pub kdf: Kdf,
-}
-
 /// Where a new password comes from.
 #[derive(clap::Args)]
 pub struct NewPassword {
@@ -63,13 +57,14 @@ pub struct NewPassword {
 
 impl NewPassword {
     fn read(&self) -> Result<zeroize::Zeroizing<String>> {
-        PasswordSource {
-            file: self.new_password_file.as_deref(),
+        let source = PasswordSource {
             command: self.new_password_command.as_deref(),
-            env: None,
+            file: self.new_password_file.as_deref(),
+            env: "SNAPFS_NEW_PASSWORD",
             prompt: "new password: ",
-        }
-        .read(true)
+            options: "SNAPFS_NEW_PASSWORD, --new-password-file or --new-password-command, or run on a terminal",
+        };
+        read_password(&source, true)
     }
 }
 

@@ -10,8 +10,10 @@ macro_rules! errln {
 }
 
 mod backup;
+mod bundle;
 mod check;
 mod completion;
+mod copy;
 mod diff;
 mod dump;
 mod entries;
@@ -43,6 +45,7 @@ use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
 use snapfs::backend::{self, Backend, LocalBackend};
+use snapfs::crypto::keyfile::KdfParams;
 use snapfs::format::snapshot::Snapshot;
 use snapfs::repo::{Cache, LockMode, Opened, Opening, Repository, lock};
 use snapfs::{Id, select};
@@ -122,7 +125,7 @@ pub struct Global {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new repository
-    Init(key::InitArgs),
+    Init(copy::InitArgs),
     /// Back up files and directories into a new snapshot
     Backup(backup::Args),
     /// List snapshots
@@ -167,6 +170,12 @@ enum Command {
     /// Manage passwords (key slots) and rotate the data keys
     #[command(subcommand)]
     Key(key::Command),
+    /// Copy snapshots from another repository (--from-repo), skipping those already here
+    Copy(copy::Args),
+    /// Write snapshots and only the data they need into one encrypted file any repository can import
+    Export(bundle::ExportArgs),
+    /// Add the snapshots of a bundle `export` wrote, verifying every blob
+    Import(bundle::ImportArgs),
     /// Remove stale locks (those of processes on this host that no longer run)
     Unlock {
         /// Remove every lock, also those of processes that may still run
@@ -224,7 +233,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return match err {
                 snapfs::Error::NoRepository(_) => exit::NO_REPOSITORY,
                 snapfs::Error::Locked(_) => exit::LOCKED,
-                snapfs::Error::WrongPassword(_) => exit::WRONG_PASSWORD,
+                snapfs::Error::WrongPassword(_) | snapfs::Error::WrongBundlePassword(_) => exit::WRONG_PASSWORD,
                 snapfs::Error::Interrupted => exit::INTERRUPTED,
                 _ => exit::ERROR,
             };
@@ -236,7 +245,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
     match cli.command {
-        Command::Init(a) => init(g, &a),
+        Command::Init(a) => copy::init(g, a),
         Command::Key(a) => key::run(g, a),
         Command::Backup(a) => backup::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
@@ -254,6 +263,9 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
         Command::Dump(a) => dump::run(g, a),
+        Command::Copy(a) => copy::run(g, a),
+        Command::Export(a) => bundle::export(g, a),
+        Command::Import(a) => bundle::import(g, a),
         Command::Completion { shell } => completion::run(shell),
         Command::ManPages { dir } => completion::man_pages(&dir),
         Command::Unlock { remove_all } => {
@@ -293,15 +305,19 @@ fn backend(g: &Global) -> Result<Arc<dyn Backend>> {
     Ok(backend::from_location(repo_location(g)?)?)
 }
 
-fn init(g: &Global, a: &key::InitArgs) -> Result<u8> {
+/// Creates the repository `--repo` names with `make` (which sees the new password).
+fn init(
+    g: &Global,
+    kdf: KdfParams,
+    make: impl FnOnce(Arc<dyn Backend>, &[u8], KdfParams) -> Result<Repository<Opened>>,
+) -> Result<u8> {
     let location = repo_location(g)?;
     let backend = backend(g)?;
     if !location.contains(':') {
         LocalBackend::new(Path::new(location)).check_empty()?;
     }
-    let kdf = a.kdf.params()?;
     let pw = password(g, true)?;
-    let repo = Repository::init(backend, pw.as_bytes(), kdf)?;
+    let repo = make(backend, pw.as_bytes(), kdf)?;
     if !g.quiet {
         let id: String = repo.repo_id().iter().map(|b| format!("{b:02x}")).collect();
         outln!("created snapfs repository {id} at {location}");
@@ -356,82 +372,74 @@ const NO_EMPTY: &str = "an empty password is not allowed";
 /// `pass show` must not create a repository anyone can open.
 fn password(g: &Global, confirm: bool) -> Result<Zeroizing<String>> {
     let source = PasswordSource {
-        file: g.password_file.as_deref(),
         command: g.password_command.as_deref(),
-        env: Some("SNAPFS_PASSWORD"),
+        file: g.password_file.as_deref(),
+        env: "SNAPFS_PASSWORD",
         prompt: "repository password: ",
+        options: "SNAPFS_PASSWORD, SNAPFS_PASSWORD_FILE, --password-file or --password-command",
     };
-    source.read(confirm)
+    read_password(&source, confirm)
 }
 
-/// Where one password comes from (the repository's, or a new one for `key add`).
+/// Where one repository's password comes from (`copy` reads a second one: `--from-*`).
 pub struct PasswordSource<'a> {
-    pub file: Option<&'a Path>,
     pub command: Option<&'a str>,
-    /// A variable holding the password itself.
-    pub env: Option<&'a str>,
+    pub file: Option<&'a Path>,
+    pub env: &'a str,
     pub prompt: &'a str,
+    /// The ways to give it, for the error when none was used.
+    pub options: &'a str,
 }
 
-impl PasswordSource<'_> {
-    pub fn read(&self, confirm: bool) -> Result<Zeroizing<String>> {
-        if let Some(cmd) = self.command {
-            let out = std::process::Command::new("sh")
-                .args(["-c", cmd])
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .with_context(|| format!("run password command {cmd:?}"))?;
-            let stdout = Zeroizing::new(out.stdout);
-            if !out.status.success() {
-                bail!("password command {cmd:?} failed with {}", out.status);
-            }
-            let text = std::str::from_utf8(&stdout).context("the password command printed non-UTF-8")?;
-            let pw = text.trim_end_matches(['\n', '\r']);
-            if pw.is_empty() {
-                bail!("password command {cmd:?} printed no password; {NO_EMPTY}");
-            }
-            return Ok(Zeroizing::new(pw.to_string()));
+pub fn read_password(src: &PasswordSource, confirm: bool) -> Result<Zeroizing<String>> {
+    if let Some(cmd) = src.command {
+        let out = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("run password command {cmd:?}"))?;
+        let stdout = Zeroizing::new(out.stdout);
+        if !out.status.success() {
+            bail!("password command {cmd:?} failed with {}", out.status);
         }
-        if let Some(f) = self.file {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?,
-            );
-            let first = text.split('\n').next().unwrap_or("");
-            let pw = first.strip_suffix('\r').unwrap_or(first);
-            if pw.is_empty() {
-                bail!("the first line of password file {} is empty; {NO_EMPTY}", f.display());
-            }
-            return Ok(Zeroizing::new(pw.to_string()));
+        let text = std::str::from_utf8(&stdout).context("the password command printed non-UTF-8")?;
+        let pw = text.trim_end_matches(['\n', '\r']);
+        if pw.is_empty() {
+            bail!("password command {cmd:?} printed no password; {NO_EMPTY}");
         }
-        if let Some(var) = self.env
-            && let Some(p) = std::env::var_os(var)
-        {
-            let p = Zeroizing::new(p.into_string().map_err(|_| anyhow::anyhow!("{var} is not valid UTF-8"))?);
-            if p.is_empty() {
-                bail!("{var} is set but empty; {NO_EMPTY}");
-            }
-            return Ok(p);
-        }
-        if !std::io::stdin().is_terminal() {
-            if self.env.is_some() {
-                bail!(
-                    "no password given: set SNAPFS_PASSWORD, SNAPFS_PASSWORD_FILE, --password-file or --password-command"
-                );
-            }
-            bail!("no new password given: use --new-password-file or --new-password-command, or run on a terminal");
-        }
-        let p = Zeroizing::new(rpassword::prompt_password(self.prompt).context("read password")?);
-        if p.is_empty() {
-            bail!("{NO_EMPTY}");
-        }
-        if confirm {
-            let again = Zeroizing::new(rpassword::prompt_password("repeat password: ").context("read password")?);
-            if *again != *p {
-                bail!("the passwords do not match");
-            }
-        }
-        Ok(p)
+        return Ok(Zeroizing::new(pw.to_string()));
     }
+    if let Some(f) = src.file {
+        let text =
+            Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?);
+        let first = text.split('\n').next().unwrap_or("");
+        let pw = first.strip_suffix('\r').unwrap_or(first);
+        if pw.is_empty() {
+            bail!("the first line of password file {} is empty; {NO_EMPTY}", f.display());
+        }
+        return Ok(Zeroizing::new(pw.to_string()));
+    }
+    if let Some(p) = std::env::var_os(src.env) {
+        let p = Zeroizing::new(p.into_string().map_err(|_| anyhow::anyhow!("{} is not valid UTF-8", src.env))?);
+        if p.is_empty() {
+            bail!("{} is set but empty; {NO_EMPTY}", src.env);
+        }
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given: set {}", src.options);
+    }
+    let p = Zeroizing::new(rpassword::prompt_password(src.prompt).context("read password")?);
+    if p.is_empty() {
+        bail!("{NO_EMPTY}");
+    }
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("repeat password: ").context("read password")?);
+        if *again != *p {
+            bail!("the passwords do not match");
+        }
+    }
+    Ok(p)
 }
 
 /// Which snapshots a command looks at; the same options for every command that chooses.

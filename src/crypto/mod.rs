@@ -1,7 +1,10 @@
 //! Keys, keyed ids and the sealed envelope (format-spec §2, §7).
 //! Nothing here does I/O; secrets live in zeroizing types and never reach an error message.
 
+mod identity;
 pub mod keyfile;
+
+pub use identity::Identity;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -239,12 +242,25 @@ impl Keys {
         max_len: usize,
         extra_aad: &[u8],
     ) -> Result<bool> {
-        let (epoch, key) = self.sealing_key(ty)?;
+        let (epoch, _) = self.sealing_key(ty)?;
         if envelope_epoch(envelope) == Some(epoch) {
             return Ok(false);
         }
         self.open_in_place(ty, id, envelope, max_len, extra_aad, |_| ())?;
-        // Decrypted in place: between the nonce and the tag is the body (compression byte, frame).
+        self.seal_opened_in_place(ty, id, envelope, extra_aad)?;
+        Ok(true)
+    }
+
+    /// Encrypts an envelope that was just opened in place (between its nonce and tag lies the
+    /// plaintext body: compression byte and frame) under the sealing epoch, with a fresh nonce.
+    pub(crate) fn seal_opened_in_place(
+        &self,
+        ty: ObjType,
+        id: &Id,
+        envelope: &mut [u8],
+        extra_aad: &[u8],
+    ) -> Result<()> {
+        let (epoch, key) = self.sealing_key(ty)?;
         let mut nonce = [0u8; NONCE_LEN];
         random_bytes(&mut nonce)?;
         envelope[..EPOCH_LEN].copy_from_slice(&epoch.to_le_bytes());
@@ -255,7 +271,7 @@ impl Keys {
             .encrypt_inout_detached(&XNonce::from(nonce), &aad(ty, epoch, id, extra_aad), body.into())
             .map_err(|_| Error::Invalid("encryption failed".into()))?;
         tag.copy_from_slice(&new_tag);
-        Ok(true)
+        Ok(())
     }
 
     /// The object `epochs/<n>`: epoch `n`'s data key sealed with the keyring key.

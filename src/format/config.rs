@@ -52,6 +52,20 @@ impl Params {
     }
 }
 
+/// Length of the sealed configuration's plaintext with only the parameters.
+pub const PARAMS_LEN: usize = 17;
+
+/// Splits the sealed configuration's plaintext into the parameters and, for a repository
+/// made to share another's content identity (`init --copy-chunker-params`), the 128 bytes of
+/// identity keys that follow them (format-spec §3).
+pub fn split(plain: &[u8]) -> Result<(&[u8], Option<&[u8]>)> {
+    match plain.len() {
+        PARAMS_LEN => Ok((plain, None)),
+        n if n == PARAMS_LEN + 128 => Ok((&plain[..PARAMS_LEN], Some(&plain[PARAMS_LEN..]))),
+        n => Err(Error::corrupt("config", format!("sealed configuration of {n} bytes (17 or 145 expected)"))),
+    }
+}
+
 /// The 28 plaintext bytes that start `config` and are bound into the sealed part's AAD.
 pub fn encode_header(repo_id: &[u8; 16]) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::backend::{self, Backend, Kind};
 use crate::chunker::Chunker;
 use crate::crypto::keyfile::{self, KdfParams, KeySlot};
-use crate::crypto::{Keys, MAX_PAYLOAD, ObjType, random_bytes};
+use crate::crypto::{Identity, Keys, MAX_PAYLOAD, ObjType, random_bytes};
 use crate::error::{Error, Result};
 use crate::format::config::{self, Params};
 use crate::format::{snapshot, tree};
@@ -99,6 +99,19 @@ impl Repository<Opened> {
     /// Creates a repository where the backend holds nothing yet. The config is written last:
     /// a location without it is not a repository.
     pub fn init(backend: Arc<dyn Backend>, password: &[u8], kdf: KdfParams) -> Result<Repository<Opened>> {
+        Self::init_with(backend, password, kdf, Params::DEFAULT, None)
+    }
+
+    /// [`Repository::init`] with given parameters and, to share another repository's content
+    /// identity (ids and chunk boundaries, format-spec §3), its identity keys; the master key,
+    /// data keys and password are this repository's own all the same.
+    pub fn init_with(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        params: Params,
+        identity: Option<&Identity>,
+    ) -> Result<Repository<Opened>> {
         for kind in Kind::ALL {
             if !backend.list(kind)?.is_empty() {
                 return Err(Error::Invalid(format!(
@@ -111,10 +124,14 @@ impl Repository<Opened> {
         if password.is_empty() {
             return Err(Error::Invalid("an empty password is not allowed".into()));
         }
-        let keys = Keys::random()?;
+        let mut keys = Keys::random()?;
         let mut repo_id = [0u8; 16];
         random_bytes(&mut repo_id)?;
-        let params = Params::DEFAULT;
+        let mut sealed_config = zeroize::Zeroizing::new(params.encode());
+        if let Some(identity) = identity {
+            keys.set_identity(identity);
+            sealed_config.extend_from_slice(&identity.encode()[..]);
+        }
         let slot = keyfile::wrap(&keys, password, kdf, now_ns(), &sys::hostname(), &sys::user_name(sys::uid()))?;
         let mut name = [0u8; 8];
         random_bytes(&mut name)?;
@@ -122,7 +139,7 @@ impl Repository<Opened> {
         backend.write(Kind::Epoch, &epoch_name(0), &keys.seal_epoch(0, &repo_id, now_ns())?)?;
         let header = config::encode_header(&repo_id);
         let mut cfg = header.to_vec();
-        cfg.extend(keys.seal(ObjType::Config, &Id::ZERO, &params.encode(), 0, &header)?);
+        cfg.extend(keys.seal(ObjType::Config, &Id::ZERO, &sealed_config, 0, &header)?);
         backend.write(Kind::Config, "config", &cfg)?;
         Ok(Self::assemble(backend, keys, params, repo_id, None, hex(&name)))
     }
@@ -162,13 +179,18 @@ impl Repository<Opened> {
         }
         let hints: Vec<String> =
             opts.key_hint.iter().cloned().chain(opts.cache.and_then(|c| c.key_hint(&repo_id))).collect();
-        let (keys, key_slot) = unlock(backend.as_ref(), password, &hints)?;
+        let (mut keys, key_slot) = unlock(backend.as_ref(), password, &hints)?;
         if let Some(c) = opts.cache {
             c.remember_key(&repo_id, &key_slot);
         }
         let header = &cfg[..config::HEADER_LEN];
-        let params = keys.open(ObjType::Config, &Id::ZERO, &cfg[config::HEADER_LEN..], 1024, header)?;
-        let params = Params::decode(&params)?;
+        let plain =
+            zeroize::Zeroizing::new(keys.open(ObjType::Config, &Id::ZERO, &cfg[config::HEADER_LEN..], 1024, header)?);
+        let (params, identity) = config::split(&plain)?;
+        let params = Params::decode(params)?;
+        if let Some(identity) = identity.and_then(Identity::decode) {
+            keys.set_identity(&identity);
+        }
         let damaged_epochs = load_epochs(backend.as_ref(), &keys, &repo_id, false)?;
         let (lock, unlocked) = match lock::acquire_retrying(&backend, opts.mode, opts.command, opts.retry) {
             Ok(l) => (l, None),

@@ -5,6 +5,7 @@
 
 mod bench;
 mod browsebench;
+mod copybench;
 mod demo;
 mod mountbench;
 mod prunebench;
@@ -38,6 +39,8 @@ Tasks:
          writes benches/results/browse.md  [--rounds N] [--files N]
          with --rotate: key rotate --rewrite against check --read-data and a copy of the
          packs; writes benches/results/rotate.md  [--quick] [--rounds N]
+         with --copy: copy one snapshot between local repositories against restic copy;
+         writes benches/results/copy.md  [--quick] [--rounds N] [--snapfs PATH]
 ";
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         "bench" if rest.iter().any(|a| a == "--prune") => prunebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--browse") => browsebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--rotate") => rotatebench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--copy") => copybench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
         "man" => man(),
