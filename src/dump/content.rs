@@ -72,7 +72,7 @@ impl Read for ContentReader<'_> {
     }
 }
 
-fn read_chunk(repo: &Repository, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>, Error> {
+pub(super) fn read_chunk(repo: &Repository, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>, Error> {
     let wrap = |e: Error| Error::Blob { kind: "data blob", blob: id.hex(), pack: loc.pack.hex(), cause: Box::new(e) };
     if loc.ty != ObjType::Data {
         return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use tar::{Builder, EntryType, Header};
 
 use super::DumpOutcome;
-use super::content::{ContentReader, Zeros, file_map};
+use super::content::{ContentReader, Zeros, file_map, read_chunk};
 use crate::error::{Error, Result};
 use crate::format::tree::{Kind, Node, Time};
 use crate::id::Id;
@@ -137,6 +137,10 @@ impl<W: Write> TarWriter<'_, W> {
             }
         }
         let all: Vec<_> = map.chunks().map(|(_, id, loc)| (*id, *loc)).collect();
+        // Trimmed to whole blocks of data, as restore leaves holes inside the chunks that
+        // border them: (offset, length, first chunk, end chunk, bytes of the first to skip).
+        let runs: Vec<(u64, u64, usize, usize, u64)> =
+            if holes { runs.iter().map(|r| trim(self.repo, &all, *r)).collect::<io::Result<_>>()? } else { Vec::new() };
         // GNU tar reads a GNU-format header's sparse data in the old GNU way, ignoring pax's.
         let mut h =
             if holes { header_in(n, EntryType::Regular, Header::new_ustar()) } else { header(n, EntryType::Regular) };
@@ -175,7 +179,7 @@ impl<W: Write> TarWriter<'_, W> {
             }
             h.set_size(stored);
             write_pax(&mut self.builder, &pax)?;
-            let runs = runs.iter().map(|r| (all[r.2..r.3].to_vec(), r.1.div_ceil(512) * 512 - r.1)).collect();
+            let runs = runs.iter().map(|r| (all[r.2..r.3].to_vec(), r.4, r.1, r.1.div_ceil(512) * 512 - r.1)).collect();
             let body = (&sparse_map[..]).chain(Padded { repo: self.repo, runs, cur: None });
             // The header's own name is what a tar without sparse support extracts it as.
             let shown =
@@ -188,11 +192,31 @@ impl<W: Write> TarWriter<'_, W> {
     }
 }
 
+/// Block size of the holes dump leaves inside chunks: restore's (a filesystem block).
+const HOLE_BLOCK: u64 = 4096;
+
+/// A data run without the whole blocks of zeros at its two ends (where its chunks border
+/// holes): its first and last chunk are read to find them.
+fn trim(
+    repo: &Repository,
+    all: &[(Id, crate::index::BlobLoc)],
+    (off, len, first, end): (u64, u64, usize, usize),
+) -> io::Result<(u64, u64, usize, usize, u64)> {
+    let read = |i: usize| read_chunk(repo, &all[i].0, &all[i].1).map_err(|e| io::Error::other(e.to_string()));
+    let lead = read(first)?.iter().take_while(|b| **b == 0).count() as u64;
+    let trail = read(end - 1)?.iter().rev().take_while(|b| **b == 0).count() as u64;
+    let start = ((off + lead) / HOLE_BLOCK * HOLE_BLOCK).max(off);
+    let stop = (off + len).saturating_sub(trail).div_ceil(HOLE_BLOCK) * HOLE_BLOCK;
+    let stop = stop.min(off + len).max(start);
+    Ok((start, stop - start, first, end, start - off))
+}
+
 /// The data runs of a sparse entry, each followed by the zeros that fill its last block.
 struct Padded<'a> {
     repo: &'a Repository,
-    runs: std::collections::VecDeque<(Vec<(Id, crate::index::BlobLoc)>, u64)>,
-    cur: Option<io::Chain<ContentReader<'a>, io::Take<io::Repeat>>>,
+    /// Each run's chunks, the bytes of them to skip, the bytes to take, the padding.
+    runs: std::collections::VecDeque<(Vec<(Id, crate::index::BlobLoc)>, u64, u64, u64)>,
+    cur: Option<io::Chain<io::Take<Skip<ContentReader<'a>>>, io::Take<io::Repeat>>>,
 }
 
 impl Read for Padded<'_> {
@@ -204,9 +228,26 @@ impl Read for Padded<'_> {
                     return Ok(n);
                 }
             }
-            let Some((chunks, pad)) = self.runs.pop_front() else { return Ok(0) };
-            self.cur = Some(ContentReader::new(self.repo, chunks).chain(io::repeat(0).take(pad)));
+            let Some((chunks, skip, len, pad)) = self.runs.pop_front() else { return Ok(0) };
+            let data = Skip { inner: ContentReader::new(self.repo, chunks), skip }.take(len);
+            self.cur = Some(data.chain(io::repeat(0).take(pad)));
         }
+    }
+}
+
+/// A reader without its first `skip` bytes.
+struct Skip<R> {
+    inner: R,
+    skip: u64,
+}
+
+impl<R: Read> Read for Skip<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.skip > 0 {
+            io::copy(&mut (&mut self.inner).take(self.skip), &mut io::sink())?;
+            self.skip = 0;
+        }
+        self.inner.read(buf)
     }
 }
 
