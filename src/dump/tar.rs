@@ -211,11 +211,13 @@ fn trim(
     Ok((start, stop - start, first, end, start - off))
 }
 
+/// A run's chunks, the bytes of them to skip, the bytes to take, the padding.
+type Run = (Vec<(Id, crate::index::BlobLoc)>, u64, u64, u64);
+
 /// The data runs of a sparse entry, each followed by the zeros that fill its last block.
 struct Padded<'a> {
     repo: &'a Repository,
-    /// Each run's chunks, the bytes of them to skip, the bytes to take, the padding.
-    runs: std::collections::VecDeque<(Vec<(Id, crate::index::BlobLoc)>, u64, u64, u64)>,
+    runs: std::collections::VecDeque<Run>,
     cur: Option<io::Chain<io::Take<Skip<ContentReader<'a>>>, io::Take<io::Repeat>>>,
 }
 
