@@ -41,7 +41,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
-use snapfs::backend::{self, Backend, LocalBackend};
+use snapfs::backend::{self, Backend};
 use snapfs::format::snapshot::Snapshot;
 use snapfs::repo::{Cache, LockMode, Opened, Opening, Repository, lock};
 use snapfs::{Id, select};
@@ -291,10 +291,7 @@ fn backend(g: &Global) -> Result<Arc<dyn Backend>> {
 
 fn init(g: &Global, a: &key::InitArgs) -> Result<u8> {
     let location = repo_location(g)?;
-    let backend = backend(g)?;
-    if !location.contains(':') {
-        LocalBackend::new(Path::new(location)).check_empty()?;
-    }
+    let backend = backend::for_init(location)?;
     let kdf = a.kdf.params()?;
     let pw = password(g, true)?;
     let repo = Repository::init(backend, pw.as_bytes(), kdf)?;
