@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,8 @@ use common::garage::{self, Garage};
 use common::*;
 use snapfs::backend::{Backend, Kind, S3Backend};
 
-/// A client of one repository on the cluster, with its own cache directory.
 fn client(g: &Garage, url: &str, cache: &Path) -> Snapfs {
-    let mut s = Snapfs::new(PathBuf::from(url));
-    s.env = g.env();
-    s.env.push(("SNAPFS_CACHE_DIR".into(), cache.into()));
-    s
+    g.client(url, cache)
 }
 
 /// Files of several kinds and sizes (a few MiB in all: the tests stay quick).
@@ -145,15 +141,7 @@ fn a_killed_backup_leaves_a_valid_repository() {
     for i in 0..6 {
         write_random(&src.join(format!("f{i}")), 5 * MIB, &mut rng);
     }
-    let mut cmd = s.command();
-    cmd.arg("backup").arg(&src).stdout(Stdio::null()).stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    // Kill it once it has uploaded something but well before it could finish.
-    let probe = S3Backend::with_credentials(&url, &g.key_id, &g.secret, "garage").unwrap();
-    let start = Instant::now();
-    while probe.list(Kind::Pack).unwrap().is_empty() && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = g.backup_under_way(&s, &url, &src);
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success(), "the backup was killed before it finished");
@@ -192,7 +180,7 @@ fn a_dead_endpoint_fails_quickly_with_one_line() {
         let start = Instant::now();
         let line = fails(&s, args, 1);
         assert!(start.elapsed() < Duration::from_secs(30), "{args:?} took {:?}", start.elapsed());
-        assert!(line.contains(&format!("127.0.0.1:{port}")) && line.contains("did not answer"), "{line}");
+        assert!(line.contains(&format!("127.0.0.1:{port}")) && line.contains("failed 6 tries"), "{line}");
     }
 }
 

@@ -181,7 +181,7 @@ impl S3Backend {
                 "access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions".into()
             }
             _ if e.is_persistent() || e.is_temporary() => {
-                format!("{} did not answer after {} tries: {}", self.endpoint, RETRIES + 1, one_line(&e))
+                format!("{} failed {} tries: {}", self.endpoint, RETRIES + 1, one_line(&e))
             }
             _ => one_line(&e),
         };
@@ -195,8 +195,13 @@ impl S3Backend {
 
 /// The S3 error code (`NoSuchBucket`, …) OpenDAL keeps in its message, when there is one.
 fn s3_code(e: &opendal::Error) -> Option<String> {
+    s3_field(e, "code")
+}
+
+/// A field of the S3 error OpenDAL formats into its message (`S3Error { code: "…", … }`).
+fn s3_field(e: &opendal::Error, field: &str) -> Option<String> {
     let m = e.message();
-    let start = m.find("code: \"")? + 7;
+    let start = m.find(&format!("{field}: \""))? + field.len() + 3;
     let len = m[start..].find('"')?;
     Some(m[start..start + len].to_string())
 }
@@ -209,9 +214,10 @@ fn one_line(e: &opendal::Error) -> String {
         inner = next;
     }
     let text = if std::ptr::addr_eq(inner, e as &dyn std::error::Error) {
-        match s3_code(e) {
-            Some(code) => format!("{code} ({})", e.kind()),
-            None => format!("{}: {}", e.kind(), e.message()),
+        match (s3_code(e), s3_field(e, "message")) {
+            (Some(code), Some(message)) if !message.is_empty() => format!("{code}: {message}"),
+            (Some(code), _) => format!("{code} ({})", e.kind()),
+            (None, _) => format!("{}: {}", e.kind(), e.message()),
         }
     } else {
         inner.to_string()

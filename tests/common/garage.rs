@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
+
+use snapfs::backend::Backend;
 use std::time::{Duration, Instant};
 
 const REGION: &str = "garage";
@@ -24,6 +26,8 @@ pub struct Garage {
     pub s3_ports: Vec<u16>,
     pub key_id: String,
     pub secret: String,
+    /// `ID@127.0.0.1:PORT` of each node, for `node connect`.
+    peers: Vec<String>,
     children: Mutex<Vec<Option<Child>>>,
     spawner: mpsc::Sender<(PathBuf, mpsc::Sender<Child>)>,
 }
@@ -43,6 +47,19 @@ pub fn garage_bin() -> Option<PathBuf> {
 /// never ran looks green, so a missing garage fails the test, unless `SNAPFS_SKIP_GARAGE=1`
 /// asks to skip it (never in CI): then the test says so and gets `None`.
 pub fn cluster() -> Option<&'static Garage> {
+    if !available() {
+        return None;
+    }
+    Some(CLUSTER.get_or_init(|| {
+        // SAFETY: registering a plain function; it runs once, at exit.
+        unsafe { libc::atexit(stop_cluster) };
+        Garage::start(3)
+    }))
+}
+
+/// Whether garage is here; when it is not, panics unless the tests may be skipped (see
+/// [`cluster`]).
+pub fn available() -> bool {
     if garage_bin().is_none() {
         let why = "the S3 tests need Garage 2.x (cargo install garage --locked)";
         if std::env::var_os("CI").is_some_and(|v| v != "false") {
@@ -52,13 +69,9 @@ pub fn cluster() -> Option<&'static Garage> {
             panic!("{why}; set SNAPFS_SKIP_GARAGE=1 to skip the S3 tests instead");
         }
         eprintln!("\n!!!!!!!! SKIPPED (SNAPFS_SKIP_GARAGE=1): {why} !!!!!!!!\n");
-        return None;
+        return false;
     }
-    Some(CLUSTER.get_or_init(|| {
-        // SAFETY: registering a plain function; it runs once, at exit.
-        unsafe { libc::atexit(stop_cluster) };
-        Garage::start(3)
-    }))
+    true
 }
 
 static CLUSTER: OnceLock<Garage> = OnceLock::new();
@@ -134,6 +147,7 @@ impl Garage {
             s3_ports,
             key_id: String::new(),
             secret: String::new(),
+            peers: Vec::new(),
             children: Mutex::new(Vec::new()),
             spawner,
         };
@@ -180,18 +194,15 @@ impl Garage {
         let ids: Vec<String> = (0..nodes)
             .map(|i| self.admin(i, &["node", "id", "-q"]).trim().split('@').next().unwrap().to_string())
             .collect();
-        for i in 1..nodes {
-            self.admin(0, &["node", "connect", &format!("{}@127.0.0.1:{}", ids[i], rpc_ports[i])]);
+        self.peers = (0..nodes).map(|i| format!("{}@127.0.0.1:{}", ids[i], rpc_ports[i])).collect();
+        for peer in &self.peers[1..] {
+            self.admin(0, &["node", "connect", peer]);
         }
         for id in &ids {
             self.admin(0, &["layout", "assign", "-z", "dc1", "-c", "1G", id]);
         }
         self.admin(0, &["layout", "apply", "--version", "1"]);
-        let start = Instant::now();
-        while !self.healthy(nodes) {
-            assert!(start.elapsed() < START_TIMEOUT, "garage did not become healthy:\n{}", self.status());
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.wait_healthy();
         let key = self.admin(0, &["key", "create", "snapfs-tests"]);
         let field = |name: &str| {
             key.lines()
@@ -201,6 +212,15 @@ impl Garage {
         self.key_id = field("Key ID:");
         self.secret = field("Secret key:");
         self
+    }
+
+    /// Waits until every node is up and in the layout.
+    pub fn wait_healthy(&self) {
+        let start = Instant::now();
+        while !self.healthy(self.configs.len()) {
+            assert!(start.elapsed() < START_TIMEOUT, "garage did not become healthy:\n{}", self.status());
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn status(&self) -> String {
@@ -252,6 +272,32 @@ impl Garage {
     pub fn restart(&self, node: usize) {
         let child = self.spawn(node);
         self.children.lock().unwrap()[node] = Some(child);
+        // Garage would find it again by itself, after tens of seconds; this is at once.
+        let peer = self.peers[node].clone();
+        self.admin(if node == 0 { 1 } else { 0 }, &["node", "connect", &peer]);
+    }
+
+    /// A client of the repository at `url` (from [`url`](Self::url)) with its own cache.
+    pub fn client(&self, url: &str, cache: &Path) -> super::Snapfs {
+        let mut s = super::Snapfs::new(PathBuf::from(url));
+        s.env = self.env();
+        s.env.push(("SNAPFS_CACHE_DIR".into(), cache.into()));
+        s
+    }
+
+    /// Starts `snapfs backup SRC` and returns once its first pack is in the bucket: a moment
+    /// when it has uploaded something and has more to do (SRC must be tens of MiB).
+    pub fn backup_under_way(&self, s: &super::Snapfs, url: &str, src: &Path) -> Child {
+        let mut cmd = s.command();
+        cmd.arg("backup").arg(src).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let probe = snapfs::backend::S3Backend::with_credentials(url, &self.key_id, &self.secret, REGION).unwrap();
+        let start = Instant::now();
+        while probe.list(snapfs::backend::Kind::Pack).unwrap().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(30), "the backup wrote no pack in 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
     }
 
     pub fn config(&self, node: usize) -> &Path {
