@@ -202,8 +202,17 @@ fn s3_code(e: &opendal::Error) -> Option<String> {
 fn s3_field(e: &opendal::Error, field: &str) -> Option<String> {
     let m = e.message();
     let start = m.find(&format!("{field}: \""))? + field.len() + 3;
-    let len = m[start..].find('"')?;
-    Some(m[start..start + len].to_string())
+    // The value is Debug-formatted: quotes inside it are escaped.
+    let mut value = String::new();
+    let mut chars = m[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(value),
+            '\\' => value.extend(chars.next()),
+            c => value.push(c),
+        }
+    }
+    None
 }
 
 /// The innermost cause of an OpenDAL error on one line (`Connection refused`, or the S3
@@ -335,6 +344,18 @@ mod tests {
             assert!(e.contains(bad) && e.contains("not an S3 location"), "{bad}: {e}");
         }
         assert!(S3Location::parse("s3:http://h:1").unwrap_err().to_string().contains("no bucket"));
+    }
+
+    #[test]
+    fn s3_errors_read_as_one_line() {
+        let e = opendal::Error::new(
+            ErrorKind::Unexpected,
+            r#"S3Error { code: "ServiceUnavailable", message: "no quorum: [\"Not connected\"]", resource: "" }"#,
+        );
+        assert_eq!(s3_code(&e).as_deref(), Some("ServiceUnavailable"));
+        assert_eq!(one_line(&e), r#"ServiceUnavailable: no quorum: ["Not connected"]"#);
+        let plain = opendal::Error::new(ErrorKind::NotFound, "gone\n away");
+        assert_eq!(one_line(&plain), "NotFound: gone away");
     }
 
     #[test]
