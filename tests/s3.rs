@@ -222,3 +222,21 @@ fn bad_locations_and_credentials_say_which() {
     assert!(line.contains("not empty"), "{line}");
     real.ok(["check"]);
 }
+
+#[test]
+fn listing_pages_past_1000_keys() {
+    let Some(g) = garage::cluster() else { return };
+    let url = g.url(1, &format!("{}/p", g.bucket("pages")));
+    let b = S3Backend::with_credentials(&url, &g.key_id, &g.secret, "garage").unwrap();
+    // S3 lists at most 1000 keys a page: 2100 need three LISTs, which must all be followed.
+    let names: Vec<String> = (0..2100).map(|i| format!("{i:032x}")).collect();
+    std::thread::scope(|s| {
+        for part in names.chunks(2100 / 6) {
+            let b = &b;
+            s.spawn(move || part.iter().for_each(|n| b.write(Kind::Lock, n, n.as_bytes()).unwrap()));
+        }
+    });
+    let mut listed = b.list(Kind::Lock).unwrap();
+    listed.sort();
+    assert_eq!(listed, names.iter().map(|n| (n.clone(), 32)).collect::<Vec<_>>());
+}
