@@ -7,6 +7,7 @@
 pub mod fault;
 pub mod local;
 pub mod memory;
+pub mod s3;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 pub use fault::{Fault, FaultBackend};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use s3::S3Backend;
 
 /// The kinds of object a repository holds; each has its own namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,15 +96,37 @@ pub fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound)
 }
 
-/// Opens the backend a `--repo` value names. Only local paths are built so far.
+/// Opens the backend a `--repo` value names: a local directory or `s3:…`.
 pub fn from_location(location: &str) -> Result<Arc<dyn Backend>> {
-    for scheme in ["s3:", "sftp:", "rest:", "http://", "https://", "b2:", "azure:", "gs:"] {
+    if location.starts_with("s3:") {
+        return Ok(Arc::new(S3Backend::open(location)?));
+    }
+    refuse_unsupported(location)?;
+    Ok(Arc::new(LocalBackend::new(std::path::Path::new(location))))
+}
+
+/// As [`from_location`], for `init`: refuses a location that already holds anything, so a
+/// repository never mixes with other files or objects.
+pub fn for_init(location: &str) -> Result<Arc<dyn Backend>> {
+    if location.starts_with("s3:") {
+        let s3 = S3Backend::open(location)?;
+        s3.check_empty()?;
+        return Ok(Arc::new(s3));
+    }
+    refuse_unsupported(location)?;
+    let local = LocalBackend::new(std::path::Path::new(location));
+    local.check_empty()?;
+    Ok(Arc::new(local))
+}
+
+fn refuse_unsupported(location: &str) -> Result<()> {
+    for scheme in ["sftp:", "rest:", "http://", "https://", "b2:", "azure:", "gs:", "swift:", "rclone:"] {
         if location.starts_with(scheme) {
             return Err(Error::Invalid(format!(
-                "repository {location}: {} repositories are not supported yet; only local directories are",
+                "repository {location}: {} repositories are not supported yet; only local directories and s3: are",
                 scheme.trim_end_matches(['/', ':'])
             )));
         }
     }
-    Ok(Arc::new(LocalBackend::new(std::path::Path::new(location))))
+    Ok(())
 }

@@ -44,7 +44,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
-use snapfs::backend::{self, Backend, LocalBackend};
+use snapfs::backend::{self, Backend};
 use snapfs::crypto::keyfile::KdfParams;
 use snapfs::format::snapshot::Snapshot;
 use snapfs::repo::{Cache, LockMode, Opened, Opening, Repository, lock};
@@ -312,10 +312,7 @@ fn init(
     make: impl FnOnce(Arc<dyn Backend>, &[u8], KdfParams) -> Result<Repository<Opened>>,
 ) -> Result<u8> {
     let location = repo_location(g)?;
-    let backend = backend(g)?;
-    if !location.contains(':') {
-        LocalBackend::new(Path::new(location)).check_empty()?;
-    }
+    let backend = backend::for_init(location)?;
     let pw = password(g, true)?;
     let repo = make(backend, pw.as_bytes(), kdf)?;
     if !g.quiet {

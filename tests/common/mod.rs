@@ -2,6 +2,7 @@
 //! hostile test tree, and comparing trees with ordinary tools (`diff`, `find`, `getfattr`).
 #![allow(dead_code)]
 
+pub mod garage;
 pub mod tree;
 
 #[allow(unused_imports)]
