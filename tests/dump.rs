@@ -76,6 +76,12 @@ fn the_whole_snapshot_is_a_tar_of_the_paths_as_restore_places_them() {
     extract(&tar, &extracted);
     assert_same_contents(&restored, &extracted);
     assert_eq!(fs::read(common::restored(&extracted, &src.join("b/two"))).unwrap(), b"22\n");
+    // `export --tar` is the same archive, and needs no bundle password.
+    let exported = base.join("exported.tar");
+    s.ok(["export".as_ref(), "--tar".as_ref(), "latest".as_ref(), "-o".as_ref(), exported.as_os_str()]);
+    assert!(fs::read(&exported).unwrap() == fs::read(&tar).unwrap(), "export --tar differs from dump --archive tar");
+    let out = s.run(["export".as_ref(), "--tar".as_ref(), "latest".as_ref(), "-o".as_ref(), exported.as_os_str()]);
+    assert_eq!(out.status.code(), Some(1), "an existing file is not overwritten");
 }
 
 #[test]

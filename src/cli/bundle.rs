@@ -42,6 +42,9 @@ pub struct ExportArgs {
     /// The bundle file to create
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
+    /// Write one snapshot as a tar archive instead, as `dump SNAPSHOT --archive tar` does
+    #[arg(long)]
+    tar: bool,
     #[command(flatten)]
     password: BundlePassword,
     #[command(flatten)]
@@ -78,6 +81,11 @@ pub struct ImportArgs {
 pub fn export(g: &Global, a: ExportArgs) -> Result<u8> {
     if a.output.exists() {
         bail!("{} exists; refusing to overwrite it", a.output.display());
+    }
+    if a.tar {
+        let [spec] =
+            <[String; 1]>::try_from(a.snapshots).map_err(|_| anyhow::anyhow!("export --tar takes one snapshot"))?;
+        return super::dump::tar_of(g, spec, a.output, a.filter);
     }
     let pw = a.password.read(true)?;
     let repo = super::open(g, LockMode::Reader, "export")?;

@@ -32,6 +32,11 @@ enum ArchiveArg {
     Zip,
 }
 
+/// `export --tar`: the whole snapshot as a tar into a file.
+pub fn tar_of(g: &Global, snapshot: String, output: PathBuf, filter: super::FilterArgs) -> Result<u8> {
+    run(g, Args { snapshot, path: None, archive: Some(ArchiveArg::Tar), output: Some(output), filter })
+}
+
 pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open(g, snapfs::repo::LockMode::Reader, "dump")?;
     let snaps = super::snapshot_list(&repo)?;
