@@ -3,6 +3,7 @@
 
 mod content;
 mod tar;
+mod zip;
 
 use std::io::Write;
 use std::path::Path;
@@ -14,6 +15,7 @@ use crate::repo::Repository;
 use crate::trees::Trees;
 
 pub use self::tar::write_tar;
+pub use self::zip::write_zip;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Archive {
@@ -49,9 +51,7 @@ pub fn dump(
                 .map_err(|e| Error::io(format!("dump {}", path.display()), e))?;
             Ok(DumpOutcome { entries: 1, bytes, left_out: Vec::new() })
         }
-        (Some(Archive::Zip), _) => {
-            Err(Error::Invalid("zip archives are not built into this snapfs (use --archive tar, the default)".into()))
-        }
+        (Some(Archive::Zip), _) => write_zip(repo, tree, path, out),
         _ => write_tar(repo, tree, path, out),
     }
 }
