@@ -60,6 +60,16 @@ impl Old {
     }
 }
 
+/// The epoch `key rotate --rewrite` re-seals into: the current one when older epochs are still
+/// there (an unfinished rotation is carried on, not started again), else a new one. Returns it
+/// and whether it carries a rotation on.
+pub fn target_epoch(repo: &Repository) -> Result<(u32, bool)> {
+    match repo.keys().current_epoch() {
+        Some(current) if repo.keys().epochs().len() > 1 => Ok((current, true)),
+        _ => Ok((repo.rotate_epoch()?, false)),
+    }
+}
+
 /// Re-seals everything under the current epoch and retires the others. The caller holds a
 /// [`lock::LockMode::Prune`] lock; `opts` tunes the prune that rewrites the packs.
 pub fn rewrite(repo: &Repository, opts: &PruneOptions) -> Result<RekeyOutcome> {

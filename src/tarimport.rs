@@ -92,26 +92,7 @@ impl Dir {
 }
 
 fn dir_node(name: &[u8], time: Time) -> Node {
-    Node {
-        name: name.to_vec(),
-        kind: Kind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        user: String::new(),
-        group: String::new(),
-        mtime: time,
-        ctime: time,
-        atime: None,
-        dev: 0,
-        ino: 0,
-        nlink: 1,
-        size: 0,
-        rdev: 0,
-        link_target: Vec::new(),
-        xattrs: Vec::new(),
-        content: Vec::new(),
-    }
+    Node::made_up(name, Kind::Dir, 0o755, time)
 }
 
 /// Stores a directory's trees bottom-up; returns its tree id.

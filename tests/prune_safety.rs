@@ -260,9 +260,7 @@ fn power_loss_at_every_write_of_a_key_rotation_loses_nothing_and_a_rerun_finishe
     let src = tmp.path().join("src");
     let (mem, states) = seeded(&src, 2);
     let rotate = |repo: &Repository| -> snapfs::Result<bool> {
-        if repo.keys().epochs().len() == 1 {
-            repo.rotate_epoch()?;
-        }
+        snapfs::rekey::target_epoch(repo)?;
         Ok(snapfs::rekey::rewrite(repo, &PruneOptions::default())?.finished())
     };
     let mut points = 0;

@@ -49,24 +49,11 @@ pub fn backup_stream(repo: &Repository, opts: &BackupOptions, name: &str, stream
     let t = Time { sec: now.as_second(), nsec: now.subsec_nanosecond() as u32 };
     let (uid, gid) = (sys::uid(), sys::gid());
     let mut node = Node {
-        name: name.as_bytes().to_vec(),
-        kind: Kind::File,
-        mode: 0o644,
         uid,
         gid,
         user: sys::user_name(uid),
         group: sys::group_name(gid),
-        mtime: t,
-        ctime: t,
-        atime: None,
-        dev: 0,
-        ino: 0,
-        nlink: 1,
-        size: 0,
-        rdev: 0,
-        link_target: Vec::new(),
-        xattrs: Vec::new(),
-        content: Vec::new(),
+        ..Node::made_up(name.as_bytes(), Kind::File, 0o644, t)
     };
     let walked = packer::with_packer(repo, opts.dry_run, |packer| {
         let w = walker(repo, packer, opts);

@@ -208,10 +208,7 @@ fn list(g: &Global, as_json: bool) -> Result<u8> {
 fn rotate(g: &Global, rewrite: bool, as_json: bool) -> Result<u8> {
     // A prune lock: backups and mounts go on; another prune or rotation waits.
     let repo = open(g, LockMode::Prune, "key rotate")?;
-    let epochs = repo.keys().epochs();
-    // An unfinished rotation (old epochs still there) is carried on, not started again.
-    let resume = rewrite && epochs.len() > 1;
-    let epoch = if resume { repo.keys().current_epoch().unwrap_or(0) } else { repo.rotate_epoch()? };
+    let (epoch, resume) = if rewrite { snapfs::rekey::target_epoch(&repo)? } else { (repo.rotate_epoch()?, false) };
     if !rewrite {
         if as_json {
             outln!("{}", json!({"epoch": epoch, "rewritten": false}));

@@ -62,6 +62,31 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node that no file on disk stands behind (a stream, a directory made up by an
+    /// import): owned by root, at one time, with nothing else set.
+    pub fn made_up(name: &[u8], kind: Kind, mode: u32, time: Time) -> Node {
+        Node {
+            name: name.to_vec(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            user: String::new(),
+            group: String::new(),
+            mtime: time,
+            ctime: time,
+            atime: None,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            size: 0,
+            rdev: 0,
+            link_target: Vec::new(),
+            xattrs: Vec::new(),
+            content: Vec::new(),
+        }
+    }
+
     pub fn subtree(&self) -> Option<Id> {
         (self.kind == Kind::Dir).then(|| self.content.first().copied()).flatten()
     }
