@@ -200,20 +200,25 @@ impl Index {
 
     /// Every blob entry. Entries that fail to decode are returned as errors, not dropped.
     pub fn blobs(&self) -> Result<Vec<(Id, Result<BlobLoc>)>> {
+        let mut out = Vec::with_capacity(self.blob_count()? as usize);
+        self.for_each_blob(|id, loc| {
+            out.push((id, loc));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Every blob entry in blob-id order, one at a time: for the callers whose memory must
+    /// not grow with the number of blobs (prune).
+    pub fn for_each_blob(&self, mut f: impl FnMut(Id, Result<BlobLoc>) -> Result<()>) -> Result<()> {
         let tx = self.db.begin_read()?;
-        let mut packs = std::collections::HashMap::new();
-        for item in tx.open_table(PACK_IDS)?.iter()? {
-            let (k, v) = item?;
-            packs.insert(k.value(), Id(*v.value()));
-        }
-        let table = tx.open_table(BLOBS)?;
-        let mut out = Vec::with_capacity(table.len()? as usize);
-        for item in table.iter()? {
+        let packs = pack_numbers(&tx)?;
+        for item in tx.open_table(BLOBS)?.iter()? {
             let (k, v) = item?;
             let loc = decode_blob(v.value(), |no| packs.get(&no).copied().ok_or_else(|| unknown_pack(no)));
-            out.push((Id(*k.value()), loc));
+            f(Id(*k.value()), loc)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Every pack the index knows.
@@ -405,14 +410,10 @@ impl Index {
         Ok(lost)
     }
 
-    /// Every redundant copy: blob id and the pack holding it.
+    /// Every redundant copy: blob id and the pack holding it, in blob-id order.
     pub fn redundant(&self) -> Result<Vec<(Id, Result<BlobLoc>)>> {
         let tx = self.db.begin_read()?;
-        let mut packs = std::collections::HashMap::new();
-        for item in tx.open_table(PACK_IDS)?.iter()? {
-            let (k, v) = item?;
-            packs.insert(k.value(), Id(*v.value()));
-        }
+        let packs = pack_numbers(&tx)?;
         let mut out = Vec::new();
         for item in tx.open_table(REDUNDANT)?.iter()? {
             let (k, v) = item?;
@@ -422,6 +423,16 @@ impl Index {
         }
         Ok(out)
     }
+}
+
+/// Pack numbers to pack ids: what `blobs` values name packs by.
+fn pack_numbers(tx: &redb::ReadTransaction) -> Result<std::collections::HashMap<u32, Id>> {
+    let mut packs = std::collections::HashMap::new();
+    for item in tx.open_table(PACK_IDS)?.iter()? {
+        let (k, v) = item?;
+        packs.insert(k.value(), Id(*v.value()));
+    }
+    Ok(packs)
 }
 
 /// A `packs` table value (format-spec §9).

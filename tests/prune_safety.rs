@@ -91,6 +91,12 @@ fn seeded(src: &Path, versions: u32) -> (MemoryBackend, Vec<State>) {
     (mem, states)
 }
 
+/// Prune's mark with room for eight blob ids in memory: every set it builds goes through its
+/// temporary files, so these tests cover that path (the CLI tests cover the in-memory one).
+fn spilling() -> PruneOptions {
+    PruneOptions { mark_memory: 256, ..PruneOptions::default() }
+}
+
 fn keep_last(n: i64) -> ForgetOptions {
     ForgetOptions {
         policy: Policy { last: n, ..Default::default() },
@@ -135,7 +141,7 @@ fn power_loss_at_every_write_of_forget_and_prune_keeps_every_kept_snapshot() {
         let image = mem.deep_copy();
         let faulty = Arc::new(FaultBackend::over_memory(image.clone(), Fault::PowerLoss { op: k }));
         if let Ok(repo) = open(faulty.clone(), LockMode::Prune) {
-            let _ = forget(&repo, &keep_last(1)).and_then(|_| prune(&repo, &PruneOptions::default()));
+            let _ = forget(&repo, &keep_last(1)).and_then(|_| prune(&repo, &spilling()));
         }
         if faulty.ops() < k {
             break;
@@ -146,7 +152,7 @@ fn power_loss_at_every_write_of_forget_and_prune_keeps_every_kept_snapshot() {
         assert!(n >= 1, "power loss at op {k}: the kept snapshot is gone");
         // And the job finishes: forget and prune again, then only the newest is left, intact.
         forget(&repo, &keep_last(1)).unwrap();
-        prune(&repo, &PruneOptions::default()).unwrap();
+        prune(&repo, &spilling()).unwrap();
         assert_eq!(verify(&repo, std::slice::from_ref(&newest), &tmp.path().join("scratch")), 1);
     }
     eprintln!("forget + prune: power lost at {points} write points, no kept snapshot lost");
@@ -164,7 +170,7 @@ fn a_full_disk_at_any_write_of_prune_is_an_error_that_loses_nothing() {
         let image = mem.deep_copy();
         let faulty =
             Arc::new(FaultBackend::new(Arc::new(image.clone()), Fault::FailFrom { op: k, errno: libc::ENOSPC }));
-        let result = open(faulty.clone(), LockMode::Prune).and_then(|repo| prune(&repo, &PruneOptions::default()));
+        let result = open(faulty.clone(), LockMode::Prune).and_then(|repo| prune(&repo, &spilling()));
         if faulty.ops() < k {
             break;
         }
@@ -176,7 +182,7 @@ fn a_full_disk_at_any_write_of_prune_is_an_error_that_loses_nothing() {
         snapfs::repo::lock::remove(&image, true).unwrap();
         let repo = open(Arc::new(image), LockMode::Prune).unwrap();
         assert_eq!(verify(&repo, &states, &tmp.path().join("scratch")), 1, "ENOSPC at op {k}");
-        prune(&repo, &PruneOptions::default()).expect("prune works again once there is room");
+        prune(&repo, &spilling()).expect("prune works again once there is room");
     }
     assert!(points >= 3, "{points} write points");
 }
@@ -198,7 +204,7 @@ fn a_backup_that_started_before_prune_keeps_the_data_it_reused() {
         let (snaps, _) = other.snapshots().unwrap();
         let ids = vec![snaps[0].0.hex()];
         forget(&other, &ForgetOptions { ids, policy: Policy::default(), ..keep_last(0) }).unwrap();
-        let out = prune(&other, &PruneOptions::default()).unwrap();
+        let out = prune(&other, &spilling()).unwrap();
         assert_eq!(out.deleted_packs, 0, "deleted packs a running backup may still use");
         assert!(out.waiting_packs > 0);
     }
@@ -207,7 +213,7 @@ fn a_backup_that_started_before_prune_keeps_the_data_it_reused() {
     drop(running);
     // The next prune sees the new snapshot needs those packs and keeps them.
     let repo = open(Arc::new(mem.clone()), LockMode::Prune).unwrap();
-    let out = prune(&repo, &PruneOptions::default()).unwrap();
+    let out = prune(&repo, &spilling()).unwrap();
     assert!(out.rescued_packs > 0, "{out:?}");
     assert!(mem.list(Kind::Condemned).unwrap().is_empty(), "the swept list is gone");
     assert_eq!(verify(&repo, &[v1], &tmp.path().join("scratch")), 1);
@@ -226,7 +232,7 @@ fn a_backup_after_the_condemnation_stores_the_data_again() {
     let other = open(Arc::new(mem.clone()), LockMode::Prune).unwrap();
     let (snaps, _) = other.snapshots().unwrap();
     forget(&other, &ForgetOptions { ids: vec![snaps[0].0.hex()], policy: Policy::default(), ..keep_last(0) }).unwrap();
-    assert!(prune(&other, &PruneOptions::default()).unwrap().waiting_packs > 0);
+    assert!(prune(&other, &spilling()).unwrap().waiting_packs > 0);
     drop(other);
     // A backup that starts now sees the condemned list: it does not reference those packs.
     let repo = open(Arc::new(mem.clone()), LockMode::Shared).unwrap();
@@ -234,7 +240,7 @@ fn a_backup_after_the_condemnation_stores_the_data_again() {
     drop(repo);
     drop(mount);
     let repo = open(Arc::new(mem.clone()), LockMode::Prune).unwrap();
-    let out = prune(&repo, &PruneOptions::default()).unwrap();
+    let out = prune(&repo, &spilling()).unwrap();
     assert!(out.deleted_packs > 0 && out.rescued_packs == 0, "{out:?}");
     assert_eq!(verify(&repo, &[v1], &tmp.path().join("scratch")), 1);
 }
@@ -261,7 +267,7 @@ fn power_loss_at_every_write_of_a_key_rotation_loses_nothing_and_a_rerun_finishe
     let (mem, states) = seeded(&src, 2);
     let rotate = |repo: &Repository| -> snapfs::Result<bool> {
         snapfs::rekey::target_epoch(repo)?;
-        Ok(snapfs::rekey::rewrite(repo, &PruneOptions::default())?.finished())
+        Ok(snapfs::rekey::rewrite(repo, &spilling())?.finished())
     };
     let mut points = 0;
     for k in 1.. {
@@ -299,7 +305,7 @@ fn a_full_disk_at_any_write_of_a_key_rotation_is_an_error_that_loses_nothing() {
             Arc::new(FaultBackend::new(Arc::new(image.clone()), Fault::FailFrom { op: k, errno: libc::ENOSPC }));
         let result = open(faulty.clone(), LockMode::Prune).and_then(|repo| {
             repo.rotate_epoch()?;
-            snapfs::rekey::rewrite(&repo, &PruneOptions::default())
+            snapfs::rekey::rewrite(&repo, &spilling())
         });
         if faulty.ops() < k {
             break;

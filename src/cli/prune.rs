@@ -100,7 +100,7 @@ pub fn run_with(g: &Global, a: &Tuning, dry_run: bool, json_out: bool) -> Result
                 "delete_bytes": p.delete_bytes,
                 "repack_packs": p.repack.len(),
                 "repack_bytes": p.repack_bytes,
-                "copy_blobs": p.to_copy.len(),
+                "copy_blobs": p.copy_blobs,
                 "copy_bytes": p.copy_bytes,
                 "bytes_after": p.bytes_after,
                 "deleted_packs": out.deleted_packs,
@@ -133,7 +133,7 @@ pub fn run_with(g: &Global, a: &Tuning, dry_run: bool, json_out: bool) -> Result
         p.repack.len(),
         human(p.repack_bytes),
         human(p.copy_bytes),
-        p.to_copy.len()
+        p.copy_blobs
     );
     if dry_run {
         outln!("the repository would weigh {} afterwards; nothing was changed (dry run)", human(p.bytes_after));

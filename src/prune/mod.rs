@@ -6,6 +6,7 @@
 //! snapshots written since the mark: what one of them references is rescued, not deleted.
 
 mod plan;
+mod spill;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::id::{BlobIdSet, Id};
 use crate::repo::{Repository, condemned, lock, packer};
 
 pub use plan::{Plan, plan};
+pub use spill::Spill;
 
 /// Clocks of the hosts sharing a repository are taken to agree within this much (format-spec
 /// §11): a lock that started up to this long after a list was written still holds it back.
@@ -36,6 +38,9 @@ pub struct PruneOptions {
     pub force_repack: HashSet<Id>,
     /// Bytes of live blobs copied so far, of how many: for a progress line.
     pub progress: Option<Arc<CopyProgress>>,
+    /// Memory for each of the mark's sets (blobs in use, blobs to copy); past it they go to
+    /// temporary files (in `TMPDIR`), so prune's memory does not grow with the repository.
+    pub mark_memory: usize,
 }
 
 /// How far the copy of live blobs is, for a progress line on another thread.
@@ -53,6 +58,7 @@ impl Default for PruneOptions {
             dry_run: false,
             force_repack: HashSet::new(),
             progress: None,
+            mark_memory: 8 << 20,
         }
     }
 }
@@ -77,7 +83,7 @@ pub struct PruneOutcome {
 
 /// Prunes. The caller holds a [`lock::LockMode::Prune`] lock on `repo`.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
-    let (plan, marked) = plan(repo, opts)?;
+    let (plan, marked, mut to_copy) = plan(repo, opts)?;
     let mut out = PruneOutcome::default();
     if opts.dry_run {
         out.plan = plan;
@@ -94,25 +100,37 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
             pr.total.store(plan.copy_bytes, Ordering::Relaxed);
         }
         let (copied, added) = packer::with_packer(repo, false, |p| {
-            // In parallel, in runs of neighbouring blobs: a rotation copies everything, and
-            // opening each blob (as `check --read-data` does) is most of its cost.
-            let copied: Vec<u64> = plan
-                .to_copy
-                .par_chunks(32)
-                .map(|run| {
-                    let mut n = 0;
-                    for (id, loc) in run {
-                        if copy_blob(repo, p, id, loc)? {
-                            n += 1;
+            let mut copied = 0;
+            let mut batch = Vec::with_capacity(COPY_BATCH);
+            let mut records = to_copy.iter();
+            loop {
+                batch.clear();
+                for r in records.by_ref().take(COPY_BATCH) {
+                    batch.push(plan::decode_copy(&r?));
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                // In parallel, in runs of neighbouring blobs: a rotation copies everything, and
+                // opening each blob (as `check --read-data` does) is most of its cost.
+                let n: Vec<u64> = batch
+                    .par_chunks(32)
+                    .map(|run| {
+                        let mut n = 0;
+                        for (id, loc) in run {
+                            if copy_blob(repo, p, id, loc)? {
+                                n += 1;
+                            }
+                            if let Some(pr) = &opts.progress {
+                                pr.done.fetch_add(u64::from(loc.length), Ordering::Relaxed);
+                            }
                         }
-                        if let Some(pr) = &opts.progress {
-                            pr.done.fetch_add(u64::from(loc.length), Ordering::Relaxed);
-                        }
-                    }
-                    Ok(n)
-                })
-                .collect::<Result<_>>()?;
-            Ok(copied.iter().sum())
+                        Ok(n)
+                    })
+                    .collect::<Result<_>>()?;
+                copied += n.iter().sum::<u64>();
+            }
+            Ok(copied)
         })?;
         out.copied_blobs = copied;
         out.copied_bytes = added.bytes;
@@ -147,9 +165,12 @@ fn copy_blob(repo: &Repository, p: &packer::Packer, id: &Id, loc: &crate::index:
     })
 }
 
+/// Blobs to copy decoded at a time: enough to keep every thread busy, few enough to bound memory.
+const COPY_BATCH: usize = 8192;
+
 /// What the mark found, for the sweep: the blobs in use and the snapshots walked.
 pub struct Marked {
-    pub used: BlobIdSet,
+    pub used: Spill<32>,
     pub trees: BlobIdSet,
     pub snapshots: HashSet<Id>,
 }
@@ -207,7 +228,7 @@ fn sweep(repo: &Repository, mut marked: Marked, out: &mut PruneOutcome) -> Resul
     // A pack also on a list that is held back stays (only a crash can put it on two).
     let doomed: HashSet<Id> =
         sweepable.iter().flat_map(|l| l.list.packs.iter().copied()).filter(|p| !held.contains(p)).collect();
-    let rescued = plan::needed_packs(repo, &marked.used, &doomed)?;
+    let rescued = plan::needed_packs(repo, &mut marked.used, &doomed)?;
     for pack in doomed.iter().filter(|p| !rescued.contains(p)) {
         backend.delete(Kind::Pack, &pack.hex())?;
         out.deleted_packs += 1;

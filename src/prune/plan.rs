@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use super::spill::{Cursor, Spill};
 use super::{Marked, PruneOptions};
 use crate::error::{Error, Result};
 use crate::id::{BlobIdSet, Id};
@@ -26,7 +27,7 @@ pub struct Plan {
     pub repack: Vec<Id>,
     pub repack_bytes: u64,
     /// The needed blobs that have no other copy in a pack that stays.
-    pub to_copy: Vec<(Id, BlobLoc)>,
+    pub copy_blobs: u64,
     pub copy_bytes: u64,
     /// Packs condemned by earlier prunes, waiting for their sweep.
     pub already_condemned: Vec<Id>,
@@ -36,7 +37,7 @@ pub struct Plan {
 
 /// Marks what every snapshot uses and plans the deletions. Refuses when the repository is
 /// damaged in a way that would make it delete what it cannot account for.
-pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked)> {
+pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked, Spill<COPY_RECORD>)> {
     let refuse =
         |why: String| Error::Invalid(format!("prune refuses to run: {why}; run `snapfs check` to see what is damaged"));
     // Snapshots first, then the packs: a snapshot is written after its packs, so every pack a
@@ -56,7 +57,9 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked)> {
     // hold new blobs, and nothing deletes a pack that is not condemned.
     let (files, _) = packs::list_packs(repo.backend().as_ref())?;
     let files: Vec<packs::PackFile> = files.into_iter().filter(|f| infos.contains_key(&f.id)).collect();
-    let mut marked = Marked { used: BlobIdSet::default(), trees: BlobIdSet::default(), snapshots: HashSet::new() };
+    let tmp = std::env::temp_dir();
+    let mut marked =
+        Marked { used: Spill::new(opts.mark_memory, &tmp), trees: BlobIdSet::default(), snapshots: HashSet::new() };
     marked.snapshots.extend(snaps.iter().map(|(id, _)| *id));
     mark_trees(repo, snaps.iter().map(|(_, s)| s.tree).collect(), &mut marked)?;
 
@@ -67,30 +70,39 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked)> {
     let already: HashSet<Id> = lists.iter().flat_map(|l| l.list.packs.iter().copied()).collect();
 
     let mut p = Plan { already_condemned: already.iter().copied().collect(), ..Default::default() };
-    let primaries = repo.index().blobs()?;
-    let redundant = repo.index().redundant()?;
+    // Copies beyond the first are few (packs written twice by racing backups): kept in memory.
+    let mut redundant = Vec::new();
+    for (id, loc) in repo.index().redundant()? {
+        let loc = loc.map_err(|e| refuse(format!("index entry of a copy of blob {}: {e}", id.short())))?;
+        redundant.push((id, loc));
+    }
     let mut used_in: HashMap<Id, u64> = HashMap::new();
     let mut unused_in: HashMap<Id, u64> = HashMap::new();
-    for (id, loc) in &primaries {
-        let loc = loc.as_ref().map_err(|e| refuse(format!("index entry of blob {}: {e}", id.short())))?;
-        let n = u64::from(loc.length);
-        if marked.used.contains(id) {
-            *used_in.entry(loc.pack).or_default() += n;
-            p.used_blobs += 1;
-            p.used_bytes += n;
-        } else {
-            *unused_in.entry(loc.pack).or_default() += n;
-            p.unused_blobs += 1;
-            p.unused_bytes += n;
-        }
+    let mut missing = 0u64;
+    {
+        // The index and the used set, both in blob-id order, joined in one pass.
+        let mut used = Cursor::new(marked.used.iter());
+        repo.index().for_each_blob(|id, loc| {
+            let loc = loc.map_err(|e| refuse(format!("index entry of blob {}: {e}", id.short())))?;
+            let n = u64::from(loc.length);
+            if used.has(&id.0, |_| missing += 1)? {
+                *used_in.entry(loc.pack).or_default() += n;
+                p.used_blobs += 1;
+                p.used_bytes += n;
+            } else {
+                *unused_in.entry(loc.pack).or_default() += n;
+                p.unused_blobs += 1;
+                p.unused_bytes += n;
+            }
+            Ok(())
+        })?;
+        used.rest(|_| missing += 1)?;
     }
-    for (id, loc) in &redundant {
-        let loc = loc.as_ref().map_err(|e| refuse(format!("index entry of a copy of blob {}: {e}", id.short())))?;
+    for (_, loc) in &redundant {
         *unused_in.entry(loc.pack).or_default() += u64::from(loc.length);
         p.unused_blobs += 1;
         p.unused_bytes += u64::from(loc.length);
     }
-    let missing = marked.used.iter().filter(|id| !primaries_has(&primaries, id)).count();
     if missing > 0 {
         return Err(refuse(format!("{missing} blob(s) the snapshots need are in no pack")));
     }
@@ -131,28 +143,57 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked)> {
     }
     // Needed blobs in the packs that go, unless a copy stays elsewhere.
     let going: HashSet<Id> = p.delete.iter().chain(&p.repack).chain(&p.already_condemned).copied().collect();
-    let mut stays_elsewhere: BlobIdSet = BlobIdSet::default();
-    for (id, loc) in redundant.iter().filter_map(|(id, l)| l.as_ref().ok().map(|l| (id, l))) {
-        if !going.contains(&loc.pack) {
-            stays_elsewhere.insert(*id);
-        }
-    }
+    let stays_elsewhere: BlobIdSet =
+        redundant.iter().filter(|(_, loc)| !going.contains(&loc.pack)).map(|(id, _)| *id).collect();
     let repacked: HashSet<Id> = p.repack.iter().copied().collect();
-    for (id, loc) in primaries.iter().filter_map(|(id, l)| l.as_ref().ok().map(|l| (id, l))) {
-        if repacked.contains(&loc.pack) && marked.used.contains(id) && !stays_elsewhere.contains(id) {
-            p.to_copy.push((*id, *loc));
-            p.copy_bytes += u64::from(loc.length);
-        }
+    let mut to_copy = Spill::new(opts.mark_memory, &tmp);
+    if !repacked.is_empty() {
+        let mut used = Cursor::new(marked.used.iter());
+        repo.index().for_each_blob(|id, loc| {
+            let Ok(loc) = loc else { return Ok(()) };
+            if used.has(&id.0, |_| ())? && repacked.contains(&loc.pack) && !stays_elsewhere.contains(&id) {
+                to_copy.insert(encode_copy(&id, &loc))?;
+                p.copy_blobs += 1;
+                p.copy_bytes += u64::from(loc.length);
+            }
+            Ok(())
+        })?;
     }
-    p.to_copy.sort_by_key(|(_, l)| (l.pack, l.offset));
     let condemned_bytes: u64 = files.iter().filter(|f| already.contains(&f.id)).map(|f| f.size).sum();
     p.bytes_after = p.bytes - p.delete_bytes - p.repack_bytes - condemned_bytes + p.copy_bytes;
-    Ok((p, marked))
+    Ok((p, marked, to_copy))
 }
 
-fn primaries_has(primaries: &[(Id, Result<BlobLoc>)], id: &Id) -> bool {
-    // The list is in key order (redb's), so a binary search finds a blob.
-    primaries.binary_search_by(|(k, _)| k.cmp(id)).is_ok()
+/// A blob to copy, as a record that sorts by pack and offset: the copy then reads each pack
+/// front to back.
+pub const COPY_RECORD: usize = 77;
+
+fn encode_copy(id: &Id, loc: &BlobLoc) -> [u8; COPY_RECORD] {
+    let mut r = [0u8; COPY_RECORD];
+    r[..32].copy_from_slice(&loc.pack.0);
+    r[32..36].copy_from_slice(&loc.offset.to_be_bytes());
+    r[36..68].copy_from_slice(&id.0);
+    r[68..72].copy_from_slice(&loc.length.to_le_bytes());
+    r[72..76].copy_from_slice(&loc.raw_len.to_le_bytes());
+    r[76] = loc.ty as u8;
+    r
+}
+
+pub fn decode_copy(r: &[u8; COPY_RECORD]) -> (Id, BlobLoc) {
+    let u = |i: usize, be: bool| {
+        let b: [u8; 4] = r[i..i + 4].try_into().expect("4 bytes");
+        if be { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+    };
+    let id = Id(r[36..68].try_into().expect("32 bytes"));
+    let ty = crate::crypto::ObjType::from_u8(r[76]).expect("written by encode_copy");
+    let loc = BlobLoc {
+        pack: Id(r[..32].try_into().expect("32 bytes")),
+        offset: u(32, true),
+        length: u(68, false),
+        raw_len: u(72, false),
+        ty,
+    };
+    (id, loc)
 }
 
 /// Adds to `marked` every blob reachable from `roots`, entering no tree it has seen. A tree that
@@ -162,14 +203,20 @@ pub(super) fn mark_trees(repo: &Repository, roots: Vec<Id>, marked: &mut Marked)
     let seen = std::mem::take(&mut marked.trees);
     let mut trees = BlobIdSet::default();
     let used = &mut marked.used;
+    let mut spill_failed = None;
     let load = |id: &Id| crate::trees::load(repo, id).map(Arc::new);
     crate::trees::walk_unique_from(seen.clone(), roots, load, |id, listing| {
         trees.insert(id);
-        used.insert(id);
+        let mut add = |b: &Id| {
+            if let Err(e) = used.insert(b.0) {
+                spill_failed.get_or_insert(e);
+            }
+        };
+        add(&id);
         match listing {
             Ok(nodes) => {
                 for n in nodes.iter().filter(|n| n.subtree().is_none()) {
-                    used.extend(n.content.iter().copied());
+                    n.content.iter().for_each(&mut add);
                 }
             }
             Err(e) => {
@@ -177,6 +224,9 @@ pub(super) fn mark_trees(repo: &Repository, roots: Vec<Id>, marked: &mut Marked)
             }
         }
     });
+    if let Some(e) = spill_failed {
+        return Err(e);
+    }
     marked.trees = seen;
     marked.trees.extend(trees);
     if let Some((id, e)) = failed {
@@ -189,20 +239,26 @@ pub(super) fn mark_trees(repo: &Repository, roots: Vec<Id>, marked: &mut Marked)
 }
 
 /// Of `doomed`, the packs that hold a needed blob with no copy outside `doomed`.
-pub(super) fn needed_packs(repo: &Repository, used: &BlobIdSet, doomed: &HashSet<Id>) -> Result<HashSet<Id>> {
-    let mut locs: HashMap<Id, Vec<Id>> = HashMap::new();
-    for (id, loc) in repo.index().blobs()?.into_iter().chain(repo.index().redundant()?) {
-        if let Ok(loc) = loc
-            && used.contains(&id)
-        {
-            locs.entry(id).or_default().push(loc.pack);
+pub(super) fn needed_packs(repo: &Repository, used: &mut Spill<32>, doomed: &HashSet<Id>) -> Result<HashSet<Id>> {
+    let mut copies: HashMap<Id, Vec<Id>> = HashMap::new();
+    for (id, loc) in repo.index().redundant()? {
+        if let Ok(loc) = loc {
+            copies.entry(id).or_default().push(loc.pack);
         }
     }
     let mut needed = HashSet::new();
-    for packs in locs.values() {
-        if packs.iter().all(|p| doomed.contains(p)) {
-            needed.extend(packs.iter().copied());
+    let mut used = Cursor::new(used.iter());
+    repo.index().for_each_blob(|id, loc| {
+        let Ok(loc) = loc else { return Ok(()) };
+        if !used.has(&id.0, |_| ())? {
+            return Ok(());
         }
-    }
+        let others = copies.get(&id).map(Vec::as_slice).unwrap_or_default();
+        if doomed.contains(&loc.pack) && others.iter().all(|p| doomed.contains(p)) {
+            needed.insert(loc.pack);
+            needed.extend(others.iter().copied());
+        }
+        Ok(())
+    })?;
     Ok(needed)
 }

@@ -9,6 +9,7 @@ mod copybench;
 mod demo;
 mod mountbench;
 mod prunebench;
+mod prunescale;
 mod rotatebench;
 
 use std::env;
@@ -35,6 +36,8 @@ Tasks:
          with --prune: forget half of a 20-snapshot history and prune, against restic
          forget --prune and borg prune + compact; writes benches/results/prune.md
          [--quick] [--rounds N] [--snapshots N]
+         with --prune-scale: prune's peak RSS against restic's as the number of blobs
+         grows; writes benches/results/prune-scale.md  [--rounds N] [--files N,N,…]
          with --browse: ls, find, diff and history over 50 snapshots against restic's;
          writes benches/results/browse.md  [--rounds N] [--files N]
          with --rotate: key rotate --rewrite against check --read-data and a copy of the
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         "bench" if rest.iter().any(|a| a == "--scale") => bench::scale(rest),
         "bench" if rest.iter().any(|a| a == "--mount") => mountbench::run(rest),
         "bench" if rest.iter().any(|a| a == "--prune") => prunebench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--prune-scale") => prunescale::run(rest),
         "bench" if rest.iter().any(|a| a == "--browse") => browsebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--rotate") => rotatebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--copy") => copybench::run(rest),
