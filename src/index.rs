@@ -84,6 +84,9 @@ pub struct Index {
 /// index: cap it, and let the kernel's page cache serve lookups beyond it.
 const CACHE_SIZE: usize = 32 << 20;
 
+/// Blob entries removed in one write transaction (see `remove_packs`).
+const REMOVE_BATCH: usize = 20_000;
+
 impl Index {
     /// Opens or creates the file. With `verify`, every page checksum is checked first (for
     /// `check`, which must not trust an altered file). A damaged file or one of another layout
@@ -362,26 +365,21 @@ impl Index {
         if gone.is_empty() {
             return Ok(0);
         }
-        let tx = self.db.begin_write()?;
-        let mut lost = 0;
-        {
-            let mut packs = tx.open_table(PACKS)?;
-            let mut ids = tx.open_table(PACK_IDS)?;
+        let numbers: std::collections::HashSet<u32> = {
+            let tx = self.db.begin_read()?;
+            let packs = tx.open_table(PACKS)?;
             let mut numbers = std::collections::HashSet::new();
             for id in gone {
-                let Some(no) = packs.remove(&id.0)?.map(|v| PackInfo::decode(v.value()).0) else { continue };
-                ids.remove(no)?;
-                numbers.insert(no);
+                if let Some(v) = packs.get(&id.0)? {
+                    numbers.insert(PackInfo::decode(v.value()).0);
+                }
             }
-            let mut blobs = tx.open_table(BLOBS)?;
+            numbers
+        };
+        let pack_of = |v: &[u8; 17]| u32::from_le_bytes(v[..4].try_into().expect("4 bytes"));
+        let tx = self.db.begin_write()?;
+        {
             let mut redundant = tx.open_table(REDUNDANT)?;
-            let pack_of = |v: &[u8; 17]| u32::from_le_bytes(v[..4].try_into().expect("4 bytes"));
-            let orphans: Vec<[u8; 32]> = blobs
-                .iter()?
-                .filter_map(|r| r.ok())
-                .filter(|(_, v)| numbers.contains(&pack_of(v.value())))
-                .map(|(k, _)| *k.value())
-                .collect();
             let stale: Vec<[u8; 36]> = redundant
                 .iter()?
                 .filter_map(|r| r.ok())
@@ -391,18 +389,63 @@ impl Index {
             for k in &stale {
                 redundant.remove(k)?;
             }
-            for id in orphans {
-                blobs.remove(&id)?;
-                let lo = redundant_key(&Id(id), 0);
-                let hi = redundant_key(&Id(id), u32::MAX);
-                let copy =
-                    redundant.range::<&[u8; 36]>(&lo..=&hi)?.next().transpose()?.map(|(k, v)| (*k.value(), *v.value()));
-                match copy {
-                    Some((k, v)) => {
-                        redundant.remove(&k)?;
-                        blobs.insert(&id, &v)?;
+        }
+        tx.commit()?;
+        // The blobs of the packs go in transactions of a bounded size: redb keeps a
+        // transaction's changed pages in memory until it commits, and a prune that removes
+        // half the packs would otherwise hold half the index there. A crash between them
+        // leaves packs listed without some of their blobs, which only costs deduplication.
+        let mut lost = 0;
+        let mut from: Option<[u8; 32]> = None;
+        loop {
+            let tx = self.db.begin_write()?;
+            let more;
+            {
+                let mut blobs = tx.open_table(BLOBS)?;
+                let mut redundant = tx.open_table(REDUNDANT)?;
+                let orphans: Vec<[u8; 32]> = {
+                    let it = match &from {
+                        Some(k) => blobs.range::<&[u8; 32]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))?,
+                        None => blobs.range::<&[u8; 32]>(..)?,
+                    };
+                    it.filter_map(|r| r.ok())
+                        .filter(|(_, v)| numbers.contains(&pack_of(v.value())))
+                        .map(|(k, _)| *k.value())
+                        .take(REMOVE_BATCH)
+                        .collect()
+                };
+                more = orphans.len() == REMOVE_BATCH;
+                from = orphans.last().copied();
+                for id in orphans {
+                    blobs.remove(&id)?;
+                    let lo = redundant_key(&Id(id), 0);
+                    let hi = redundant_key(&Id(id), u32::MAX);
+                    let copy = redundant
+                        .range::<&[u8; 36]>(&lo..=&hi)?
+                        .next()
+                        .transpose()?
+                        .map(|(k, v)| (*k.value(), *v.value()));
+                    match copy {
+                        Some((k, v)) => {
+                            redundant.remove(&k)?;
+                            blobs.insert(&id, &v)?;
+                        }
+                        None => lost += 1,
                     }
-                    None => lost += 1,
+                }
+            }
+            tx.commit()?;
+            if !more {
+                break;
+            }
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut packs = tx.open_table(PACKS)?;
+            let mut ids = tx.open_table(PACK_IDS)?;
+            for id in gone {
+                if let Some(no) = packs.remove(&id.0)?.map(|v| PackInfo::decode(v.value()).0) {
+                    ids.remove(no)?;
                 }
             }
         }
