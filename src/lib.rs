@@ -22,6 +22,7 @@ pub mod id;
 pub mod index;
 pub mod patterns;
 pub mod policy;
+pub mod progress;
 pub mod prune;
 pub mod reader;
 pub mod rekey;

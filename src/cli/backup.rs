@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::interrupt::Interrupt;
 use super::{Global, count, exit, human, progress, read_patterns};
+use snapfs::archiver::progress::Progress;
 use snapfs::archiver::select::{CACHEDIR_TAG, ListFormat, Selection, files_from, parse_size};
 use snapfs::archiver::{BackupOptions, Stream, backup, backup_stream};
 use snapfs::patterns::Patterns;
@@ -187,6 +188,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         ..opts
     };
     let mode = progress::Mode::choose(g.quiet, a.json);
+    let bars = std::sync::Arc::new(progress::Bars::new(mode != progress::Mode::Terminal));
+    let counters = Progress { each: progress::backup_listing(g.verbose, a.json, &bars), ..Default::default() };
+    let opts = BackupOptions { progress: counters.into(), ..opts };
     let done = AtomicBool::new(false);
     let out = std::thread::scope(|s| {
         if mode != progress::Mode::Off && !a.no_scan && stream.is_none() {
@@ -194,7 +198,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             let (excludes, select, counters) = (&opts.excludes, &opts.select, &opts.progress);
             s.spawn(move || snapfs::archiver::progress::prescan(&paths, excludes, select, counters));
         }
-        s.spawn(|| progress::report(&opts.progress, mode, &done));
+        s.spawn(|| progress::report(&opts.progress, mode, &bars, &done));
         let out = match stream {
             Some(stream) => backup_stream(&repo, &opts, &a.stdin_filename, stream),
             None => backup(&repo, &opts),

@@ -1,9 +1,11 @@
 //! `snapfs check`.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use super::{Global, count, exit, human, parse_duration};
+use super::{Global, count, exit, human, parse_duration, progress};
 use snapfs::check::{CheckOptions, Report, Subset, check, parse_subset};
 use snapfs::repo::LockMode;
 use snapfs::select::{self, Filter};
@@ -46,8 +48,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             Some(select::pick(&snaps, &select::parse_spec(name)?.0, &Filter::default())?.0)
         }
     };
-    let opts = CheckOptions { read_data: subset, max_duration, snapshot };
-    let report = check(&repo, &opts)?;
+    let opts = CheckOptions { read_data: subset, max_duration, snapshot, progress: Default::default() };
+    let bars = progress::Bars::new(g.quiet || a.json || subset.is_none());
+    let bar = bars.work();
+    let done = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| progress::follow_work(&bar, "reading", "packs", &opts.progress, &done));
+        let report = check(&repo, &opts);
+        done.store(true, Relaxed);
+        report
+    })?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&to_json(&report))?);
     } else {

@@ -118,8 +118,12 @@ pub struct Global {
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     retry_lock: Option<Duration>,
     /// Print only warnings and errors
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// List the files as they are backed up or restored (-vv: also those unchanged, and
+    /// directories)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Subcommand)]
