@@ -112,6 +112,29 @@ pub struct Args {
     /// Skip the quick pre-scan that gives the progress display its totals and ETA
     #[arg(long)]
     no_scan: bool,
+    /// How hard to compress new data: auto (the repository's level), off, max, or a zstd
+    /// level 1-22
+    #[arg(long, value_name = "auto|off|max|LEVEL", value_parser = parse_compression)]
+    compression: Option<Compression>,
+}
+
+#[derive(Clone, Copy)]
+enum Compression {
+    Auto,
+    Level(u8),
+}
+
+fn parse_compression(s: &str) -> Result<Compression> {
+    Ok(match s {
+        "auto" => Compression::Auto,
+        "off" => Compression::Level(0),
+        // zstd's levels above 19 need far more memory to decompress, for little gain.
+        "max" => Compression::Level(19),
+        n => match n.parse::<u8>() {
+            Ok(l @ 1..=22) => Compression::Level(l),
+            _ => bail!("use auto, off, max or a level from 1 to 22"),
+        },
+    })
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
@@ -174,6 +197,10 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     };
     let interrupt = Interrupt::catch()?;
     let repo = super::open(g, snapfs::repo::LockMode::Shared, "backup")?;
+    let repo = match a.compression {
+        Some(Compression::Level(l)) => repo.with_zstd_level(l),
+        Some(Compression::Auto) | None => repo,
+    };
     interrupt.arm();
     let opts = BackupOptions {
         parent: match &a.parent {
