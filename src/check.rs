@@ -107,6 +107,9 @@ pub struct Report {
     pub redundant_blobs: u64,
     /// Files under `packs/` that are not packs.
     pub stray_files: Vec<String>,
+    /// Staging files left in the repository by writers, with their age: an interrupted backup's
+    /// (removed by the next write once an hour old), or a running one's.
+    pub staging_files: Vec<(String, Duration)>,
     pub read: Option<ReadStats>,
     pub coverage: Coverage,
 }

@@ -40,6 +40,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let max_duration = a.max_duration.as_deref().map(parse_duration).transpose()?;
     // The cache is checked page by page on open (check must not trust an altered file), and
     // packs that vanished stay in it for check to name.
+    // Armed before the lock is taken: the lock is found by this process's id, not its name.
+    let interrupt = super::interrupt::Interrupt::catch()?;
+    interrupt.exit_releasing(super::backend(g)?);
     let repo = super::open_cached(g, LockMode::Reader, "check", &super::cache(g).audited())?;
     let snapshot = match &a.snapshot {
         None => None,
@@ -128,6 +131,12 @@ fn print_text(r: &Report, quiet: bool) {
         }
         for s in &r.stray_files {
             outln!("note: {s} is not a pack file");
+        }
+        for (name, age) in &r.staging_files {
+            let minutes = count(age.as_secs() / 60, "minute", "minutes");
+            outln!(
+                "note: {name} is a staging file {minutes} old, left by an interrupted write or one under way; the next backup removes it once it is an hour old"
+            );
         }
     }
     if !r.problems.is_empty() {
@@ -222,6 +231,7 @@ fn to_json(r: &Report) -> Value {
         "unreferenced": {"packs": r.unreferenced_packs, "blobs": r.unreferenced_blobs},
         "redundant_blobs": r.redundant_blobs,
         "stray_files": r.stray_files,
+        "staging_files": r.staging_files.iter().map(|(n, age)| json!({"name": n, "age_seconds": age.as_secs()})).collect::<Vec<_>>(),
         "read_data": read,
         "coverage": {
             "packs": c.packs,

@@ -138,6 +138,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         (None, Some(t)) => (select::Selector::AtOrBefore(timespec::parse_until(t)?), None),
         (None, None) => bail!("name a snapshot, or give --timestamp"),
     };
+    // Armed before the lock is taken: the lock is found by this process's id, not its name.
+    let interrupt = super::interrupt::Interrupt::catch()?;
+    interrupt.exit_releasing(super::backend(g)?);
     let repo = super::open(g, snapfs::repo::LockMode::Reader, "restore")?;
     let (snaps, bad) = repo.snapshots()?;
     for (n, e) in &bad {
