@@ -5,6 +5,9 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// Told each item done, by path.
+pub type OnItem = Box<dyn Fn(&Path) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Work {
     pub items_total: AtomicU64,
@@ -12,7 +15,7 @@ pub struct Work {
     pub bytes_total: AtomicU64,
     pub bytes_done: AtomicU64,
     /// Called with each item when it is done, from any worker thread (a verbose listing).
-    pub each: Option<Box<dyn Fn(&Path) + Send + Sync>>,
+    pub each: Option<OnItem>,
 }
 
 impl Work {

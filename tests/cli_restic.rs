@@ -231,3 +231,23 @@ fn ctrl_c_in_restore_and_check_removes_the_lock() {
     }
     s.ok(["check"]);
 }
+
+#[test]
+fn usage_lines_show_only_what_is_required() {
+    let help = |args: &[&str]| {
+        let out = run_cmd(std::process::Command::new(bin()).args(args).env("SNAPFS_REPOSITORY", "/srv/r"));
+        stdout_of(&out)
+    };
+    for cmd in ["restore", "backup", "check", "cat", "list", "snapshots"] {
+        let text = help(&[cmd, "--help"]);
+        let usage = text.lines().find(|l| l.starts_with("Usage:")).unwrap_or_else(|| panic!("{text}"));
+        assert!(!usage.contains("--repo"), "{cmd}: {usage}");
+        assert!(text.contains("Global options:") && !text.contains("[default: ]"), "{cmd}:\n{text}");
+    }
+    let restore = help(&["restore", "--help"]);
+    assert!(
+        restore.contains("[SNAPSHOT[:PATH]]"),
+        "SNAPSHOT shown as required although --timestamp replaces it:\n{restore}"
+    );
+    assert!(help(&["--help"]).contains("-v, --verbose"), "no -v in the global options");
+}

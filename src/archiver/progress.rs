@@ -29,8 +29,11 @@ pub struct Progress {
     pub stop: AtomicBool,
     /// Called with each entry as it is stored, and whether it is a directory (a verbose
     /// listing), from any worker thread.
-    pub each: Option<Box<dyn Fn(Change, bool, &Path) + Send + Sync>>,
+    pub each: Option<OnEntry>,
 }
+
+/// Told each entry stored: what happened to it, whether it is a directory, its path.
+pub type OnEntry = Box<dyn Fn(Change, bool, &Path) + Send + Sync>;
 
 /// What happened to an entry against the parent snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use snapfs::archiver::progress::{Change, Progress};
+use snapfs::archiver::progress::{Change, OnEntry, Progress};
 use snapfs::progress::Work;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -129,11 +129,7 @@ pub fn report(p: &Progress, mode: Mode, bars: &Bars, done: &AtomicBool) {
 
 /// `-v` (files new or modified) and `-vv` (every entry) for a backup: lines on stdout, as
 /// restic's `verbose_status` objects with `json`.
-pub fn backup_listing(
-    verbose: u8,
-    json: bool,
-    bars: &Arc<Bars>,
-) -> Option<Box<dyn Fn(Change, bool, &Path) + Send + Sync>> {
+pub fn backup_listing(verbose: u8, json: bool, bars: &Arc<Bars>) -> Option<OnEntry> {
     if verbose == 0 {
         return None;
     }

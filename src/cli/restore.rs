@@ -127,7 +127,7 @@ fn summary(c: &Counts, bytes: Option<u64>) -> String {
 /// The counters restore advances; with `verbose`, each entry is printed as it is written.
 fn work(verbose: bool, bars: &Arc<progress::Bars>) -> snapfs::progress::Work {
     let bars = bars.clone();
-    let each: Option<Box<dyn Fn(&Path) + Send + Sync>> =
+    let each: Option<snapfs::progress::OnItem> =
         verbose.then(|| Box::new(move |p: &Path| bars.suspend(|| outln!("restored {}", p.display()))) as _);
     snapfs::progress::Work { each, ..Default::default() }
 }
