@@ -36,6 +36,8 @@ pub struct CheckOptions {
     pub max_duration: Option<Duration>,
     /// Check only what this snapshot needs.
     pub snapshot: Option<Id>,
+    /// Advanced as packs are read: packs and their bytes.
+    pub progress: std::sync::Arc<crate::progress::Work>,
 }
 
 /// One damaged thing. `kind` is a stable word for monitoring: `key_slot`, `snapshot`,
@@ -105,6 +107,9 @@ pub struct Report {
     pub redundant_blobs: u64,
     /// Files under `packs/` that are not packs.
     pub stray_files: Vec<String>,
+    /// Staging files left in the repository by writers, with their age: an interrupted backup's
+    /// (removed by the next write once an hour old), or a running one's.
+    pub staging_files: Vec<(String, Duration)>,
     pub read: Option<ReadStats>,
     pub coverage: Coverage,
 }
@@ -150,7 +155,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<Report> {
     // the blobs the walk finds, so it waits for it.
     let (walk, verified) = match opts.read_data {
         Some(subset) if opts.snapshot.is_none() => {
-            let plan = data::Plan { subset, max_duration: opts.max_duration, only: None };
+            let plan = data::Plan { subset, max_duration: opts.max_duration, only: None, progress: &opts.progress };
             let (w, v) =
                 rayon::join(|| structure::walk(repo, &facts, &snaps, &mut lost), || data::verify(repo, &facts, &plan));
             (w, Some(v))
@@ -167,7 +172,8 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<Report> {
     if let Some(subset) = opts.read_data {
         let verified = verified.unwrap_or_else(|| {
             let needed: HashSet<Id> = walk.trees.iter().chain(walk.data.iter()).copied().collect();
-            let plan = data::Plan { subset, max_duration: opts.max_duration, only: Some(&needed) };
+            let plan =
+                data::Plan { subset, max_duration: opts.max_duration, only: Some(&needed), progress: &opts.progress };
             data::verify(repo, &facts, &plan)
         });
         let stats = data::record(repo.index(), &mut facts, verified, opts.snapshot.is_some(), &mut lost, &mut report)?;

@@ -77,6 +77,17 @@ pub fn local(ns: i64) -> String {
     }
 }
 
+/// The zone [`local`] shows times in, for a table to say: `Europe/Berlin, UTC+01` or `UTC`.
+pub fn zone_name() -> String {
+    let tz = TimeZone::system();
+    let offset = tz.to_offset(Timestamp::now());
+    let utc = if offset.seconds() == 0 { "UTC".to_string() } else { format!("UTC{offset}") };
+    match tz.iana_name() {
+        Some(name) if name != "UTC" && name != "Etc/UTC" => format!("{name}, {utc}"),
+        _ => utc,
+    }
+}
+
 /// RFC 3339 in UTC with nanoseconds, for JSON.
 pub fn rfc3339(ns: i64) -> String {
     Timestamp::from_nanosecond(ns as i128).map(|t| t.to_string()).unwrap_or_default()

@@ -27,9 +27,39 @@ pub struct Progress {
     pub scan_done: AtomicBool,
     /// Tells the pre-scan to stop early when the backup is over.
     pub stop: AtomicBool,
+    /// Called with each entry as it is stored, and whether it is a directory (a verbose
+    /// listing), from any worker thread.
+    pub each: Option<OnEntry>,
+}
+
+/// Told each entry stored: what happened to it, whether it is a directory, its path.
+pub type OnEntry = Box<dyn Fn(Change, bool, &Path) + Send + Sync>;
+
+/// What happened to an entry against the parent snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    New,
+    Modified,
+    Unchanged,
+}
+
+impl Change {
+    pub fn word(self) -> &'static str {
+        match self {
+            Change::New => "new",
+            Change::Modified => "modified",
+            Change::Unchanged => "unchanged",
+        }
+    }
 }
 
 impl Progress {
+    pub fn note(&self, change: Change, dir: bool, p: &Path) {
+        if let Some(f) = &self.each {
+            f(change, dir, p);
+        }
+    }
+
     pub fn set_current(&self, p: &Path) {
         if let Ok(mut c) = self.current.lock() {
             c.clear();

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::Warning;
 use super::gitignore::Ignores;
 use super::meta::node_from;
-use super::progress::Progress;
+use super::progress::{Change, Progress};
 use crate::crypto::ObjType;
 use crate::error::{Error, Result};
 use crate::format::tree::{self, Kind, Node};
@@ -103,11 +103,13 @@ impl Walker<'_> {
                     self.dir(path, prev, root_dev, ign)?
                 };
                 let c = &self.counters;
-                match prev {
-                    Some(p) if p == tree => c.dirs_unchanged.fetch_add(1, Relaxed),
-                    Some(_) => c.dirs_changed.fetch_add(1, Relaxed),
-                    None => c.dirs_new.fetch_add(1, Relaxed),
+                let (n, change) = match prev {
+                    Some(p) if p == tree => (&c.dirs_unchanged, Change::Unchanged),
+                    Some(_) => (&c.dirs_changed, Change::Modified),
+                    None => (&c.dirs_new, Change::New),
                 };
+                n.fetch_add(1, Relaxed);
+                c.note(change, true, path);
                 node.content = vec![tree];
             }
             Kind::File => {
@@ -115,6 +117,7 @@ impl Walker<'_> {
                     Some(p) => {
                         node.content = p.content.clone();
                         self.counters.files_unchanged.fetch_add(1, Relaxed);
+                        self.counters.note(Change::Unchanged, false, path);
                     }
                     None => {
                         match self.file(path, md, &mut node) {
@@ -125,8 +128,12 @@ impl Walker<'_> {
                             }
                             Err(FileError::Repo(e)) => return Err(e),
                         }
-                        let c = if parent.is_some() { &self.counters.files_changed } else { &self.counters.files_new };
+                        let (c, change) = match parent {
+                            Some(_) => (&self.counters.files_changed, Change::Modified),
+                            None => (&self.counters.files_new, Change::New),
+                        };
                         c.fetch_add(1, Relaxed);
+                        self.counters.note(change, false, path);
                     }
                 }
                 self.counters.total_files.fetch_add(1, Relaxed);

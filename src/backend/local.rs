@@ -202,6 +202,19 @@ fn random_name() -> Result<String> {
 }
 
 impl Backend for LocalBackend {
+    fn staging_files(&self) -> Vec<(String, Duration)> {
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else { return Vec::new() };
+        let mut out: Vec<(String, Duration)> = entries
+            .flatten()
+            .map(|e| {
+                let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                (format!("tmp/{}", e.file_name().to_string_lossy()), age.unwrap_or_default())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         // A link, not a rename: it fails instead of replacing an object that exists.
         self.stage(kind, name, data, |tmp, dest| fs::hard_link(tmp, dest))

@@ -89,6 +89,11 @@ pub trait Backend: Send + Sync {
     fn delete(&self, kind: Kind, name: &str) -> Result<()>;
     /// Where the repository is, for messages: a path or a URL.
     fn location(&self) -> String;
+    /// Staging files a writer left (an interrupted or crashed one, or one writing now), by
+    /// name with their age, for `check` to name. Stores that stage nothing have none.
+    fn staging_files(&self) -> Vec<(String, std::time::Duration)> {
+        Vec::new()
+    }
 }
 
 /// Whether an error is a backend's "no such object".

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ pub(super) struct Plan<'a> {
     pub max_duration: Option<Duration>,
     /// Verify only these blobs (one snapshot's needs), not whole packs.
     pub only: Option<&'a HashSet<Id>>,
+    pub progress: &'a crate::progress::Work,
 }
 
 /// Largest envelope a writer produces: a 64 MiB payload stored uncompressed.
@@ -74,6 +76,7 @@ pub(super) fn verify(repo: &Repository, facts: &Facts, plan: &Plan) -> Verified 
     }
 
     let selected = select(facts, plan, &entries);
+    plan.progress.add_total(selected.len() as u64, selected.iter().map(|f| f.size).sum());
     let deadline = plan.max_duration.map(|d| started + d);
     let stopped = AtomicBool::new(false);
     let results = selected
@@ -86,6 +89,7 @@ pub(super) fn verify(repo: &Repository, facts: &Facts, plan: &Plan) -> Verified 
             let mut list = entries.get(&f.id).cloned().unwrap_or_default();
             list.sort_by_key(|(_, l)| l.offset);
             let r = if plan.only.is_some() { verify_blobs(repo, &list) } else { verify_pack(repo, f, &list) };
+            plan.progress.done(Path::new(&f.id.hex()), f.size);
             (f.id, Some(r))
         })
         .collect();

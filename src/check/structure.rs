@@ -102,6 +102,7 @@ fn problem(kind: &'static str, pack: Option<Id>, detail: String) -> Problem {
 pub(super) fn gather(repo: &Repository, report: &mut Report) -> Result<Facts> {
     let (files, strays) = list_packs(repo.backend().as_ref())?;
     report.stray_files = strays;
+    report.staging_files = repo.backend().staging_files();
     report.packs = files.len() as u64;
     report.pack_bytes = files.iter().map(|f| f.size).sum();
 

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::interrupt::Interrupt;
 use super::{Global, count, exit, human, progress, read_patterns};
+use snapfs::archiver::progress::Progress;
 use snapfs::archiver::select::{CACHEDIR_TAG, ListFormat, Selection, files_from, parse_size};
 use snapfs::archiver::{BackupOptions, Stream, backup, backup_stream};
 use snapfs::patterns::Patterns;
@@ -111,6 +112,29 @@ pub struct Args {
     /// Skip the quick pre-scan that gives the progress display its totals and ETA
     #[arg(long)]
     no_scan: bool,
+    /// How hard to compress new data: auto (the repository's level), off, max, or a zstd
+    /// level 1-22
+    #[arg(long, value_name = "auto|off|max|LEVEL", value_parser = parse_compression)]
+    compression: Option<Compression>,
+}
+
+#[derive(Clone, Copy)]
+enum Compression {
+    Auto,
+    Level(u8),
+}
+
+fn parse_compression(s: &str) -> Result<Compression> {
+    Ok(match s {
+        "auto" => Compression::Auto,
+        "off" => Compression::Level(0),
+        // zstd's levels above 19 need far more memory to decompress, for little gain.
+        "max" => Compression::Level(19),
+        n => match n.parse::<u8>() {
+            Ok(l @ 1..=22) => Compression::Level(l),
+            _ => bail!("use auto, off, max or a level from 1 to 22"),
+        },
+    })
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
@@ -173,6 +197,10 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     };
     let interrupt = Interrupt::catch()?;
     let repo = super::open(g, snapfs::repo::LockMode::Shared, "backup")?;
+    let repo = match a.compression {
+        Some(Compression::Level(l)) => repo.with_zstd_level(l),
+        Some(Compression::Auto) | None => repo,
+    };
     interrupt.arm();
     let opts = BackupOptions {
         parent: match &a.parent {
@@ -187,6 +215,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         ..opts
     };
     let mode = progress::Mode::choose(g.quiet, a.json);
+    let bars = std::sync::Arc::new(progress::Bars::new(mode != progress::Mode::Terminal));
+    let counters = Progress { each: progress::backup_listing(g.verbose, a.json, &bars), ..Default::default() };
+    let opts = BackupOptions { progress: counters.into(), ..opts };
     let done = AtomicBool::new(false);
     let out = std::thread::scope(|s| {
         if mode != progress::Mode::Off && !a.no_scan && stream.is_none() {
@@ -194,7 +225,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             let (excludes, select, counters) = (&opts.excludes, &opts.select, &opts.progress);
             s.spawn(move || snapfs::archiver::progress::prescan(&paths, excludes, select, counters));
         }
-        s.spawn(|| progress::report(&opts.progress, mode, &done));
+        s.spawn(|| progress::report(&opts.progress, mode, &bars, &done));
         let out = match stream {
             Some(stream) => backup_stream(&repo, &opts, &a.stdin_filename, stream),
             None => backup(&repo, &opts),

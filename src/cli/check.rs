@@ -1,9 +1,11 @@
 //! `snapfs check`.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use super::{Global, count, exit, human, parse_duration};
+use super::{Global, count, exit, human, parse_duration, progress};
 use snapfs::check::{CheckOptions, Report, Subset, check, parse_subset};
 use snapfs::repo::LockMode;
 use snapfs::select::{self, Filter};
@@ -38,6 +40,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let max_duration = a.max_duration.as_deref().map(parse_duration).transpose()?;
     // The cache is checked page by page on open (check must not trust an altered file), and
     // packs that vanished stay in it for check to name.
+    // Armed before the lock is taken: the lock is found by this process's id, not its name.
+    let interrupt = super::interrupt::Interrupt::catch()?;
+    interrupt.exit_releasing(super::backend(g)?);
     let repo = super::open_cached(g, LockMode::Reader, "check", &super::cache(g).audited())?;
     let snapshot = match &a.snapshot {
         None => None,
@@ -46,8 +51,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             Some(select::pick(&snaps, &select::parse_spec(name)?.0, &Filter::default())?.0)
         }
     };
-    let opts = CheckOptions { read_data: subset, max_duration, snapshot };
-    let report = check(&repo, &opts)?;
+    let opts = CheckOptions { read_data: subset, max_duration, snapshot, progress: Default::default() };
+    let bars = progress::Bars::new(g.quiet || a.json || subset.is_none());
+    let bar = bars.work();
+    let done = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| progress::follow_work(&bar, "reading", "packs", &opts.progress, &done));
+        let report = check(&repo, &opts);
+        done.store(true, Relaxed);
+        report
+    })?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&to_json(&report))?);
     } else {
@@ -118,6 +131,12 @@ fn print_text(r: &Report, quiet: bool) {
         }
         for s in &r.stray_files {
             outln!("note: {s} is not a pack file");
+        }
+        for (name, age) in &r.staging_files {
+            let minutes = count(age.as_secs() / 60, "minute", "minutes");
+            outln!(
+                "note: {name} is a staging file {minutes} old, left by an interrupted write or one under way; the next backup removes it once it is an hour old"
+            );
         }
     }
     if !r.problems.is_empty() {
@@ -212,6 +231,7 @@ fn to_json(r: &Report) -> Value {
         "unreferenced": {"packs": r.unreferenced_packs, "blobs": r.unreferenced_blobs},
         "redundant_blobs": r.redundant_blobs,
         "stray_files": r.stray_files,
+        "staging_files": r.staging_files.iter().map(|(n, age)| json!({"name": n, "age_seconds": age.as_secs()})).collect::<Vec<_>>(),
         "read_data": read,
         "coverage": {
             "packs": c.packs,

@@ -20,11 +20,13 @@ mod entries;
 mod find;
 mod forget;
 mod history;
+mod inspect;
 mod interrupt;
 mod key;
 mod ls;
 mod mount;
 mod output;
+mod password;
 mod progress;
 mod prune;
 mod repair;
@@ -34,21 +36,22 @@ mod snapshots;
 mod stats;
 mod tag;
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use zeroize::Zeroizing;
 
 use snapfs::backend::{self, Backend};
 use snapfs::crypto::keyfile::KdfParams;
 use snapfs::format::snapshot::Snapshot;
 use snapfs::repo::{Cache, LockMode, Opened, Opening, Repository, lock};
 use snapfs::{Id, select};
+
+use password::password;
+pub use password::{PasswordSource, read_password};
 
 /// Exit codes, following restic where it has one. Usage errors exit 2 (clap's).
 pub mod exit {
@@ -118,8 +121,12 @@ pub struct Global {
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     retry_lock: Option<Duration>,
     /// Print only warnings and errors
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// List the files as they are backed up or restored (-vv: also those unchanged, and
+    /// directories)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Subcommand)]
@@ -181,6 +188,14 @@ enum Command {
         /// Remove every lock, also those of processes that may still run
         #[arg(long)]
         remove_all: bool,
+    },
+    /// Print an object decrypted, for debugging: config, snapshot ID, tree ID, blob ID, key ID
+    #[command(subcommand)]
+    Cat(inspect::Cat),
+    /// List the objects of one kind, for debugging: snapshots, packs, keys, locks, blobs
+    List {
+        #[arg(value_enum)]
+        kind: inspect::List,
     },
     /// Print the version, the repository format it writes and the target it was built for
     Version {
@@ -266,6 +281,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Copy(a) => copy::run(g, a),
         Command::Export(a) => bundle::export(g, a),
         Command::Import(a) => bundle::import(g, a),
+        Command::Cat(a) => inspect::cat(g, a),
+        Command::List { kind } => inspect::list(g, kind),
         Command::Completion { shell } => completion::run(shell),
         Command::ManPages { dir } => completion::man_pages(&dir),
         Command::Unlock { remove_all } => {
@@ -359,84 +376,6 @@ pub fn open_cached(g: &Global, mode: LockMode, command: &str, cache: &Cache) -> 
         errln!("{line}");
     }
     Ok(repo)
-}
-
-const NO_EMPTY: &str = "an empty password is not allowed";
-
-/// The password, in restic's order: an explicit `--password-command` or `--password-file` (or
-/// their variables), then `SNAPFS_PASSWORD`, then a prompt on the terminal (twice when
-/// creating a repository). An empty password is refused from every source: a broken
-/// `pass show` must not create a repository anyone can open.
-fn password(g: &Global, confirm: bool) -> Result<Zeroizing<String>> {
-    let source = PasswordSource {
-        command: g.password_command.as_deref(),
-        file: g.password_file.as_deref(),
-        env: "SNAPFS_PASSWORD",
-        prompt: "repository password: ",
-        options: "SNAPFS_PASSWORD, SNAPFS_PASSWORD_FILE, --password-file or --password-command",
-    };
-    read_password(&source, confirm)
-}
-
-/// Where one repository's password comes from (`copy` reads a second one: `--from-*`).
-pub struct PasswordSource<'a> {
-    pub command: Option<&'a str>,
-    pub file: Option<&'a Path>,
-    pub env: &'a str,
-    pub prompt: &'a str,
-    /// The ways to give it, for the error when none was used.
-    pub options: &'a str,
-}
-
-pub fn read_password(src: &PasswordSource, confirm: bool) -> Result<Zeroizing<String>> {
-    if let Some(cmd) = src.command {
-        let out = std::process::Command::new("sh")
-            .args(["-c", cmd])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("run password command {cmd:?}"))?;
-        let stdout = Zeroizing::new(out.stdout);
-        if !out.status.success() {
-            bail!("password command {cmd:?} failed with {}", out.status);
-        }
-        let text = std::str::from_utf8(&stdout).context("the password command printed non-UTF-8")?;
-        let pw = text.trim_end_matches(['\n', '\r']);
-        if pw.is_empty() {
-            bail!("password command {cmd:?} printed no password; {NO_EMPTY}");
-        }
-        return Ok(Zeroizing::new(pw.to_string()));
-    }
-    if let Some(f) = src.file {
-        let text =
-            Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("read password file {}", f.display()))?);
-        let first = text.split('\n').next().unwrap_or("");
-        let pw = first.strip_suffix('\r').unwrap_or(first);
-        if pw.is_empty() {
-            bail!("the first line of password file {} is empty; {NO_EMPTY}", f.display());
-        }
-        return Ok(Zeroizing::new(pw.to_string()));
-    }
-    if let Some(p) = std::env::var_os(src.env) {
-        let p = Zeroizing::new(p.into_string().map_err(|_| anyhow::anyhow!("{} is not valid UTF-8", src.env))?);
-        if p.is_empty() {
-            bail!("{} is set but empty; {NO_EMPTY}", src.env);
-        }
-        return Ok(p);
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("no password given: set {}", src.options);
-    }
-    let p = Zeroizing::new(rpassword::prompt_password(src.prompt).context("read password")?);
-    if p.is_empty() {
-        bail!("{NO_EMPTY}");
-    }
-    if confirm {
-        let again = Zeroizing::new(rpassword::prompt_password("repeat password: ").context("read password")?);
-        if *again != *p {
-            bail!("the passwords do not match");
-        }
-    }
-    Ok(p)
 }
 
 /// Which snapshots a command looks at; the same options for every command that chooses.

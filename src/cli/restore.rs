@@ -1,12 +1,14 @@
 //! `snapfs restore`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use super::{Global, count, human, output};
+use super::{Global, count, human, output, progress};
 use snapfs::patterns::Patterns;
 use snapfs::restore::{Counts, Overwrite, PerKind, RestoreOptions, restore};
 use snapfs::select;
@@ -122,12 +124,23 @@ fn summary(c: &Counts, bytes: Option<u64>) -> String {
     line
 }
 
+/// The counters restore advances; with `verbose`, each entry is printed as it is written.
+fn work(verbose: bool, bars: &Arc<progress::Bars>) -> snapfs::progress::Work {
+    let bars = bars.clone();
+    let each: Option<snapfs::progress::OnItem> =
+        verbose.then(|| Box::new(move |p: &Path| bars.suspend(|| outln!("restored {}", p.display()))) as _);
+    snapfs::progress::Work { each, ..Default::default() }
+}
+
 pub fn run(g: &Global, a: Args) -> Result<u8> {
     let (selector, subpath) = match (&a.snapshot, &a.timestamp) {
         (Some(spec), _) => select::parse_spec(spec)?,
         (None, Some(t)) => (select::Selector::AtOrBefore(timespec::parse_until(t)?), None),
         (None, None) => bail!("name a snapshot, or give --timestamp"),
     };
+    // Armed before the lock is taken: the lock is found by this process's id, not its name.
+    let interrupt = super::interrupt::Interrupt::catch()?;
+    interrupt.exit_releasing(super::backend(g)?);
     let repo = super::open(g, snapfs::repo::LockMode::Reader, "restore")?;
     let (snaps, bad) = repo.snapshots()?;
     for (n, e) in &bad {
@@ -145,13 +158,23 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         allow_damaged: a.allow_damaged,
         delete: a.delete,
         verify: a.verify,
+        progress: Default::default(),
     };
     if !g.quiet && !a.json {
         outln!("restoring snapshot {} of {} to {}", id.short(), timespec::local(snap.time_ns), a.target.display());
     }
     let started = Instant::now();
+    let bars = Arc::new(progress::Bars::new(g.quiet || a.json || a.dry_run));
+    let bar = bars.work();
+    let opts = RestoreOptions { progress: Arc::new(work(g.verbose > 0 && !a.json && !a.dry_run, &bars)), ..opts };
+    let done = AtomicBool::new(false);
     // The library's errors name the target or the entry in the way.
-    let out = restore(&repo, snap.tree, &opts)?;
+    let out = std::thread::scope(|s| {
+        s.spawn(|| progress::follow_work(&bar, "restoring", "entries", &opts.progress, &done));
+        let out = restore(&repo, snap.tree, &opts);
+        done.store(true, Relaxed);
+        out
+    })?;
     if !opts.includes.is_empty() && out.entries == 0 {
         let given: Vec<&str> = a.includes.iter().chain(&a.iincludes).map(String::as_str).collect();
         bail!("--include {} matches nothing in snapshot {}; nothing was restored", given.join(", "), id.short());

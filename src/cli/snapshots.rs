@@ -14,8 +14,11 @@ pub struct Args {
     #[command(flatten)]
     filter: super::FilterArgs,
     /// Only the newest N snapshots (of each group, with --group-by)
-    #[arg(long, value_name = "N")]
+    #[arg(long = "latest", visible_alias = "last", value_name = "N")]
     last: Option<usize>,
+    /// One line per snapshot: id, time, host and tags (no paths or sizes)
+    #[arg(long, conflicts_with = "json")]
+    compact: bool,
     /// Only snapshots taken at or after this time (RFC 3339, or local YYYY-MM-DD[ HH:MM[:SS]])
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
@@ -96,10 +99,24 @@ fn groups<'a>(list: &[&'a (Id, Snapshot)], keys: &[GroupKey]) -> Vec<Group<'a>> 
 
 /// The table, its columns as wide as their widest value so that it fits 80 columns for
 /// ordinary host names and tags.
-fn table(out: &mut impl Write, list: &[&(Id, Snapshot)]) -> std::io::Result<()> {
+fn table(out: &mut impl Write, list: &[&(Id, Snapshot)], compact: bool) -> std::io::Result<()> {
     let width = |f: &dyn Fn(&Snapshot) -> usize, min: usize| list.iter().map(|(_, s)| f(s)).max().unwrap_or(0).max(min);
     let hw = width(&|s| s.hostname.len(), 4);
     let tw = width(&|s| s.tags.join(",").len(), 4);
+    if compact {
+        writeln!(out, "{:<8}  {:<19}  {:<hw$}  tags", "id", "time", "host")?;
+        for (id, s) in list {
+            let line = format!(
+                "{:<8}  {:<19}  {:<hw$}  {}",
+                id.short(),
+                timespec::local(s.time_ns),
+                s.hostname,
+                s.tags.join(",")
+            );
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        return Ok(());
+    }
     writeln!(
         out,
         "{:<8}  {:<19}  {:<hw$}  {:<tw$}  {:>9}  {:>9}  paths",
@@ -184,14 +201,20 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 let parts: Vec<String> = k.iter().map(|(n, v)| format!("{n} {v}")).collect();
                 writeln!(out, "{}snapshots for {}:", if i > 0 { "\n" } else { "" }, parts.join(", "))?;
             }
-            table(&mut out, members)?;
+            table(&mut out, members, a.compact)?;
             shown += members.len();
         }
         if grouped.is_empty() {
-            table(&mut out, &[])?;
+            table(&mut out, &[], a.compact)?;
         }
         if !g.quiet {
-            writeln!(out, "{shown} snapshot{}", if shown == 1 { "" } else { "s" })?;
+            // The times are the local zone's; a reader elsewhere (or in a log) must be told which.
+            writeln!(
+                out,
+                "{}; times in the local zone ({})",
+                super::count(shown as u64, "snapshot", "snapshots"),
+                timespec::zone_name()
+            )?;
         }
     }
     out.flush()?;

@@ -158,6 +158,19 @@ fn cannot_write(e: &Error) -> bool {
         if matches!(cause.kind(), K::ReadOnlyFilesystem | K::StorageFull | K::PermissionDenied | K::QuotaExceeded))
 }
 
+/// Removes the locks this process holds, for one that is about to exit on a signal without
+/// unwinding (a reader: it has nothing in flight to finish). Found by host and pid, so a lock
+/// renamed by a refresh meanwhile is found too.
+pub fn remove_own(backend: &dyn Backend) -> Result<usize> {
+    let (locks, _) = list(backend)?;
+    let (host, pid) = (sys::hostname(), std::process::id());
+    let mine: Vec<LockInfo> = locks.into_iter().filter(|l| l.pid == pid && l.host == host).collect();
+    for l in &mine {
+        backend.delete(Kind::Lock, &l.name)?;
+    }
+    Ok(mine.len())
+}
+
 /// A held lock: refreshed in the background, removed when dropped.
 pub struct Lock {
     stop: Option<mpsc::Sender<()>>,

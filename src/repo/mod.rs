@@ -338,6 +338,12 @@ impl<S> Repository<S> {
     pub fn params(&self) -> &Params {
         &self.params
     }
+    /// Compresses what this handle writes at zstd `level` (0: not at all) instead of the
+    /// configured level (`backup --compression`); the config itself is not changed.
+    pub fn with_zstd_level(mut self, level: u8) -> Self {
+        self.params.zstd_level = level;
+        self
+    }
     pub fn repo_id(&self) -> &[u8; 16] {
         &self.repo_id
     }

@@ -57,6 +57,8 @@ pub struct RestoreOptions {
     pub delete: bool,
     /// Re-read every file written and check it against the snapshot's chunk ids.
     pub verify: bool,
+    /// Advanced as entries are written (directories are not counted): entries and file bytes.
+    pub progress: Arc<crate::progress::Work>,
 }
 
 impl RestoreOptions {
@@ -72,6 +74,7 @@ impl RestoreOptions {
             allow_damaged: false,
             delete: false,
             verify: false,
+            progress: Default::default(),
         }
     }
 }
@@ -288,6 +291,8 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
         work.push(i);
     }
 
+    let file_bytes = |i: &usize| if items[*i].node.kind == Kind::File { items[*i].node.size } else { 0 };
+    opts.progress.add_total(work.len() as u64, work.iter().map(file_bytes).sum());
     // One index snapshot for the whole restore: each read transaction costs lock system calls.
     let index = repo.index().reader()?;
     let damaged = Mutex::new(Vec::new());
@@ -304,6 +309,7 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
         if !holes.is_empty() {
             damaged.lock().expect("poisoned").push((i, holes));
         }
+        opts.progress.done(&it.dest, file_bytes(&i));
         Ok(n)
     };
     let written: Vec<(usize, u64)> =
