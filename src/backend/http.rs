@@ -166,10 +166,15 @@ impl HttpBackend {
             let answer = match sent {
                 Ok(a) => a,
                 Err(e) => {
+                    last = one_line(&e);
+                    // A certificate that is not trusted stays so: say it at once.
+                    if last.contains("certificate") {
+                        let why = format!("TLS: {last} (give the server's CA with --tls-ca)");
+                        return Err(Error::io(what, std::io::Error::new(IoKind::PermissionDenied, why)));
+                    }
                     // The request may have reached the server: a retried PUT may then find
                     // its own object (below).
                     retried_unknown = true;
-                    last = one_line(&e);
                     continue;
                 }
             };

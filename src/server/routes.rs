@@ -252,9 +252,10 @@ async fn get(state: &Arc<State>, req: &Request<Incoming>, kind: Kind, name: Stri
     }
 }
 
-fn refused(token: &TokenEntry, op: Op, what: &str) -> Reply {
+fn refused(token: &TokenEntry, op: Op, kind: Kind, what: &str) -> Reply {
+    let deletes = op == Op::Delete || kind == Kind::Condemned;
     let hint = match (op, token.role) {
-        (Op::Delete, Role::Read | Role::Append) => {
+        (Op::Delete | Op::Write, Role::Read | Role::Append) if deletes => {
             "; this token may not delete: run forget and prune with a delete token".to_string()
         }
         (Op::Replace, _) => "; only an admin token may replace an object (key rotation)".to_string(),
@@ -271,7 +272,7 @@ async fn put(state: &Arc<State>, token: &TokenEntry, req: Request<Incoming>, kin
     let op =
         if req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "replace")) { Op::Replace } else { Op::Write };
     if token.role.may(op, kind) != Verdict::Allow {
-        return refused(token, op, &what);
+        return refused(token, op, kind, &what);
     }
     if name.contains('/') {
         return Reply::err(StatusCode::BAD_REQUEST, format!("{what}: not a name an object may be written under"));
@@ -367,7 +368,7 @@ async fn delete(state: &Arc<State>, token: &TokenEntry, kind: Kind, name: String
                 );
             }
         }
-        Verdict::Deny => return refused(token, Op::Delete, &what),
+        Verdict::Deny => return refused(token, Op::Delete, kind, &what),
     }
     let b = state.backend.clone();
     let n = name.clone();
