@@ -156,13 +156,13 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> (Option<TokenEntry
     let Some(token) = state.tokens.authenticate(bearer) else {
         return (None, Reply::err(StatusCode::UNAUTHORIZED, "unknown token (wrong, or removed from the server)"));
     };
-    if let Some(v) = req.headers().get(PROTOCOL_HEADER) {
-        if v.to_str().ok().and_then(|v| v.parse::<u32>().ok()) != Some(PROTOCOL) {
-            let why = format!(
-                "the client speaks protocol {v:?}; this server speaks {PROTOCOL}: use the same snapfs version on both"
-            );
-            return (Some(token), Reply::err(StatusCode::BAD_REQUEST, why));
-        }
+    if let Some(v) = req.headers().get(PROTOCOL_HEADER)
+        && v.to_str().ok().and_then(|v| v.parse::<u32>().ok()) != Some(PROTOCOL)
+    {
+        let why = format!(
+            "the client speaks protocol {v:?}; this server speaks {PROTOCOL}: use the same snapfs version on both"
+        );
+        return (Some(token), Reply::err(StatusCode::BAD_REQUEST, why));
     }
     let Some(target) = parse_target(req.uri().path()) else {
         return (Some(token), Reply::err(StatusCode::NOT_FOUND, "no such path in the snapfs protocol"));
