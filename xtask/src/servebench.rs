@@ -92,17 +92,8 @@ fn start_server(snapfs: &str, repo: &Path, config: &Path) -> Result<(Serve, Stri
 
 pub fn run(args: &[String]) -> Result<()> {
     crate::bench::check_flags(args, &["--server", "--quick"], &["--rounds", "--snapfs"])?;
-    let quick = args.iter().any(|a| a == "--quick");
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-    let rounds: usize = value("--rounds").map_or(Ok(if quick { 1 } else { 3 }), |v| v.parse())?;
+    let (quick, rounds, snapfs) = crate::bench::quick_rounds_binary(args)?;
     let target = crate::target_dir()?;
-    let snapfs = match value("--snapfs") {
-        Some(p) => p,
-        None => {
-            crate::run(crate::cargo().args(["build", "--release", "--bin", "snapfs"]))?;
-            target.join("release/snapfs").display().to_string()
-        }
-    };
     for tool in ["restic", "borg", "ssh-keygen", "/usr/bin/time"] {
         if sh(&format!("command -v {tool}")).is_err() {
             bail!("{tool} is missing: apt-get install restic borgbackup openssh-client openssh-server time");
