@@ -30,6 +30,7 @@ pub mod rekey;
 pub mod repo;
 pub mod restore;
 pub mod select;
+pub mod server;
 pub mod sys;
 pub mod tag;
 pub mod tarimport;

@@ -5,6 +5,7 @@
 //! Architecture invariant: no module outside `backend/` touches a repository path.
 
 pub mod fault;
+pub mod http;
 pub mod local;
 pub mod memory;
 pub mod s3;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 
 pub use fault::{Fault, FaultBackend};
+pub use http::{HttpBackend, HttpOptions};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 pub use s3::S3Backend;
@@ -101,8 +103,21 @@ pub fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound)
 }
 
-/// Opens the backend a `--repo` value names: a local directory or `s3:…`.
+fn is_http(location: &str) -> bool {
+    location.starts_with("http://") || location.starts_with("https://")
+}
+
+/// Opens the backend a `--repo` value names: a local directory, `s3:…`, or a `snapfs serve`
+/// at `http(s)://…` (its token and CA from the environment, see [`HttpOptions::from_env`]).
 pub fn from_location(location: &str) -> Result<Arc<dyn Backend>> {
+    from_location_with(location, &HttpOptions::from_env()?)
+}
+
+/// As [`from_location`], with a server's token and CA given.
+pub fn from_location_with(location: &str, http: &HttpOptions) -> Result<Arc<dyn Backend>> {
+    if is_http(location) {
+        return Ok(Arc::new(HttpBackend::open(location, http)?));
+    }
     if location.starts_with("s3:") {
         return Ok(Arc::new(S3Backend::open(location)?));
     }
@@ -112,7 +127,14 @@ pub fn from_location(location: &str) -> Result<Arc<dyn Backend>> {
 
 /// As [`from_location`], for `init`: refuses a location that already holds anything, so a
 /// repository never mixes with other files or objects.
-pub fn for_init(location: &str) -> Result<Arc<dyn Backend>> {
+pub fn for_init(location: &str, http: &HttpOptions) -> Result<Arc<dyn Backend>> {
+    if is_http(location) {
+        let remote = HttpBackend::open(location, http)?;
+        if !remote.list(Kind::Config)?.is_empty() {
+            return Err(Error::Invalid(format!("{location} already holds a repository; refusing to create one there")));
+        }
+        return Ok(Arc::new(remote));
+    }
     if location.starts_with("s3:") {
         let s3 = S3Backend::open(location)?;
         s3.check_empty()?;
@@ -125,10 +147,10 @@ pub fn for_init(location: &str) -> Result<Arc<dyn Backend>> {
 }
 
 fn refuse_unsupported(location: &str) -> Result<()> {
-    for scheme in ["sftp:", "rest:", "http://", "https://", "b2:", "azure:", "gs:", "swift:", "rclone:"] {
+    for scheme in ["sftp:", "rest:", "b2:", "azure:", "gs:", "swift:", "rclone:"] {
         if location.starts_with(scheme) {
             return Err(Error::Invalid(format!(
-                "repository {location}: {} repositories are not supported yet; only local directories and s3: are",
+                "repository {location}: {} repositories are not supported yet; only local directories, s3: and http(s):// (snapfs serve) are",
                 scheme.trim_end_matches(['/', ':'])
             )));
         }

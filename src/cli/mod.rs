@@ -31,6 +31,7 @@ mod progress;
 mod prune;
 mod repair;
 mod restore;
+mod serve;
 mod show;
 mod snapshots;
 mod stats;
@@ -83,7 +84,8 @@ Environment:
   SNAPFS_PASSWORD_FILE     as --password-file
   SNAPFS_PASSWORD_COMMAND  as --password-command
   SNAPFS_CACHE_DIR         as --cache-dir
-  SNAPFS_KEY_HINT          as --key-hint";
+  SNAPFS_KEY_HINT          as --key-hint
+  SNAPFS_SERVER_TOKEN      the token for a repository at http(s):// (snapfs serve)";
 
 #[derive(Parser)]
 #[command(
@@ -127,6 +129,12 @@ pub struct Global {
     /// directories)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// For a repository at http(s)://: read the server's token from this file
+    #[arg(long, global = true, env = "SNAPFS_SERVER_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// For a repository at https://: trust the certificates in this PEM file, not the system's
+    #[arg(long, global = true, env = "SNAPFS_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -197,6 +205,8 @@ enum Command {
         #[arg(value_enum)]
         kind: inspect::List,
     },
+    /// Serve the repository to other machines over HTTP(S), with tokens and roles
+    Serve(serve::Args),
     /// Print the version, the repository format it writes and the target it was built for
     Version {
         /// Print a JSON object
@@ -283,6 +293,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Import(a) => bundle::import(g, a),
         Command::Cat(a) => inspect::cat(g, a),
         Command::List { kind } => inspect::list(g, kind),
+        Command::Serve(a) => serve::run(g, a),
         Command::Completion { shell } => completion::run(shell),
         Command::ManPages { dir } => completion::man_pages(&dir),
         Command::Unlock { remove_all } => {
@@ -319,7 +330,16 @@ fn repo_location(g: &Global) -> Result<&str> {
 }
 
 fn backend(g: &Global) -> Result<Arc<dyn Backend>> {
-    Ok(backend::from_location(repo_location(g)?)?)
+    Ok(backend::from_location_with(repo_location(g)?, &http_options(g)?)?)
+}
+
+/// A server's token (`SNAPFS_SERVER_TOKEN`, else `--token-file`) and CA, for `--repo http(s)://`.
+fn http_options(g: &Global) -> Result<backend::HttpOptions> {
+    let token = match std::env::var("SNAPFS_SERVER_TOKEN").ok().filter(|t| !t.is_empty()) {
+        Some(t) => Some(zeroize::Zeroizing::new(t.trim().to_string())),
+        None => g.token_file.as_deref().map(backend::http::read_token_file).transpose()?,
+    };
+    Ok(backend::HttpOptions { token, ca: g.tls_ca.clone() })
 }
 
 /// Creates the repository `--repo` names with `make` (which sees the new password).
@@ -329,7 +349,7 @@ fn init(
     make: impl FnOnce(Arc<dyn Backend>, &[u8], KdfParams) -> Result<Repository<Opened>>,
 ) -> Result<u8> {
     let location = repo_location(g)?;
-    let backend = backend::for_init(location)?;
+    let backend = backend::for_init(location, &http_options(g)?)?;
     let pw = password(g, true)?;
     let repo = make(backend, pw.as_bytes(), kdf)?;
     if !g.quiet {

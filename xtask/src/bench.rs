@@ -141,6 +141,22 @@ pub(crate) fn check_flags(args: &[String], known: &[&str], with_value: &[&str]) 
     Ok(())
 }
 
+/// `--quick`, `--rounds N` (default 1 quick, else 3) and `--snapfs PATH` (a binary built
+/// elsewhere; without it, a release build of this tree).
+pub(crate) fn quick_rounds_binary(args: &[String]) -> Result<(bool, usize, String)> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let rounds: usize = value("--rounds").map_or(Ok(if quick { 1 } else { 3 }), |v| v.parse())?;
+    let snapfs = match value("--snapfs") {
+        Some(p) => p,
+        None => {
+            crate::run(crate::cargo().args(["build", "--release", "--bin", "snapfs"]))?;
+            crate::target_dir()?.join("release/snapfs").display().to_string()
+        }
+    };
+    Ok((quick, rounds, snapfs))
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     check_flags(args, &["--quick", "--limits", "--no-borg"], &["--rounds", "--baseline"])?;
     // `--baseline BIN`: another snapfs build beside this one, same data, same run (to show a

@@ -17,18 +17,8 @@ const CASES: [&str; 3] = ["snapfs", "snapfs related", "restic"];
 
 pub fn run(args: &[String]) -> Result<()> {
     crate::bench::check_flags(args, &["--copy", "--quick"], &["--rounds", "--snapfs"])?;
-    let quick = args.iter().any(|a| a == "--quick");
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-    let rounds: usize = value("--rounds").map_or(Ok(if quick { 1 } else { 3 }), |v| v.parse())?;
+    let (quick, rounds, snapfs) = crate::bench::quick_rounds_binary(args)?;
     let target = crate::target_dir()?;
-    // `--snapfs PATH`: a binary built elsewhere (the figures then say which).
-    let snapfs = match value("--snapfs") {
-        Some(p) => p,
-        None => {
-            crate::run(crate::cargo().args(["build", "--release", "--bin", "snapfs"]))?;
-            target.join("release/snapfs").display().to_string()
-        }
-    };
     for tool in ["restic", "/usr/bin/time"] {
         if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_or(true, |o| o.stdout.is_empty())
         {

@@ -11,6 +11,7 @@ mod mountbench;
 mod prunebench;
 mod prunescale;
 mod rotatebench;
+mod servebench;
 
 use std::env;
 use std::ffi::OsStr;
@@ -44,6 +45,9 @@ Tasks:
          packs; writes benches/results/rotate.md  [--quick] [--rounds N]
          with --copy: copy one snapshot between local repositories against restic copy;
          writes benches/results/copy.md  [--quick] [--rounds N] [--snapfs PATH]
+         with --server: backup and restore through snapfs serve on loopback against local
+         disk, restic sftp and borg serve --append-only over ssh; writes
+         benches/results/server.md  [--quick] [--rounds N] [--snapfs PATH]
 ";
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         "bench" if rest.iter().any(|a| a == "--browse") => browsebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--rotate") => rotatebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--copy") => copybench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--server") => servebench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
         "man" => man(),
