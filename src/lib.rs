@@ -20,6 +20,7 @@ pub mod format;
 pub mod fuse;
 pub mod id;
 pub mod index;
+pub mod jobs;
 pub mod patterns;
 pub mod policy;
 pub mod prune;
