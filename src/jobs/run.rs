@@ -111,6 +111,8 @@ pub struct SourceReport {
     pub snapshot: Option<String>,
     pub error: Option<String>,
     pub duration_s: f64,
+    /// When its backup ended (or the job gave up on it).
+    pub finished: Timestamp,
     pub bytes_added: u64,
     pub files: u64,
     pub warnings: Vec<String>,
@@ -203,16 +205,21 @@ fn run_one(config: &Config, store: &Store, name: &str, job: &JobConfig, opts: &R
                 snapshot: None,
                 error: Some(why.clone()),
                 duration_s: 0.0,
+                finished: Timestamp::now(),
                 bytes_added: 0,
                 files: 0,
                 warnings: Vec::new(),
             });
         }
     }
-    if report.result == RunResult::Ok && report.sources.iter().any(|s| s.state == SourceState::Error)
-        || report.check.as_ref().is_some_and(|c| !c.ok)
-    {
+    let in_error = report.sources.iter().filter(|s| s.state == SourceState::Error).count();
+    let check_failed = report.check.as_ref().is_some_and(|c| !c.ok);
+    if report.result == RunResult::Ok && (in_error > 0 || check_failed) {
         report.result = RunResult::SomeFailed;
+        report.error = Some(match (in_error, check_failed) {
+            (0, _) => "the check found problems".to_string(),
+            (n, _) => format!("{n} of {} sources in error", report.sources.len()),
+        });
     }
     report.duration_s = started.elapsed().as_secs_f64();
     if report.result != RunResult::Ok
@@ -255,7 +262,7 @@ fn finish(j: &mut JobState, r: &JobReport) {
 
 fn record(st: &mut SourceStatus, s: &SourceReport) {
     st.state = s.state;
-    st.last_run = Some(Timestamp::now());
+    st.last_run = Some(s.finished);
     st.duration_s = Some(s.duration_s);
     st.error = s.error.clone();
     if s.state == SourceState::Updated {
@@ -482,6 +489,7 @@ fn back_up_one(
         snapshot: None,
         error: None,
         duration_s: started.elapsed().as_secs_f64(),
+        finished: Timestamp::now(),
         bytes_added: 0,
         files: 0,
         warnings: Vec::new(),

@@ -235,8 +235,8 @@ impl RunMark {
 /// Marks the runs whose process is gone as interrupted.
 fn settle(s: &mut State) {
     for job in s.jobs.values_mut() {
-        if job.run.as_ref().is_some_and(|r| !r.alive()) {
-            job.run = None;
+        if let Some(run) = job.run.take_if(|r| !r.alive()) {
+            job.last_run = Some(run.started);
             job.result = Some("interrupted".into());
             job.error = Some("interrupted: the run ended without finishing".into());
             for src in job.sources.values_mut().filter(|s| s.state == SourceState::Ongoing) {
