@@ -232,7 +232,7 @@ fn run_one(config: &Config, store: &Store, name: &str, job: &JobConfig, opts: &R
         env.push(("SNAPFS_SOURCE".into(), failed.first().map(|s| s.source.clone()).unwrap_or_default()));
         env.push(("SNAPFS_SOURCES".into(), failed.iter().map(|s| s.source.as_str()).collect::<Vec<_>>().join("\n")));
         let first_error = failed.first().and_then(|s| s.error.clone());
-        env.push(("SNAPFS_ERROR".into(), report.error.clone().or(first_error).unwrap_or_else(|| "check failed".into())));
+        env.push(("SNAPFS_ERROR".into(), first_error.or(report.error.clone()).unwrap_or_default()));
         env.push(("SNAPFS_DURATION".into(), format!("{:.3}", report.duration_s)));
         if let Err(e) = hook_run(hook, &env, &AtomicBool::new(false)) {
             opts.observer.note(&format!("job {name}: on-failure hook: {e}"));
@@ -521,6 +521,8 @@ fn hook_run(cmd: &str, env: &[(String, String)], stop: &AtomicBool) -> Result<()
     let mut child = Command::new("sh")
         .args(["-c", cmd])
         .envs(env.iter().map(|(k, v)| (k, v)))
+        // A hook (an alert to a chat, a dump) has no business with the repository's password.
+        .env_remove("SNAPFS_PASSWORD")
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("run {cmd:?}: {e}"))?;

@@ -66,8 +66,7 @@ pub fn service(config: &Config, job: &str, exe: &Path) -> String {
         .join(" ");
     format!(
         "{MARKER}\n[Unit]\nDescription=snapfs backup job {job}\nWants=network-online.target\nAfter=network-online.target\n\n\
-         [Service]\nType=oneshot\nExecStart={exec} run {}\nNice=10\nIOSchedulingClass=idle\n\
-         # 3: some sources failed (see `snapfs job status`); the unit is failed either way.\n",
+         [Service]\nType=oneshot\nExecStart={exec} run {}\nNice=10\nIOSchedulingClass=idle\n",
         quote(job)
     )
 }
