@@ -150,7 +150,12 @@ fn three_runs_keep_two_snapshots_per_source_with_the_hooks_output_in_them() {
 
     // The newest snapshots hold what the last run's hook wrote, and nothing excluded.
     let status = j.status("web");
-    let latest = |path: &str| by_path[path].iter().max_by_key(|s| s["time"].as_str().unwrap().to_string()).unwrap()["id"].as_str().unwrap().to_string();
+    let latest = |path: &str| {
+        by_path[path].iter().max_by_key(|s| s["time"].as_str().unwrap().to_string()).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let restored = j.base.join("restored");
     j.s.restore(&format!("{}:{}", latest(&sa), sa), &restored.join("www"), &[]);
     assert_eq!(fs::read_to_string(restored.join("www/state.dump")).unwrap(), dumps[2]);
@@ -304,7 +309,11 @@ fn a_failing_before_hook_backs_up_nothing() {
     ));
     let out = j.job(&["run", "x"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe("a failing before hook", &out));
-    assert!(stderr_of(&out).contains("before hook") && stderr_of(&out).contains("exit status: 7"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("before hook") && stderr_of(&out).contains("exit status: 7"),
+        "{}",
+        stderr_of(&out)
+    );
     assert!(j.s.snapshots(Vec::<String>::new()).is_empty());
     let s = j.source("x", &src.display().to_string());
     assert_eq!(s["state"], "error", "{s}");
@@ -419,7 +428,13 @@ fn the_timer_carries_the_schedule_and_next_runs_agree_with_systemd() {
     assert_eq!(values(&service, "Type"), ["oneshot"]);
     assert!(!units.join("snapfs-job-manual.timer").exists());
     if have_tool("systemd-analyze") {
-        let out = run_cmd(Command::new("systemd-analyze").arg("verify").arg("--man=no").arg(units.join("snapfs-job-web.timer")).arg(units.join("snapfs-job-web.service")));
+        let out = run_cmd(
+            Command::new("systemd-analyze")
+                .arg("verify")
+                .arg("--man=no")
+                .arg(units.join("snapfs-job-web.timer"))
+                .arg(units.join("snapfs-job-web.service")),
+        );
         assert!(out.status.success(), "{}", describe("systemd-analyze verify", &out));
         // The next run `job show` computes is the one systemd computes.
         let show: Value = serde_json::from_str(&j.job_ok(&["show", "web", "--json"])).unwrap();
@@ -439,7 +454,8 @@ fn the_timer_carries_the_schedule_and_next_runs_agree_with_systemd() {
     }
     let out = j.job_ok(&["schedule", "--uninstall", "--unit-dir", units.to_str().unwrap()]);
     assert_eq!(out.matches("removed").count(), 2, "{out}");
-    let left: Vec<String> = fs::read_dir(&units).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let left: Vec<String> =
+        fs::read_dir(&units).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(left, ["snapfs-job-mine.timer"], "a unit snapfs did not write stays");
 }
 
@@ -455,7 +471,12 @@ fn bad_configs_name_the_file_line_and_key_before_anything_runs() {
         ("keep = { last = 2, dayly = 1 }\n", 5, "jobs.x.keep.dayly", "unknown field"),
         ("priority = 100\n", 5, "jobs.x.priority", "0-99"),
         ("check = \"five percent\"\n", 5, "jobs.x.check", "N%"),
-        ("\n[jobs.y]\nrepository = \"backup\"\nsources = ['/']\n", 7, "jobs.y.repository", "no repository named \"backup\""),
+        (
+            "\n[jobs.y]\nrepository = \"backup\"\nsources = ['/']\n",
+            7,
+            "jobs.y.repository",
+            "no repository named \"backup\"",
+        ),
         ("\n[[jobs.x.commands]]\nname = \"a\"\ncmd = \"b\"\n", 8, "jobs.x.commands.0.cmd", "unknown field"),
     ] {
         j.config(&format!("{head}{body}"));

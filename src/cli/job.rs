@@ -114,8 +114,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         JobCommand::Schedule { install, user, unit_dir, .. } => {
             let exe = std::env::current_exe().context("find the snapfs binary")?;
             let opts = jobs::systemd::Install { user, unit_dir, exe };
-            let out =
-                if install { jobs::systemd::install(&config, &opts)? } else { jobs::systemd::uninstall(&opts)? };
+            let out = if install { jobs::systemd::install(&config, &opts)? } else { jobs::systemd::uninstall(&opts)? };
             if !g.quiet {
                 for p in &out.written {
                     outln!("wrote {}", p.display());
@@ -204,7 +203,10 @@ fn show(config: &Config, name: &str, json: bool) -> Result<u8> {
         outln!("  exclude:    {}", job.exclude.join(", "));
     }
     opt("exclude-file:", &job.exclude_file.as_ref().map(|p| p.display().to_string()));
-    outln!("  tags:       {}", job.tags.iter().cloned().chain([JobConfig::job_tag(name)]).collect::<Vec<_>>().join(", "));
+    outln!(
+        "  tags:       {}",
+        job.tags.iter().cloned().chain([JobConfig::job_tag(name)]).collect::<Vec<_>>().join(", ")
+    );
     opt("keep:", &job.keep.as_ref().and_then(|k| k.policy().ok()).map(|p| keep_text(&p)));
     opt("prune:", &job.prune);
     opt("check:", &job.check);
@@ -221,13 +223,21 @@ fn show(config: &Config, name: &str, json: bool) -> Result<u8> {
 }
 
 fn keep_text(p: &snapfs::policy::Policy) -> String {
-    let counts = [("last", p.last), ("hourly", p.hourly), ("daily", p.daily), ("weekly", p.weekly), ("monthly", p.monthly), ("yearly", p.yearly)];
+    let counts = [
+        ("last", p.last),
+        ("hourly", p.hourly),
+        ("daily", p.daily),
+        ("weekly", p.weekly),
+        ("monthly", p.monthly),
+        ("yearly", p.yearly),
+    ];
     counts.iter().filter(|(_, n)| *n != 0).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
 }
 
 fn job_json(name: &str, j: Option<&JobState>, views: &[SourceView]) -> Value {
     let outcome = |o: &Option<status::Outcome>| {
-        o.as_ref().map(|o| json!({"time": o.time.to_string(), "duration_s": o.duration_s, "ok": o.ok, "detail": o.detail}))
+        o.as_ref()
+            .map(|o| json!({"time": o.time.to_string(), "duration_s": o.duration_s, "ok": o.ok, "detail": o.detail}))
     };
     json!({
         "job": name,
@@ -268,7 +278,12 @@ fn print_status(name: &str, j: Option<&JobState>, views: &[SourceView]) {
         }
         outln!("  {}:", st.as_str());
         for v in set {
-            let snap = v.status.snapshot.as_deref().map(|s| format!("  snapshot {}", &s[..8.min(s.len())])).unwrap_or_default();
+            let snap = v
+                .status
+                .snapshot
+                .as_deref()
+                .map(|s| format!("  snapshot {}", &s[..8.min(s.len())]))
+                .unwrap_or_default();
             let err = v.status.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default();
             let when = v.status.last_run.map(|t| format!("  {}", time(Some(t)))).unwrap_or_default();
             let took = v.status.duration_s.map(|d| format!(" ({d:.1} s)")).unwrap_or_default();
@@ -338,7 +353,12 @@ fn run_cmd(g: &Global, config: &Config, names: &[String], metrics: Option<PathBu
             RunResult::Cancelled => exit::INTERRUPTED,
         };
         if r.result != RunResult::Ok {
-            errln!("snapfs: job {}: {}{}", r.job, r.result.as_str(), r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default());
+            errln!(
+                "snapfs: job {}: {}{}",
+                r.job,
+                r.result.as_str(),
+                r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            );
         }
         code = code.max(c);
     }
@@ -477,7 +497,12 @@ impl Observer for Lines {
     fn job(&self, _job: &str, sources: &[String]) {
         let mut rows = self.rows.lock().expect("poisoned");
         rows.clear();
-        rows.extend(sources.iter().map(|s| Row { label: s.clone(), stage: Stage::Waiting, progress: None, since: Instant::now() }));
+        rows.extend(sources.iter().map(|s| Row {
+            label: s.clone(),
+            stage: Stage::Waiting,
+            progress: None,
+            since: Instant::now(),
+        }));
     }
 
     fn stage(&self, index: usize, stage: Stage, progress: Option<Arc<Progress>>) {
@@ -494,4 +519,3 @@ impl Observer for Lines {
         errln!("snapfs: {line}");
     }
 }
-

@@ -186,9 +186,13 @@ impl JobConfig {
     pub fn sources(&self) -> Result<Vec<Source>, JobError> {
         let mut out: Vec<Source> = self.sources.iter().cloned().map(Source::Path).collect();
         if let Some(f) = &self.include_file {
-            let text = std::fs::read_to_string(f).map_err(|e| JobError::io(format!("read include-file {}", f.display()), e))?;
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| JobError::io(format!("read include-file {}", f.display()), e))?;
             out.extend(
-                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(|l| Source::Path(l.into())),
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|l| Source::Path(l.into())),
             );
         }
         out.extend(self.commands.iter().map(|c| Source::Command { name: c.name.clone(), command: c.command.clone() }));
@@ -237,7 +241,8 @@ pub fn load(path: &Path) -> Result<Config, JobError> {
 pub fn parse(text: &str, path: &Path) -> Result<Config, JobError> {
     let at = |span: Option<std::ops::Range<usize>>, key: Option<String>, message: String| {
         let offset = span.map(|s| s.start).unwrap_or(0);
-        let key = key.or_else(|| DeTable::parse(text).ok().and_then(|t| key_at(t.get_ref(), offset))).unwrap_or_default();
+        let key =
+            key.or_else(|| DeTable::parse(text).ok().and_then(|t| key_at(t.get_ref(), offset))).unwrap_or_default();
         JobError::Config { file: path.to_path_buf(), line: line_of(text, offset), key, message }
     };
     let mut config: Config = toml::from_str(text).map_err(|e| at(e.span(), None, e.message().trim().to_string()))?;
@@ -251,7 +256,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, JobError> {
     for (name, job) in &config.jobs {
         let key = |k: &str| format!("jobs.{name}.{k}");
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-            return fail(format!("jobs.{name}"), "a job name is letters, digits, `_`, `.` and `-` (it names systemd units)".into());
+            return fail(
+                format!("jobs.{name}"),
+                "a job name is letters, digits, `_`, `.` and `-` (it names systemd units)".into(),
+            );
         }
         if !config.repositories.contains_key(&job.repository) && !job.repository.contains(['/', ':']) {
             let known: Vec<&str> = config.repositories.keys().map(String::as_str).collect();
@@ -272,7 +280,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, JobError> {
             && !matches!(p.as_str(), "always" | "never")
             && let Err(why) = Calendar::parse(p)
         {
-            return fail(key("prune"), format!("{p:?}: {why} (use always, never or a calendar expression like weekly)"));
+            return fail(
+                key("prune"),
+                format!("{p:?}: {why} (use always, never or a calendar expression like weekly)"),
+            );
         }
         if let Some(k) = &job.keep
             && let Err(why) = k.policy()
@@ -338,10 +349,13 @@ fn find(table: &DeTable, path: &[&str]) -> Option<std::ops::Range<usize>> {
     }
 }
 
+/// A key (an index for arrays), its value, and the key's span (arrays have none).
+type Entry<'a, 'i> = (String, &'a toml::Spanned<DeValue<'i>>, Option<std::ops::Range<usize>>);
+
 /// The dotted key whose key or value holds the byte at `offset` (the innermost one).
 fn key_at(table: &DeTable, offset: usize) -> Option<String> {
     fn walk(v: &DeValue, prefix: &str, offset: usize, best: &mut Option<(usize, String)>) {
-        let entries: Vec<(String, &toml::Spanned<DeValue>, Option<std::ops::Range<usize>>)> = match v {
+        let entries: Vec<Entry> = match v {
             DeValue::Table(t) => t.iter().map(|(k, v)| (k.get_ref().to_string(), v, Some(k.span()))).collect(),
             DeValue::Array(a) => a.iter().enumerate().map(|(i, v)| (i.to_string(), v, None)).collect(),
             _ => return,

@@ -77,7 +77,8 @@ pub fn drill(config: &Config, name: &str, opts: &DrillOptions) -> Result<DrillRe
     std::fs::create_dir_all(&base).map_err(|e| JobError::io(format!("create {}", base.display()), e))?;
     std::fs::create_dir(&scratch).map_err(|e| JobError::io(format!("create {}", scratch.display()), e))?;
     let result = run(config, name, job, &scratch, opts);
-    let removed = std::fs::remove_dir_all(&scratch).map_err(|e| JobError::io(format!("remove {}", scratch.display()), e));
+    let removed =
+        std::fs::remove_dir_all(&scratch).map_err(|e| JobError::io(format!("remove {}", scratch.display()), e));
     let sources = result?;
     removed?;
     let ok = sources.iter().all(|s| s.problems.is_empty() && s.differences.is_empty());
@@ -98,7 +99,13 @@ pub fn drill(config: &Config, name: &str, opts: &DrillOptions) -> Result<DrillRe
     Ok(report)
 }
 
-fn run(config: &Config, name: &str, job: &JobConfig, scratch: &Path, opts: &DrillOptions) -> Result<Vec<DrillSource>, JobError> {
+fn run(
+    config: &Config,
+    name: &str,
+    job: &JobConfig,
+    scratch: &Path,
+    opts: &DrillOptions,
+) -> Result<Vec<DrillSource>, JobError> {
     let repo = Target::of(config, job).open_ready(LockMode::Reader, &format!("job {name} drill"), false)?;
     let (snaps, _) = repo.snapshots()?;
     let tag = JobConfig::job_tag(name);

@@ -147,7 +147,13 @@ pub fn run_jobs(config: &Config, names: &[String], opts: &RunOptions) -> Result<
     Ok(reports)
 }
 
-fn run_one(config: &Config, store: &Store, name: &str, job: &JobConfig, opts: &RunOptions) -> Result<JobReport, JobError> {
+fn run_one(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    job: &JobConfig,
+    opts: &RunOptions,
+) -> Result<JobReport, JobError> {
     let started = Instant::now();
     let mut sources = job.sources()?;
     if opts.only_errors {
@@ -308,7 +314,12 @@ fn run_body(
                             break;
                         }
                         let r = back_up_one(&repo, &base, &sources[i], i, opts);
-                        let _ = store.update(|st| record(st.jobs.entry(name.into()).or_default().sources.entry(r.source.clone()).or_default(), &r));
+                        let _ = store.update(|st| {
+                            record(
+                                st.jobs.entry(name.into()).or_default().sources.entry(r.source.clone()).or_default(),
+                                &r,
+                            )
+                        });
                         done.lock().expect("poisoned").push((i, r));
                     }
                 });
@@ -362,8 +373,12 @@ fn run_body(
                 None => "the index needs a repair".to_string(),
                 Some(p) => format!("{} problems, the first: {}", r.problems.len(), p.detail),
             };
-            report.check =
-                Some(Outcome { time: Timestamp::now(), duration_s: t.elapsed().as_secs_f64(), ok: r.is_clean(), detail });
+            report.check = Some(Outcome {
+                time: Timestamp::now(),
+                duration_s: t.elapsed().as_secs_f64(),
+                ok: r.is_clean(),
+                detail,
+            });
             store.update(|s| {
                 if let Some(st) = s.repositories.get_mut(target.name) {
                     st.coverage = r.coverage.verified_recently as f64 / r.coverage.packs.max(1) as f64;
@@ -406,7 +421,9 @@ fn prune_due(job: &JobConfig, state: Option<&JobState>) -> bool {
             let Ok(cal) = super::schedule::Calendar::parse(expr) else { return false };
             match state.and_then(|s| s.last_prune) {
                 None => true,
-                Some(last) => cal.next_after(last, &jiff::tz::TimeZone::system()).is_some_and(|n| n <= Timestamp::now()),
+                Some(last) => {
+                    cal.next_after(last, &jiff::tz::TimeZone::system()).is_some_and(|n| n <= Timestamp::now())
+                }
             }
         }
     }
@@ -415,7 +432,8 @@ fn prune_due(job: &JobConfig, state: Option<&JobState>) -> bool {
 fn backup_options(name: &str, job: &JobConfig) -> Result<BackupOptions, JobError> {
     let mut excludes = job.exclude.clone();
     if let Some(f) = &job.exclude_file {
-        let text = std::fs::read_to_string(f).map_err(|e| JobError::io(format!("read exclude-file {}", f.display()), e))?;
+        let text =
+            std::fs::read_to_string(f).map_err(|e| JobError::io(format!("read exclude-file {}", f.display()), e))?;
         excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
     }
     let mut select = Selection::default();
