@@ -530,3 +530,25 @@ fn a_drill_restores_verifies_and_times_every_source() {
     assert!(stderr_of(&out).contains(&format!("M {}", src.join("a").display())), "{}", stderr_of(&out));
     assert_eq!(j.status("d")["last_drill"]["ok"], false);
 }
+
+#[test]
+fn the_readme_example_config_is_accepted_key_for_key() {
+    let j = Jobs::new();
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("### The config file").expect("a config section in the README")..];
+    let start = section.find("```toml\n").unwrap() + 8;
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let list = j.base.join("web.list");
+    fs::write(&list, "/srv/extra\n# a comment\n").unwrap();
+    let text = example
+        .replace("/etc/snapfs/web.list", list.to_str().unwrap())
+        .replace("\"/var/lib/snapfs\"", &format!("'{}'", j.base.join("state").display()));
+    fs::write(&j.config, text).unwrap();
+    let v: Value = serde_json::from_str(&j.job_ok(&["show", "web", "--json"])).unwrap();
+    assert_eq!(v["priority"], 7, "{v}");
+    assert_eq!(v["schedule"], serde_json::json!(["Mon,Fri 15:00"]), "{v}");
+    assert_eq!(v["repository"]["location"], "/srv/backup", "{v}");
+    let sources: Vec<&str> = v["sources"].as_array().unwrap().iter().map(|s| s["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["/srv/www", "/etc/nginx", "/srv/extra", "command:db.sql"], "{v}");
+    assert!(v["next_run"].is_string(), "{v}");
+}

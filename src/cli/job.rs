@@ -480,6 +480,9 @@ impl Lines {
                 let (read, total) = (p.bytes_read.load(Relaxed), p.scan_bytes.load(Relaxed));
                 line.push_str(&format!(" {} read", human(read)));
                 let secs = r.since.elapsed().as_secs_f64();
+                if !p.scan_done.load(Relaxed) && p.scan_files.load(Relaxed) > 0 {
+                    line.push_str(", scanning");
+                }
                 if p.scan_done.load(Relaxed) && total > 0 && read > 0 {
                     let f = (p.total_bytes.load(Relaxed) as f64 / total as f64).min(1.0);
                     line.push_str(&format!(" of {} ETA {:.0} s", human(total), (secs / f.max(0.01) - secs).max(0.0)));
@@ -517,5 +520,9 @@ impl Observer for Lines {
 
     fn note(&self, line: &str) {
         errln!("snapfs: {line}");
+    }
+
+    fn wants_totals(&self) -> bool {
+        self.on
     }
 }

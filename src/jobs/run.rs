@@ -30,7 +30,6 @@ use crate::select::Filter;
 pub enum Stage {
     Waiting,
     Hook,
-    Scanning,
     BackingUp,
     Forgetting,
     Pruning,
@@ -45,7 +44,6 @@ impl Stage {
         match self {
             Stage::Waiting => "waiting",
             Stage::Hook => "hook",
-            Stage::Scanning => "scanning",
             Stage::BackingUp => "backing up",
             Stage::Forgetting => "forgetting",
             Stage::Pruning => "pruning",
@@ -65,6 +63,11 @@ pub trait Observer: Sync {
     fn stage(&self, _index: usize, _stage: Stage, _progress: Option<Arc<Progress>>) {}
     /// A warning or a note about the run.
     fn note(&self, _line: &str) {}
+    /// Whether a quick pre-scan should count each path source's files and bytes first (for
+    /// an ETA); it costs a stat of every entry.
+    fn wants_totals(&self) -> bool {
+        false
+    }
 }
 
 /// The observer that shows nothing.
@@ -494,13 +497,22 @@ fn back_up_one(
         time_ns: None,
     };
     opts.observer.stage(index, Stage::BackingUp, Some(progress.clone()));
-    let out = match source {
-        Source::Path(_) => backup(repo, &o),
-        Source::Command { name, command } => {
-            backup_stream(repo, &o, name, Stream::Command(vec!["sh".into(), "-c".into(), command.into()]))
+    let out = std::thread::scope(|s| {
+        if let (true, Source::Path(p)) = (opts.observer.wants_totals(), source) {
+            let (o, progress) = (&o, &progress);
+            s.spawn(move || {
+                crate::archiver::progress::prescan(std::slice::from_ref(p), &o.excludes, &o.select, progress)
+            });
         }
-    };
-    progress.stop.store(true, Relaxed);
+        let out = match source {
+            Source::Path(_) => backup(repo, &o),
+            Source::Command { name, command } => {
+                backup_stream(repo, &o, name, Stream::Command(vec!["sh".into(), "-c".into(), command.into()]))
+            }
+        };
+        progress.stop.store(true, Relaxed);
+        out
+    });
     let mut r = SourceReport {
         source: source.label(),
         state: SourceState::Updated,
