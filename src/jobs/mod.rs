@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod repo;
 pub mod run;
 pub mod schedule;
+mod source;
 pub mod status;
 pub mod systemd;
 

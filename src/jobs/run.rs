@@ -14,13 +14,11 @@ use jiff::Timestamp;
 
 use super::config::{Config, JobConfig, Source};
 use super::repo::Target;
+use super::source::{back_up_one, backup_options};
 use super::status::{self, JobState, Outcome, SourceState, SourceStatus, Store};
 use super::{JobError, metrics};
 use crate::archiver::progress::Progress;
-use crate::archiver::select::{CACHEDIR_TAG, Selection};
-use crate::archiver::{BackupOptions, Stream, backup, backup_stream};
 use crate::forget::{ForgetOptions, forget};
-use crate::patterns::Patterns;
 use crate::policy::GroupBy;
 use crate::repo::LockMode;
 use crate::select::Filter;
@@ -430,120 +428,6 @@ fn prune_due(job: &JobConfig, state: Option<&JobState>) -> bool {
             }
         }
     }
-}
-
-fn backup_options(name: &str, job: &JobConfig) -> Result<BackupOptions, JobError> {
-    let mut excludes = job.exclude.clone();
-    if let Some(f) = &job.exclude_file {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| JobError::io(format!("read exclude-file {}", f.display()), e))?;
-        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
-    }
-    let mut select = Selection::default();
-    if job.exclude_caches {
-        select.if_present.push((CACHEDIR_TAG.0.into(), Some(CACHEDIR_TAG.1.to_vec())));
-    }
-    let mut tags = job.tags.clone();
-    tags.push(JobConfig::job_tag(name));
-    Ok(BackupOptions {
-        paths: Vec::new(),
-        tags,
-        host: job.host.clone(),
-        description: format!("snapfs job {name}"),
-        excludes: Patterns::new(&excludes, &job.iexclude)?,
-        select,
-        one_file_system: job.one_file_system,
-        dry_run: false,
-        force: false,
-        parent: None,
-        ignore_inode: false,
-        ignore_ctime: false,
-        with_atime: false,
-        time_ns: None,
-        progress: Default::default(),
-        interrupt: Default::default(),
-    })
-}
-
-fn back_up_one(
-    repo: &crate::repo::Repository,
-    base: &BackupOptions,
-    source: &Source,
-    index: usize,
-    opts: &RunOptions,
-) -> SourceReport {
-    let started = Instant::now();
-    let progress = Arc::new(Progress::default());
-    let paths = match source {
-        Source::Path(p) => vec![p.clone()],
-        Source::Command { .. } => Vec::new(),
-    };
-    let o = BackupOptions {
-        paths,
-        tags: base.tags.clone(),
-        host: base.host.clone(),
-        description: base.description.clone(),
-        excludes: base.excludes.clone(),
-        select: base.select.clone(),
-        progress: progress.clone(),
-        interrupt: opts.interrupt.clone(),
-        one_file_system: base.one_file_system,
-        dry_run: false,
-        force: false,
-        parent: None,
-        ignore_inode: false,
-        ignore_ctime: false,
-        with_atime: false,
-        time_ns: None,
-    };
-    opts.observer.stage(index, Stage::BackingUp, Some(progress.clone()));
-    let out = std::thread::scope(|s| {
-        if let (true, Source::Path(p)) = (opts.observer.wants_totals(), source) {
-            let (o, progress) = (&o, &progress);
-            s.spawn(move || {
-                crate::archiver::progress::prescan(std::slice::from_ref(p), &o.excludes, &o.select, progress)
-            });
-        }
-        let out = match source {
-            Source::Path(_) => backup(repo, &o),
-            Source::Command { name, command } => {
-                backup_stream(repo, &o, name, Stream::Command(vec!["sh".into(), "-c".into(), command.into()]))
-            }
-        };
-        progress.stop.store(true, Relaxed);
-        out
-    });
-    let mut r = SourceReport {
-        source: source.label(),
-        state: SourceState::Updated,
-        snapshot: None,
-        error: None,
-        duration_s: started.elapsed().as_secs_f64(),
-        finished: Timestamp::now(),
-        bytes_added: 0,
-        files: 0,
-        warnings: Vec::new(),
-    };
-    match out {
-        Ok(out) => {
-            r.snapshot = out.snapshot.map(|id| id.hex());
-            r.bytes_added = out.summary.bytes_added;
-            r.files = out.summary.total_files;
-            r.warnings = out.warnings.iter().map(|w| w.to_string()).collect();
-            opts.observer.stage(index, Stage::Done, None);
-        }
-        Err(crate::Error::Interrupted) => {
-            r.state = SourceState::Error;
-            r.error = Some("cancelled".into());
-            opts.observer.stage(index, Stage::Cancelled, None);
-        }
-        Err(e) => {
-            r.state = SourceState::Error;
-            r.error = Some(e.to_string());
-            opts.observer.stage(index, Stage::Failed, None);
-        }
-    }
-    r
 }
 
 /// Runs a hook with `sh -c`, its output going where ours goes; stops it when `stop` is set.
