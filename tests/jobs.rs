@@ -37,7 +37,8 @@ impl Jobs {
 
     fn command(&self) -> Command {
         let mut c = self.s.command();
-        c.env("XDG_STATE_HOME", self.base.join("state")).env_remove("SNAPFS_CONFIG").arg("job");
+        // UTC, as systemd-analyze is asked for in the timer test.
+        c.env("XDG_STATE_HOME", self.base.join("state")).env("TZ", "UTC").env_remove("SNAPFS_CONFIG").arg("job");
         c.arg("--config").arg(&self.config);
         c
     }
