@@ -14,7 +14,7 @@ use jiff::Timestamp;
 
 use super::config::{Config, JobConfig, Source};
 use super::repo::Target;
-use super::source::{back_up_one, backup_options};
+use super::source::{Shared, back_up_one};
 use super::status::{self, JobState, Outcome, SourceState, SourceStatus, Store};
 use super::{JobError, metrics};
 use crate::archiver::progress::Progress;
@@ -299,7 +299,7 @@ fn run_body(
     }
     let body = (|| {
         let repo = target.open_ready(LockMode::Shared, &format!("job {name}"), false)?;
-        let base = backup_options(name, job)?;
+        let base = Shared::of(name, job)?;
         let workers = match job.execution {
             super::config::Execution::Parallel => config.max_parallel.unwrap_or(2).min(sources.len()).max(1),
             super::config::Execution::Sequential => 1,

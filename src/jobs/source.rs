@@ -3,7 +3,7 @@
 //! display's totals when the observer wants them.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -17,42 +17,71 @@ use crate::archiver::select::{CACHEDIR_TAG, Selection};
 use crate::archiver::{BackupOptions, Stream, backup, backup_stream};
 use crate::patterns::Patterns;
 
-pub fn backup_options(name: &str, job: &JobConfig) -> Result<BackupOptions, JobError> {
-    let mut excludes = job.exclude.clone();
-    if let Some(f) = &job.exclude_file {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| JobError::io(format!("read exclude-file {}", f.display()), e))?;
-        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+/// What every source of a job shares; [`Shared::options`] makes one source's options from it.
+pub struct Shared {
+    tags: Vec<String>,
+    host: Option<String>,
+    description: String,
+    excludes: Patterns,
+    select: Selection,
+    one_file_system: bool,
+}
+
+impl Shared {
+    pub fn of(name: &str, job: &JobConfig) -> Result<Shared, JobError> {
+        let mut excludes = job.exclude.clone();
+        if let Some(f) = &job.exclude_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| JobError::io(format!("read exclude-file {}", f.display()), e))?;
+            excludes
+                .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        }
+        let mut select = Selection::default();
+        if job.exclude_caches {
+            select.if_present.push((CACHEDIR_TAG.0.into(), Some(CACHEDIR_TAG.1.to_vec())));
+        }
+        let mut tags = job.tags.clone();
+        tags.push(JobConfig::job_tag(name));
+        Ok(Shared {
+            tags,
+            host: job.host.clone(),
+            description: format!("snapfs job {name}"),
+            excludes: Patterns::new(&excludes, &job.iexclude)?,
+            select,
+            one_file_system: job.one_file_system,
+        })
     }
-    let mut select = Selection::default();
-    if job.exclude_caches {
-        select.if_present.push((CACHEDIR_TAG.0.into(), Some(CACHEDIR_TAG.1.to_vec())));
+
+    fn options(
+        &self,
+        paths: Vec<std::path::PathBuf>,
+        progress: Arc<Progress>,
+        interrupt: Arc<AtomicBool>,
+    ) -> BackupOptions {
+        BackupOptions {
+            paths,
+            tags: self.tags.clone(),
+            host: self.host.clone(),
+            description: self.description.clone(),
+            excludes: self.excludes.clone(),
+            select: self.select.clone(),
+            one_file_system: self.one_file_system,
+            dry_run: false,
+            force: false,
+            parent: None,
+            ignore_inode: false,
+            ignore_ctime: false,
+            with_atime: false,
+            time_ns: None,
+            progress,
+            interrupt,
+        }
     }
-    let mut tags = job.tags.clone();
-    tags.push(JobConfig::job_tag(name));
-    Ok(BackupOptions {
-        paths: Vec::new(),
-        tags,
-        host: job.host.clone(),
-        description: format!("snapfs job {name}"),
-        excludes: Patterns::new(&excludes, &job.iexclude)?,
-        select,
-        one_file_system: job.one_file_system,
-        dry_run: false,
-        force: false,
-        parent: None,
-        ignore_inode: false,
-        ignore_ctime: false,
-        with_atime: false,
-        time_ns: None,
-        progress: Default::default(),
-        interrupt: Default::default(),
-    })
 }
 
 pub fn back_up_one(
     repo: &crate::repo::Repository,
-    base: &BackupOptions,
+    base: &Shared,
     source: &Source,
     index: usize,
     opts: &RunOptions,
@@ -63,24 +92,7 @@ pub fn back_up_one(
         Source::Path(p) => vec![p.clone()],
         Source::Command { .. } => Vec::new(),
     };
-    let o = BackupOptions {
-        paths,
-        tags: base.tags.clone(),
-        host: base.host.clone(),
-        description: base.description.clone(),
-        excludes: base.excludes.clone(),
-        select: base.select.clone(),
-        progress: progress.clone(),
-        interrupt: opts.interrupt.clone(),
-        one_file_system: base.one_file_system,
-        dry_run: false,
-        force: false,
-        parent: None,
-        ignore_inode: false,
-        ignore_ctime: false,
-        with_atime: false,
-        time_ns: None,
-    };
+    let o = base.options(paths, progress.clone(), opts.interrupt.clone());
     opts.observer.stage(index, Stage::BackingUp, Some(progress.clone()));
     let out = std::thread::scope(|s| {
         if let (true, Source::Path(p)) = (opts.observer.wants_totals(), source) {
