@@ -21,6 +21,7 @@ pub mod fuse;
 pub mod id;
 pub mod index;
 pub mod inspect;
+pub mod jobs;
 pub mod patterns;
 pub mod policy;
 pub mod progress;

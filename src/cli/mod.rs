@@ -22,6 +22,7 @@ mod forget;
 mod history;
 mod inspect;
 mod interrupt;
+mod job;
 mod key;
 mod ls;
 mod mount;
@@ -185,6 +186,8 @@ enum Command {
     /// Manage passwords (key slots) and rotate the data keys
     #[command(subcommand)]
     Key(key::Command),
+    /// Backup jobs from the config file: run, status, retry, cancel, schedule, drill
+    Job(job::Args),
     /// Copy snapshots from another repository (--from-repo), skipping those already here
     Copy(copy::Args),
     /// Write snapshots and only the data they need into one encrypted file any repository can import
@@ -288,6 +291,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Repair(a) => repair::run(g, a),
         Command::Mount(a) => mount::run(g, a),
         Command::Dump(a) => dump::run(g, a),
+        Command::Job(a) => job::run(g, a),
         Command::Copy(a) => copy::run(g, a),
         Command::Export(a) => bundle::export(g, a),
         Command::Import(a) => bundle::import(g, a),
