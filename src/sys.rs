@@ -158,7 +158,9 @@ fn seek(f: &impl AsRawFd, off: u64, whence: libc::c_int) -> io::Result<u64> {
 /// Only a hint: where it fails the read that follows is merely slower.
 pub fn advise_willneed(f: &impl AsRawFd, off: u64, len: u64) {
     // SAFETY: posix_fadvise only reads its arguments, on a descriptor open for the borrow.
-    let _ = unsafe { libc::posix_fadvise(f.as_raw_fd(), off as libc::off_t, len as libc::off_t, libc::POSIX_FADV_WILLNEED) };
+    let _ = unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), off as libc::off_t, len as libc::off_t, libc::POSIX_FADV_WILLNEED)
+    };
 }
 
 /// What the metadata walk ahead needs of an entry.
@@ -170,7 +172,8 @@ pub struct StatAt {
 /// `fstatat` of `name` in the directory `dir`, not following a final symlink: relative to the
 /// directory's descriptor, so the kernel does not walk the whole path again.
 pub fn stat_at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<StatAt> {
-    let c = CString::new(name.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))?;
+    let c =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))?;
     // SAFETY: a zeroed stat is a valid out-parameter for fstatat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: the descriptor is open for the borrow, c is NUL-terminated, st outlives the call.

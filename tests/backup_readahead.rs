@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 const MIB: usize = 1 << 20;
 
 /// Many small files in many directories, some nested, plus large ones around the sizes where
-/// the read-ahead changes its way: whole reads up to 1 MiB, advised reads above, 16 MiB blocks.
+/// the read-ahead changes its way: whole reads up to 512 KiB, advised reads above, 16 MiB blocks.
 fn mixed_tree(root: &Path) {
     let mut rng = Rng::new(21);
     for d in 0..40 {
@@ -32,7 +32,7 @@ fn mixed_tree(root: &Path) {
     }
     let big = root.join("big");
     fs::create_dir_all(&big).unwrap();
-    for (i, len) in [MIB, MIB + 1, 3 * MIB + 17, 21 * MIB, 40 * MIB + 5].into_iter().enumerate() {
+    for (i, len) in [MIB / 2, MIB / 2 + 1, MIB, 3 * MIB + 17, 21 * MIB, 40 * MIB + 5].into_iter().enumerate() {
         write_random(&big.join(format!("b{i}")), len as u64, &mut rng);
     }
 }

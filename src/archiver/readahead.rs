@@ -27,12 +27,12 @@ use crate::patterns::Patterns;
 use crate::sys;
 
 /// I/O threads: they block on the disk, not the CPU, so more than the cores. Eight readers
-/// reach this kind of disk's limit (issue 21); sixteen leave room for the metadata walk.
-const THREADS: usize = 16;
+/// reach this kind of disk's limit (issue 21); a few more leave room for the metadata walk.
+const THREADS: usize = 12;
 /// Bytes held or advised ahead of the chunkers at most.
-pub const BUDGET: u64 = 32 << 20;
+pub const BUDGET: u64 = 16 << 20;
 /// Files up to this size are read whole by an I/O thread; larger ones are advised.
-pub const SMALL_MAX: u64 = 1 << 20;
+pub const SMALL_MAX: u64 = 512 << 10;
 /// How much of a larger file is advised before the walk gets to it.
 const FIRST_WINDOW: u64 = 4 << 20;
 /// How far ahead of its reader a large file is advised, and in what steps: the kernel caps
@@ -85,12 +85,18 @@ struct State {
     warm: Vec<(PathBuf, Option<u64>)>,
     warmed: u64,
     entered: u64,
+    /// Walk threads waiting for a read under way.
+    waiting: usize,
     shutdown: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
-    changed: Condvar,
+    /// For the I/O threads: work was added or budget freed. One is woken per event: waking all
+    /// sixteen for every file cost seconds of system time on a warm tree.
+    work: Condvar,
+    /// For walk threads waiting in `take`: a read finished.
+    done: Condvar,
     budget: u64,
     excludes: Patterns,
     one_file_system: bool,
@@ -118,7 +124,8 @@ impl Readahead {
     pub fn with(threads: usize, budget: u64, excludes: Patterns, one_file_system: bool) -> Readahead {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            work: Condvar::new(),
+            done: Condvar::new(),
             budget,
             excludes,
             one_file_system,
@@ -152,8 +159,8 @@ impl Readahead {
             paths.push(path);
         }
         drop(s);
-        if !paths.is_empty() {
-            self.shared.changed.notify_all();
+        for _ in 0..paths.len().min(THREADS) {
+            self.shared.work.notify_one();
         }
         Batch { ahead: self, paths }
     }
@@ -165,7 +172,11 @@ impl Readahead {
         loop {
             match s.slots.get(path) {
                 None => return Ahead::Missed,
-                Some((Slot::Reading, _)) => s = self.shared.changed.wait(s).expect("poisoned"),
+                Some((Slot::Reading, _)) => {
+                    s.waiting += 1;
+                    s = self.shared.done.wait(s).expect("poisoned");
+                    s.waiting -= 1;
+                }
                 Some(_) => break,
             }
         }
@@ -174,7 +185,7 @@ impl Readahead {
             Slot::Done(a) => {
                 s.held -= cost;
                 drop(s);
-                self.shared.changed.notify_all();
+                self.shared.work.notify_one();
                 a
             }
             // Still queued: its job is skipped when it comes up.
@@ -186,7 +197,7 @@ impl Readahead {
     pub fn warm_tree(&self, root: &Path, dev: u64) {
         let dev = self.shared.one_file_system.then_some(dev);
         self.shared.lock().warm.push((root.to_path_buf(), dev));
-        self.shared.changed.notify_all();
+        self.shared.work.notify_one();
     }
 
     /// The walk entered a directory: the metadata walk may go one further.
@@ -196,7 +207,7 @@ impl Readahead {
         let waiting = s.warmed >= s.entered + WARM_AHEAD - 1 && !s.warm.is_empty();
         drop(s);
         if waiting {
-            self.shared.changed.notify_all();
+            self.shared.work.notify_one();
         }
     }
 
@@ -230,7 +241,7 @@ impl Readahead {
         }
         drop(s);
         if freed {
-            self.shared.changed.notify_all();
+            self.shared.work.notify_all();
         }
     }
 }
@@ -238,7 +249,7 @@ impl Readahead {
 impl Drop for Readahead {
     fn drop(&mut self) {
         self.shared.lock().shutdown = true;
-        self.shared.changed.notify_all();
+        self.shared.work.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -276,7 +287,7 @@ fn io_thread(sh: &Shared) {
                 if let Some(w) = next_work(sh, &mut s) {
                     break w;
                 }
-                s = sh.changed.wait(s).expect("poisoned");
+                s = sh.work.wait(s).expect("poisoned");
             }
         };
         match work {
@@ -288,15 +299,20 @@ fn io_thread(sh: &Shared) {
                     // Forgotten while it was read.
                     _ => s.held -= job.cost,
                 }
+                if s.waiting > 0 {
+                    sh.done.notify_all();
+                }
             }
             Work::Dir(dir, dev) => {
                 let subdirs = list_and_stat(&dir, dev, &sh.excludes);
-                let mut s = sh.lock();
+                let wake = subdirs.len().min(THREADS);
                 // Reversed, so the first subdirectory is listed first, as the walk enters it.
-                s.warm.extend(subdirs.into_iter().rev().map(|d| (d, dev)));
+                sh.lock().warm.extend(subdirs.into_iter().rev().map(|d| (d, dev)));
+                for _ in 1..wake {
+                    sh.work.notify_one();
+                }
             }
         }
-        sh.changed.notify_all();
     }
 }
 
@@ -374,7 +390,8 @@ fn list_and_stat(dir: &Path, dev: Option<u64>, excludes: &Patterns) -> Vec<PathB
         return Vec::new();
     };
     let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut entries: Vec<(u64, std::ffi::OsString)> = rd.filter_map(|e| e.ok()).map(|e| (e.ino(), e.file_name())).collect();
+    let mut entries: Vec<(u64, std::ffi::OsString)> =
+        rd.filter_map(|e| e.ok()).map(|e| (e.ino(), e.file_name())).collect();
     entries.sort_unstable();
     let mut subdirs = Vec::new();
     for (_, name) in entries {

@@ -17,7 +17,7 @@ use super::Warning;
 use super::gitignore::Ignores;
 use super::meta::node_from;
 use super::progress::Progress;
-use super::readahead::{Ahead, Advising, Readahead, SMALL_MAX, Whole};
+use super::readahead::{Advising, Ahead, Readahead, SMALL_MAX, Whole};
 use crate::crypto::ObjType;
 use crate::error::{Error, Result};
 use crate::format::tree::{self, Kind, Node};
@@ -205,7 +205,9 @@ impl Walker<'_> {
         let nodes: Vec<Option<Node>> = found
             .iter()
             .par_bridge()
-            .map(|(name, p, md)| self.entry(p, name.as_bytes(), md, parent.get(name.as_bytes()), root_dev, here.as_ref()))
+            .map(|(name, p, md)| {
+                self.entry(p, name.as_bytes(), md, parent.get(name.as_bytes()), root_dev, here.as_ref())
+            })
             .collect::<Result<_>>()?;
         let mut nodes: Vec<Node> = nodes.into_iter().flatten().collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -278,8 +280,9 @@ impl Walker<'_> {
         let mut eof = whole.is_some();
         let mut total = whole.as_ref().map_or(0, |b| b.len() as u64);
         let mut read = total;
-        let mut buf = whole
-            .unwrap_or_else(|| self.buffers.lock().expect("poisoned").pop().unwrap_or_else(|| Vec::with_capacity(want)));
+        let mut buf = whole.unwrap_or_else(|| {
+            self.buffers.lock().expect("poisoned").pop().unwrap_or_else(|| Vec::with_capacity(want))
+        });
         loop {
             self.check_interrupt().map_err(FileError::Repo)?;
             if !eof {
