@@ -21,6 +21,7 @@ use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::walk::Source;
 use crate::patterns::Patterns;
@@ -41,6 +42,11 @@ const IN_FILE_AHEAD: u64 = 16 << 20;
 const ADVISE_STEP: u64 = 4 << 20;
 /// Directories the metadata walk may be ahead of the real one.
 const WARM_AHEAD: u64 = 512;
+/// After this many directories in a row listed and stat'ed faster than [`CACHED_PER_ENTRY`]
+/// per entry, the tree is taken as cached and the metadata walk stops: on a warm tree it only
+/// doubles the walk's system calls.
+const WARM_GIVE_UP: u32 = 64;
+const CACHED_PER_ENTRY: Duration = Duration::from_micros(10);
 
 /// What an I/O thread made of a hinted file.
 pub enum Ahead {
@@ -85,6 +91,9 @@ struct State {
     warm: Vec<(PathBuf, Option<u64>)>,
     warmed: u64,
     entered: u64,
+    /// Directories in a row found already cached, and whether that stopped the metadata walk.
+    cached_dirs: u32,
+    warm_off: bool,
     /// Walk threads waiting for a read under way.
     waiting: usize,
     shutdown: bool,
@@ -304,10 +313,21 @@ fn io_thread(sh: &Shared) {
                 }
             }
             Work::Dir(dir, dev) => {
-                let subdirs = list_and_stat(&dir, dev, &sh.excludes);
+                let started = Instant::now();
+                let (subdirs, entries) = list_and_stat(&dir, dev, &sh.excludes);
+                let cached = started.elapsed() < CACHED_PER_ENTRY * (entries + 1);
                 let wake = subdirs.len().min(THREADS);
-                // Reversed, so the first subdirectory is listed first, as the walk enters it.
-                sh.lock().warm.extend(subdirs.into_iter().rev().map(|d| (d, dev)));
+                let mut s = sh.lock();
+                s.cached_dirs = if cached { s.cached_dirs + 1 } else { 0 };
+                if s.cached_dirs >= WARM_GIVE_UP {
+                    s.warm_off = true;
+                    s.warm.clear();
+                }
+                if !s.warm_off {
+                    // Reversed, so the first subdirectory is listed first, as the walk enters it.
+                    s.warm.extend(subdirs.into_iter().rev().map(|d| (d, dev)));
+                }
+                drop(s);
                 for _ in 1..wake {
                     sh.work.notify_one();
                 }
@@ -384,15 +404,17 @@ fn advise(path: &Path) -> Ahead {
 }
 
 /// Lists `dir` and stats every entry relative to its descriptor, in inode order (where a
-/// filesystem lays out its inode tables); returns the subdirectories to go on with.
-fn list_and_stat(dir: &Path, dev: Option<u64>, excludes: &Patterns) -> Vec<PathBuf> {
+/// filesystem lays out its inode tables); returns the subdirectories to go on with and the
+/// number of entries.
+fn list_and_stat(dir: &Path, dev: Option<u64>, excludes: &Patterns) -> (Vec<PathBuf>, u32) {
     let Ok(fd) = File::options().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(dir) else {
-        return Vec::new();
+        return (Vec::new(), 0);
     };
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else { return (Vec::new(), 0) };
     let mut entries: Vec<(u64, std::ffi::OsString)> =
         rd.filter_map(|e| e.ok()).map(|e| (e.ino(), e.file_name())).collect();
     entries.sort_unstable();
+    let n = entries.len() as u32;
     let mut subdirs = Vec::new();
     for (_, name) in entries {
         let Ok(st) = sys::stat_at(&fd, &name) else { continue };
@@ -403,7 +425,7 @@ fn list_and_stat(dir: &Path, dev: Option<u64>, excludes: &Patterns) -> Vec<PathB
             }
         }
     }
-    subdirs
+    (subdirs, n)
 }
 
 /// A larger file read sequentially with the next [`IN_FILE_AHEAD`] bytes advised, so several
