@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::walk::Source;
+use super::walk::{Source, open_noatime};
 use crate::patterns::Patterns;
 use crate::sys;
 
@@ -364,16 +364,8 @@ fn next_work(sh: &Shared, s: &mut State) -> Option<Work> {
     None
 }
 
-/// O_NOATIME, as the walk opens files (needs ownership, so falls back).
-fn open(path: &Path) -> io::Result<File> {
-    match File::options().read(true).custom_flags(libc::O_NOATIME).open(path) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
-        r => r,
-    }
-}
-
 fn read_small(path: &Path, size: u64) -> Ahead {
-    let Ok(f) = open(path) else { return Ahead::Missed };
+    let Ok(f) = open_noatime(path) else { return Ahead::Missed };
     // One byte more than the stat said tells a file that grew: the walk reads it itself.
     let mut data = Vec::with_capacity(size as usize + 1);
     match (&f).take(size + 1).read_to_end(&mut data) {
@@ -393,7 +385,7 @@ fn read_small(path: &Path, size: u64) -> Ahead {
 }
 
 fn advise(path: &Path) -> Ahead {
-    if let Ok(f) = open(path) {
+    if let Ok(f) = open_noatime(path) {
         let mut off = 0;
         while off < FIRST_WINDOW {
             sys::advise_willneed(&f, off, ADVISE_STEP);

@@ -440,7 +440,7 @@ fn read_at_end(f: &File, buf: &mut Vec<u8>, pos: u64, want: usize) -> io::Result
 }
 
 /// O_NOATIME keeps the backup from changing what it backs up; it needs ownership, so fall back.
-fn open_noatime(path: &Path) -> io::Result<File> {
+pub(super) fn open_noatime(path: &Path) -> io::Result<File> {
     match File::options().read(true).custom_flags(libc::O_NOATIME).open(path) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
         r => r,
