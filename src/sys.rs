@@ -153,3 +153,33 @@ fn seek(f: &impl AsRawFd, off: u64, whence: libc::c_int) -> io::Result<u64> {
     let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, whence) };
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as u64) }
 }
+
+/// Asks the kernel to start reading `len` bytes at `off` into the page cache, without waiting.
+/// Only a hint: where it fails the read that follows is merely slower.
+pub fn advise_willneed(f: &impl AsRawFd, off: u64, len: u64) {
+    // SAFETY: posix_fadvise only reads its arguments, on a descriptor open for the borrow.
+    let _ = unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), off as libc::off_t, len as libc::off_t, libc::POSIX_FADV_WILLNEED)
+    };
+}
+
+/// What the metadata walk ahead needs of an entry.
+pub struct StatAt {
+    pub is_dir: bool,
+    pub dev: u64,
+}
+
+/// `fstatat` of `name` in the directory `dir`, not following a final symlink: relative to the
+/// directory's descriptor, so the kernel does not walk the whole path again.
+pub fn stat_at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<StatAt> {
+    let c =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))?;
+    // SAFETY: a zeroed stat is a valid out-parameter for fstatat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the borrow, c is NUL-terminated, st outlives the call.
+    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(StatAt { is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR, dev: st.st_dev })
+}

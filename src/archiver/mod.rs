@@ -3,6 +3,7 @@
 mod gitignore;
 pub(crate) mod meta;
 pub mod progress;
+mod readahead;
 pub mod select;
 mod stdin;
 mod walk;
@@ -182,6 +183,7 @@ fn walker<'a>(repo: &'a Repository, packer: &'a packer::Packer<'a>, opts: &'a Ba
         warnings: Mutex::new(Vec::new()),
         buffers: Mutex::new(Vec::new()),
         zero_run: (repo.chunker().zero_run_len(), Mutex::new(None)),
+        ahead: readahead::Readahead::new(opts.excludes.clone(), opts.one_file_system),
     }
 }
 
@@ -241,6 +243,7 @@ fn commit(repo: &Repository, opts: &BackupOptions, d: Done) -> Result<BackupOutc
 fn build(w: &Walker, path: &Path, plan: &Plan, prev: Option<Id>) -> Result<Id> {
     let root_dev = std::fs::symlink_metadata(path).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).unwrap_or(0);
     if plan.whole {
+        w.ahead.warm_tree(path, root_dev);
         return w.dir(path, prev, root_dev, None);
     }
     let parent = w.parent_dir(prev);
@@ -257,6 +260,9 @@ fn build(w: &Walker, path: &Path, plan: &Plan, prev: Option<Id>) -> Result<Id> {
         let prev_node = parent.get(name);
         if sub.whole {
             let dev = std::os::unix::fs::MetadataExt::dev(&md);
+            if md.is_dir() {
+                w.ahead.warm_tree(&p, dev);
+            }
             if let Some(n) = w.entry(&p, name, &md, prev_node, dev, None)? {
                 nodes.push(n);
             }

@@ -17,6 +17,7 @@ use super::Warning;
 use super::gitignore::Ignores;
 use super::meta::node_from;
 use super::progress::{Change, Progress};
+use super::readahead::{Advising, Ahead, Readahead, SMALL_MAX, Whole};
 use crate::crypto::ObjType;
 use crate::error::{Error, Result};
 use crate::format::tree::{self, Kind, Node};
@@ -47,6 +48,8 @@ pub struct Walker<'a> {
     pub buffers: Mutex<Vec<Vec<u8>>>,
     /// The chunker's length for chunks inside runs of zeros, and their id once stored.
     pub zero_run: (usize, Mutex<Option<Id>>),
+    /// Reads in flight ahead of the chunkers, for a cold disk.
+    pub ahead: Readahead,
 }
 
 /// Read buffers kept for reuse: one per worker covers most files; nested files allocate.
@@ -157,6 +160,7 @@ impl Walker<'_> {
     /// entry and metadata are still in the snapshot (as restic does), with a warning.
     /// `ign`: the `.gitignore` matchers of the directories above, with `--git-ignore`.
     pub fn dir(&self, path: &Path, prev: Option<Id>, root_dev: u64, ign: Option<&Ignores>) -> Result<Id> {
+        self.ahead.entered_dir();
         let names = match fs::read_dir(path)
             .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>())
         {
@@ -174,29 +178,63 @@ impl Walker<'_> {
             }
             i
         });
-        let nodes: Vec<Option<Node>> = names
-            .par_iter()
-            .map(|name| {
-                let p = path.join(name);
+        let mut found: Vec<(std::ffi::OsString, std::path::PathBuf, Metadata)> = names
+            .into_par_iter()
+            .filter_map(|name| {
+                let p = path.join(&name);
                 if self.excludes.matches(&p) {
-                    return Ok(None);
+                    return None;
                 }
                 let md = match fs::symlink_metadata(&p) {
                     Ok(md) => md,
                     Err(e) => {
                         self.skipped(format!("{}: {e}", p.display()));
-                        return Ok(None);
+                        return None;
                     }
                 };
                 if self.select.rejects(&p, &md) || here.as_ref().is_some_and(|i| i.ignores(&p, md.is_dir())) {
-                    return Ok(None);
+                    return None;
                 }
-                self.entry(&p, name.as_bytes(), &md, parent.get(name.as_bytes()), root_dev, here.as_ref())
+                Some((name, p, md))
+            })
+            .collect();
+        // Files before subdirectories, each in inode order (where the filesystem put them):
+        // the read-ahead is told the files to read in the order the walk takes them up.
+        found.sort_unstable_by_key(|(_, _, md)| (md.is_dir(), md.ino()));
+        let _batch = self.ahead.hint(
+            found
+                .iter()
+                .filter(|(name, _, md)| self.will_read(parent.get(name.as_bytes()), md))
+                .map(|(_, p, md)| (p.clone(), md.size())),
+        );
+        // Taken in order (par_bridge hands the next entry to whichever thread is free), so
+        // the files being read ahead are the next ones the chunkers want.
+        let nodes: Vec<Option<Node>> = found
+            .iter()
+            .par_bridge()
+            .map(|(name, p, md)| {
+                self.entry(p, name.as_bytes(), md, parent.get(name.as_bytes()), root_dev, here.as_ref())
             })
             .collect::<Result<_>>()?;
         let mut nodes: Vec<Node> = nodes.into_iter().flatten().collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         self.store_tree(nodes)
+    }
+
+    /// Whether `entry` will read this file: what its parent says differs in what `unchanged`
+    /// compares (the index is not asked: a guess wrong that way only costs a read ahead).
+    /// Files with holes are left to `Holes`.
+    fn will_read(&self, p: Option<&Node>, md: &Metadata) -> bool {
+        if !md.is_file() || md.size() == 0 || md.blocks() * 512 < md.size() {
+            return false;
+        }
+        let Some(p) = p else { return true };
+        !(p.kind == Kind::File
+            && p.size == md.size()
+            && (p.mtime.sec, i64::from(p.mtime.nsec)) == (md.mtime(), md.mtime_nsec())
+            && p.mode == md.mode() & 0o7777
+            && (self.ignore_ctime || (p.ctime.sec, i64::from(p.ctime.nsec)) == (md.ctime(), md.ctime_nsec()))
+            && (self.ignore_inode || p.ino == md.ino()))
     }
 
     pub fn store_tree(&self, nodes: Vec<Node>) -> Result<Id> {
@@ -206,20 +244,31 @@ impl Walker<'_> {
     /// Reads, cuts and stores a file's contents into `node.content`.
     fn file(&self, path: &Path, before: &Metadata, node: &mut Node) -> Result<(), FileError> {
         self.counters.set_current(path);
+        let changed = |size: u64, mtime: (i64, i64)| {
+            if size != before.size() || mtime != (before.mtime(), before.mtime_nsec()) {
+                self.incomplete(format!("{}: file changed while it was read; stored as read", path.display()));
+            }
+        };
+        if let Ahead::Read(p) = self.ahead.take(path)
+            // Another file put in its place since the stat is read by the usual path.
+            && (p.dev, p.ino) == (before.dev(), before.ino())
+        {
+            node.size = self.content(&mut Whole(Some(p.data)), node)?;
+            changed(p.size, p.mtime);
+            return Ok(());
+        }
         let f = open_noatime(path).map_err(FileError::Source)?;
         // Fewer blocks than bytes: the file has holes, which are not read (see `Holes`).
         let total = if before.blocks() * 512 < before.size() {
             self.content(&mut Holes::new(&f, before.size()), node)?
+        } else if before.size() > SMALL_MAX {
+            self.content(&mut Advising::new(&f), node)?
         } else {
             self.content(&mut Plain(&f), node)?
         };
         node.size = total;
-        if let Ok(after) = f.metadata()
-            && (after.size() != before.size()
-                || after.mtime() != before.mtime()
-                || after.mtime_nsec() != before.mtime_nsec())
-        {
-            self.incomplete(format!("{}: file changed while it was read; stored as read", path.display()));
+        if let Ok(after) = f.metadata() {
+            changed(after.size(), (after.mtime(), after.mtime_nsec()));
         }
         Ok(())
     }
@@ -234,17 +283,22 @@ impl Walker<'_> {
         let want = READ_BLOCK.max(2 * chunker.max_size());
         // Only the pages a file's bytes land on are touched, so small files can share the big
         // buffers; read_to_end fills them without zeroing first.
-        let mut buf = self.buffers.lock().expect("poisoned").pop().unwrap_or_else(|| Vec::with_capacity(want));
-        let mut eof = false;
-        let mut total = 0u64;
-        let mut read = 0u64;
-        while !eof {
+        let whole = src.whole();
+        let mut eof = whole.is_some();
+        let mut total = whole.as_ref().map_or(0, |b| b.len() as u64);
+        let mut read = total;
+        let mut buf = whole.unwrap_or_else(|| {
+            self.buffers.lock().expect("poisoned").pop().unwrap_or_else(|| Vec::with_capacity(want))
+        });
+        loop {
             self.check_interrupt().map_err(FileError::Repo)?;
-            let need = want - buf.len();
-            let (n, from_disk) = src.fill(&mut buf, need).map_err(FileError::Source)?;
-            eof = n < need;
-            total += n as u64;
-            read += from_disk;
+            if !eof {
+                let need = want - buf.len();
+                let (n, from_disk) = src.fill(&mut buf, need).map_err(FileError::Source)?;
+                eof = n < need;
+                total += n as u64;
+                read += from_disk;
+            }
             let mut cuts = Vec::new();
             let mut off = 0;
             while off < buf.len() && (eof || buf.len() - off >= chunker.max_size()) {
@@ -270,10 +324,14 @@ impl Walker<'_> {
                 .map_err(FileError::Repo)?;
             node.content.extend(ids);
             buf.drain(..off);
+            if eof {
+                break;
+            }
         }
         buf.clear();
         let mut spare = self.buffers.lock().expect("poisoned");
-        if spare.len() < SPARE_BUFFERS {
+        // A small file's own buffer (read ahead) is no use for the next file.
+        if spare.len() < SPARE_BUFFERS && buf.capacity() >= want {
             spare.push(buf);
         }
         drop(spare);
@@ -300,6 +358,12 @@ pub trait Source {
     /// Appends up to `need` bytes to `buf`; fewer only at the end. Returns the bytes appended
     /// and how many of them were read from the disk (holes are not).
     fn fill(&mut self, buf: &mut Vec<u8>, need: usize) -> io::Result<(usize, u64)>;
+
+    /// All of the content at once, when it is already in memory: it becomes the chunker's
+    /// buffer, and `fill` is not called.
+    fn whole(&mut self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Any reader, read through: a file without holes, a pipe.
@@ -383,7 +447,7 @@ fn read_at_end(f: &File, buf: &mut Vec<u8>, pos: u64, want: usize) -> io::Result
 }
 
 /// O_NOATIME keeps the backup from changing what it backs up; it needs ownership, so fall back.
-fn open_noatime(path: &Path) -> io::Result<File> {
+pub(super) fn open_noatime(path: &Path) -> io::Result<File> {
     match File::options().read(true).custom_flags(libc::O_NOATIME).open(path) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
         r => r,

@@ -5,6 +5,7 @@
 
 mod bench;
 mod browsebench;
+mod coldbench;
 mod copybench;
 mod demo;
 mod mountbench;
@@ -32,6 +33,9 @@ Tasks:
          run; writes benches/results/latest.md  [--quick] [--rounds N]; --limits prints
          only what the machine allows on that data
          with --scale: backup cost from 10k to 1M files and over 50 snapshots  [--max N]
+         with --cold: backups from a cold disk (caches dropped before every step, as
+         root) against restic and borg, with the disk's read and stat limits; writes
+         benches/results/cold.md  [--rounds N] [--data DIR] [--no-borg]
          with --mount: snapfs mount against restic mount (find, cat, tar, RSS); writes
          benches/results/mount.md  [--quick] [--rounds N]
          with --prune: forget half of a 20-snapshot history and prune, against restic
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
     let result = match task {
         "bench" if rest.iter().any(|a| a == "--scale") => bench::scale(rest),
         "bench" if rest.iter().any(|a| a == "--mount") => mountbench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--cold") => coldbench::run(rest),
         "bench" if rest.iter().any(|a| a == "--prune") => prunebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--prune-scale") => prunescale::run(rest),
         "bench" if rest.iter().any(|a| a == "--browse") => browsebench::run(rest),
