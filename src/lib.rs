@@ -28,6 +28,7 @@ pub mod rekey;
 pub mod repo;
 pub mod restore;
 pub mod select;
+pub mod spans;
 pub mod sys;
 pub mod tag;
 pub mod tarimport;
