@@ -21,14 +21,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let rounds: usize = value("--rounds").map_or(Ok(if quick { 1 } else { 3 }), |v| v.parse())?;
     let target = crate::target_dir()?;
-    // `--snapfs PATH`: a binary built elsewhere (the figures then say which).
-    let snapfs = match value("--snapfs") {
-        Some(p) => p,
-        None => {
-            crate::run(crate::cargo().args(["build", "--release", "--bin", "snapfs"]))?;
-            target.join("release/snapfs").display().to_string()
-        }
-    };
+    let snapfs = snapfs_binary(value("--snapfs"), &target)?;
     for tool in ["restic", "/usr/bin/time"] {
         if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_or(true, |o| o.stdout.is_empty())
         {
@@ -107,4 +100,16 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("written to benches/results/{name}");
     let _ = fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// `--snapfs PATH` when given (a binary built elsewhere; the figures then say which), else this
+/// workspace's release build.
+pub(crate) fn snapfs_binary(given: Option<String>, target: &std::path::Path) -> Result<String> {
+    match given {
+        Some(p) => Ok(p),
+        None => {
+            crate::run(crate::cargo().args(["build", "--release", "--bin", "snapfs"]))?;
+            Ok(target.join("release/snapfs").display().to_string())
+        }
+    }
 }

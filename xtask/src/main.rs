@@ -10,6 +10,7 @@ mod demo;
 mod mountbench;
 mod prunebench;
 mod rotatebench;
+mod s3bench;
 
 use std::env;
 use std::ffi::OsStr;
@@ -41,6 +42,9 @@ Tasks:
          packs; writes benches/results/rotate.md  [--quick] [--rounds N]
          with --copy: copy one snapshot between local repositories against restic copy;
          writes benches/results/copy.md  [--quick] [--rounds N] [--snapfs PATH]
+         with --s3: backup, re-backup, restore, check --read-data on a 3-node Garage
+         cluster against restic's s3 backend, with requests/GB; writes
+         benches/results/s3.md  [--quick] [--rounds N] [--snapfs PATH]
 ";
 
 fn main() -> ExitCode {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         "bench" if rest.iter().any(|a| a == "--browse") => browsebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--rotate") => rotatebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--copy") => copybench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--s3") => s3bench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
         "man" => man(),
