@@ -32,6 +32,7 @@ pub mod repo;
 pub mod restore;
 pub mod select;
 pub mod server;
+pub mod spans;
 pub mod sys;
 pub mod tag;
 pub mod tarimport;

@@ -3,9 +3,10 @@
 //! Restore, mount and check read trees through it, and so will every command that walks
 //! snapshots (ls, find, diff, prune's mark phase).
 
+use std::collections::HashMap;
 use std::path::{Component, Path};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -13,7 +14,9 @@ use crate::cache::LoadingLru;
 use crate::error::{Error, Result};
 use crate::format::tree::Node;
 use crate::id::{BlobIdSet, Id};
+use crate::index::BlobLoc;
 use crate::repo::Repository;
+use crate::spans::SpanReader;
 
 /// A decoded directory listing, shared between the cache and its users.
 pub type Listing = Arc<Vec<Node>>;
@@ -65,13 +68,24 @@ impl<S: TreeSource> TreeSource for Counting<S> {
 
 /// A listing from the repository; errors name the blob and its pack.
 pub fn load(repo: &Repository, id: &Id) -> Result<Vec<Node>> {
+    if let Some(nodes) = repo.preloaded().take(id) {
+        return Ok(nodes);
+    }
     let loc = repo.index().lookup(id)?.ok_or_else(|| Error::MissingBlob(format!("tree blob {}", id.hex())))?;
+    decode_at(id, &loc, |f| repo.with_blob_at(id, &loc, f))
+}
+
+/// A listing from its blob, read by `read` (which hands the plaintext to its argument).
+fn decode_at(
+    id: &Id,
+    loc: &BlobLoc,
+    read: impl FnOnce(&dyn Fn(&[u8]) -> Result<Vec<Node>>) -> Result<Result<Vec<Node>>>,
+) -> Result<Vec<Node>> {
     let wrap = |e: Error| Error::Blob { kind: "tree blob", blob: id.hex(), pack: loc.pack.hex(), cause: Box::new(e) };
     if loc.ty != crate::crypto::ObjType::Tree {
         return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
     }
-    let plain = repo.read_blob_at(id, &loc).map_err(wrap)?;
-    crate::format::tree::decode(&plain).map_err(wrap)
+    read(&|plain| crate::format::tree::decode(plain)).and_then(|r| r).map_err(wrap)
 }
 
 pub struct Trees<S> {
@@ -169,6 +183,10 @@ pub fn walk_unique_from(
 /// The memory a listing takes, so the cache's bound is in real bytes: the nodes, their strings
 /// and lists, and an allocator's header for each of those.
 fn weight(t: &Listing) -> usize {
+    weight_of(t)
+}
+
+fn weight_of(t: &[Node]) -> usize {
     const ALLOC: usize = 16;
     t.iter()
         .map(|n| {
@@ -183,4 +201,68 @@ fn weight(t: &Listing) -> usize {
                 + 4 * ALLOC
         })
         .sum()
+}
+
+/// What [`preload`] may hold: listings of a few hundred thousand entries.
+pub const PRELOAD_BYTES: usize = 64 << 20;
+/// Listings a preload plans its reads over at once: the more, the more share a span.
+const PRELOAD_BATCH: usize = 4096;
+/// Spans a preload batch keeps read: its listings are read in any order by the pool.
+const SPAN_CACHE: usize = 32 << 20;
+
+/// Listings loaded ahead for a walk that reads each once in its own order (restore's plan, a
+/// backup's parent). One after another, each listing is a round trip: on a 3-node Garage an
+/// unchanged re-backup of 4,762 directories spent 190 s on them. Taken, not copied, by [`load`].
+#[derive(Default)]
+pub struct Preloaded {
+    map: Mutex<HashMap<Id, Vec<Node>>>,
+}
+
+impl Preloaded {
+    fn take(&self, id: &Id) -> Option<Vec<Node>> {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if m.is_empty() { None } else { m.remove(id) }
+    }
+}
+
+/// Loads the listings below `root`, a level at a time with the backend's parallel reads, until
+/// they take `budget` bytes; the rest load on demand. Only where reads wait on a network
+/// (`Backend::parallel_reads`): locally a listing costs microseconds and this would only add
+/// memory. Failures are left for the real load to report.
+pub fn preload(repo: &Repository, root: Id, budget: usize) {
+    let Some(pool) = crate::spans::read_pool(repo) else { return };
+    let mut seen = BlobIdSet::default();
+    seen.insert(root);
+    let mut frontier = vec![root];
+    let mut used = 0;
+    pool.install(|| {
+        while !frontier.is_empty() && used < budget {
+            let mut next = Vec::new();
+            for batch in frontier.chunks(PRELOAD_BATCH) {
+                // Listings written together lie together in their packs: one ranged read serves many.
+                let locs: Vec<Option<BlobLoc>> =
+                    batch.iter().map(|id| repo.index().lookup(id).ok().flatten()).collect();
+                let spans = SpanReader::plan(repo, locs.iter().flatten().copied().collect(), SPAN_CACHE);
+                let loaded: Vec<(Id, Result<Vec<Node>>)> = batch
+                    .par_iter()
+                    .zip(&locs)
+                    .filter_map(|(id, loc)| {
+                        let loc = loc.as_ref()?;
+                        Some((*id, decode_at(id, loc, |f| spans.with_blob(id, loc, f))))
+                    })
+                    .collect();
+                let mut map = repo.preloaded().map.lock().unwrap_or_else(|e| e.into_inner());
+                for (id, nodes) in loaded {
+                    let Ok(nodes) = nodes else { continue };
+                    next.extend(nodes.iter().filter_map(Node::subtree).filter(|sub| seen.insert(*sub)));
+                    used += weight_of(&nodes);
+                    map.insert(id, nodes);
+                }
+                if used >= budget {
+                    break;
+                }
+            }
+            frontier = next;
+        }
+    });
 }

@@ -156,6 +156,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupOutcome> 
     };
     let walked = packer::with_packer(repo, opts.dry_run, |packer| {
         let walker = walker(repo, packer, opts);
+        if let Some((_, s)) = &parent {
+            crate::trees::preload(repo, s.tree, crate::trees::PRELOAD_BYTES);
+        }
         let root_tree = build(&walker, Path::new("/"), &Plan::of(&paths), parent.as_ref().map(|(_, s)| s.tree))?;
         Ok((root_tree, walker.warnings.into_inner().expect("poisoned")))
     });

@@ -96,6 +96,15 @@ pub trait Backend: Send + Sync {
     fn staging_files(&self) -> Vec<(String, std::time::Duration)> {
         Vec::new()
     }
+    /// Reads worth having in flight at once in a bulk read (restore): requests that wait on a
+    /// network, not on a disk or the CPU, want more of them than there are cores. 0: one a core.
+    fn parallel_reads(&self) -> usize {
+        0
+    }
+    /// Whole-object writes (packs) worth having in flight at once; each holds a pack in memory.
+    fn parallel_writes(&self) -> usize {
+        1
+    }
 }
 
 /// Whether an error is a backend's "no such object".

@@ -239,20 +239,23 @@ pub(super) struct Walk {
 pub(super) fn walk(repo: &Repository, facts: &Facts, snaps: &[(Id, Snapshot)], lost: &mut HashMap<Id, Lost>) -> Walk {
     let mut w = Walk::default();
     let load = |id: &Id| facts.load_tree(repo, id).map(std::sync::Arc::new);
-    crate::trees::walk_unique(snaps.iter().map(|(_, s)| s.tree), load, |id, listing| {
-        w.trees.insert(id);
-        match listing {
-            Ok(nodes) => {
-                for n in nodes.iter().filter(|n| n.subtree().is_none()) {
-                    w.data.extend(n.content.iter().copied());
+    // A listing is a round trip on object storage: the backend's parallel reads, not a core's.
+    crate::spans::in_read_pool(repo, || {
+        crate::trees::walk_unique(snaps.iter().map(|(_, s)| s.tree), load, |id, listing| {
+            w.trees.insert(id);
+            match listing {
+                Ok(nodes) => {
+                    for n in nodes.iter().filter(|n| n.subtree().is_none()) {
+                        w.data.extend(n.content.iter().copied());
+                    }
+                }
+                Err(e) => {
+                    let indexed = facts.index.as_ref().and_then(|i| i.blobs.get(&id)).map(|l| l.pack);
+                    let pack = facts.locations(&id).first().map(|l| l.pack).or(indexed);
+                    lost.insert(id, Lost { ty: ObjType::Tree, pack, detail: e.to_string() });
                 }
             }
-            Err(e) => {
-                let indexed = facts.index.as_ref().and_then(|i| i.blobs.get(&id)).map(|l| l.pack);
-                let pack = facts.locations(&id).first().map(|l| l.pack).or(indexed);
-                lost.insert(id, Lost { ty: ObjType::Tree, pack, detail: e.to_string() });
-            }
-        }
+        })
     });
     for id in &w.data {
         if facts.locs.get(id).is_some_and(|ls| ls.iter().any(|l| l.ty == ObjType::Data)) {

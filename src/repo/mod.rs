@@ -46,6 +46,7 @@ pub struct Opened;
 /// The index cache is open and caught up with the packs.
 pub struct Ready {
     index: Index,
+    preloaded: crate::trees::Preloaded,
 }
 
 pub struct Repository<S = Ready> {
@@ -234,7 +235,7 @@ impl Repository<Opened> {
             damaged_epochs,
             unlocked,
             key_slot,
-            state: Ready { index },
+            state: Ready { index, preloaded: Default::default() },
         }
     }
 }
@@ -451,6 +452,11 @@ impl Repository<Ready> {
         &self.state.index
     }
 
+    /// Listings loaded ahead of a walk (see [`crate::trees::preload`]).
+    pub fn preloaded(&self) -> &crate::trees::Preloaded {
+        &self.state.preloaded
+    }
+
     /// Reads a blob at a known location, authenticates it and re-checks its id.
     pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
         // Through the per-thread buffers, so the only allocation is the one the caller keeps.
@@ -497,13 +503,27 @@ pub fn read_blob_with<R>(
             }
             e => e,
         })?;
-        let r = keys.open_in_place(loc.ty, id, buf, (loc.raw_len as usize).min(MAX_PAYLOAD), &[], f);
-        if buf.capacity() > KEEP_READ_BUF {
-            *buf = Vec::new();
-        }
-        r.map_err(|e| match e {
-            Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in pack {}", loc.pack), detail),
-            e => e,
-        })
+        open_in(keys, id, loc, buf, f)
+    })
+}
+
+/// Opens a blob whose sealed bytes were read already (within a larger read of its pack),
+/// through this thread's buffer as [`read_blob_with`] does.
+pub fn open_blob_with<R>(keys: &Keys, id: &Id, loc: &BlobLoc, sealed: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    READ_BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.extend_from_slice(sealed);
+        open_in(keys, id, loc, buf, f)
+    })
+}
+
+fn open_in<R>(keys: &Keys, id: &Id, loc: &BlobLoc, buf: &mut Vec<u8>, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    let r = keys.open_in_place(loc.ty, id, buf, (loc.raw_len as usize).min(MAX_PAYLOAD), &[], f);
+    if buf.capacity() > KEEP_READ_BUF {
+        *buf = Vec::new();
+    }
+    r.map_err(|e| match e {
+        Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in pack {}", loc.pack), detail),
+        e => e,
     })
 }

@@ -21,6 +21,7 @@ use crate::format::tree::Kind;
 use crate::id::Id;
 use crate::patterns::Patterns;
 use crate::repo::Repository;
+use crate::spans::{self, SpanReader};
 use dirfd::{Dir, Stat};
 use plan::{Action, Dirs, Item, Listing};
 use write::Creation;
@@ -174,6 +175,9 @@ fn clear(dir: &Dir, name: &std::ffi::OsStr, delete: bool, deleted: &mut PerKind)
 }
 
 pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<RestoreOutcome> {
+    if opts.subpath.is_none() {
+        crate::trees::preload(repo, tree, crate::trees::PRELOAD_BYTES);
+    }
     let plan::Collected { mut items, unreadable, top } = plan::collect_all(repo, tree, opts)?;
     let mut out = RestoreOutcome { errors: unreadable, entries: items.len() as u64, ..Default::default() };
     // A directory whose listing could not be read is a directory not restored.
@@ -295,6 +299,8 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
     opts.progress.add_total(work.len() as u64, work.iter().map(file_bytes).sum());
     // One index snapshot for the whole restore: each read transaction costs lock system calls.
     let index = repo.index().reader()?;
+    let contents: Vec<&[Id]> = work.iter().map(|&i| items[i].node.content.as_slice()).collect();
+    let spans = SpanReader::for_files(repo, &index, &contents);
     let damaged = Mutex::new(Vec::new());
     let replaced = Mutex::new(PerKind::default());
     let write_one = |i: usize| -> Result<u64> {
@@ -305,15 +311,17 @@ pub fn restore(repo: &Repository, tree: Id, opts: &RestoreOptions) -> Result<Res
             clear(&dir, &it.name, opts.delete, &mut gone).map_err(|e| Error::io(it.dest.display().to_string(), e))?;
             *replaced.lock().expect("poisoned") += gone;
         }
-        let (n, holes) = write::write_entry(repo, &index, &dir, it, created, opts.allow_damaged)?;
+        let (n, holes) = write::write_entry(&spans, &index, &dir, it, created, opts.allow_damaged)?;
         if !holes.is_empty() {
             damaged.lock().expect("poisoned").push((i, holes));
         }
         opts.progress.done(&it.dest, file_bytes(&i));
         Ok(n)
     };
-    let written: Vec<(usize, u64)> =
-        work.par_iter().filter_map(|&i| write_one(i).map(|n| (i, n)).map_err(|e| fail(&items[i], &e)).ok()).collect();
+    let run = || -> Vec<(usize, u64)> {
+        work.par_iter().filter_map(|&i| write_one(i).map(|n| (i, n)).map_err(|e| fail(&items[i], &e)).ok()).collect()
+    };
+    let written = spans::in_read_pool(repo, run);
     out.counts.deleted += replaced.into_inner().expect("poisoned");
     let mut holes: Vec<(usize, Vec<Range<u64>>)> = damaged.into_inner().expect("poisoned");
     holes.sort_by_key(|(i, _)| *i);

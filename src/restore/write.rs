@@ -16,6 +16,7 @@ use crate::format::tree::{Kind, Node};
 use crate::index::IndexReader;
 use crate::reader::FileMap;
 use crate::repo::Repository;
+use crate::spans::SpanReader;
 use crate::sys;
 
 /// The owner and mode a file this restore creates gets by itself, so that a fchown or fchmod
@@ -58,7 +59,7 @@ impl Creation {
 /// Creates one non-directory entry in `dir` with its metadata; returns the bytes written and the
 /// ranges left as holes because their chunk was damaged (see `RestoreOptions::allow_damaged`).
 pub(super) fn write_entry(
-    repo: &Repository,
+    spans: &SpanReader,
     index: &IndexReader,
     dir: &Dir,
     it: &Item,
@@ -69,7 +70,7 @@ pub(super) fn write_entry(
     let io = |e| Error::io(it.dest.display().to_string(), e);
     let made = match n.kind {
         Kind::File => {
-            let (f, size, holes) = write_file(repo, index, dir, it, allow_damaged)?;
+            let (f, size, holes) = write_file(spans, index, dir, it, allow_damaged)?;
             return set_file_meta(&f, n, created).map(|_| (size, holes)).map_err(|e| meta_error(&it.dest, e));
         }
         Kind::Symlink => dir.symlink(&n.link_target, &it.name),
@@ -125,7 +126,7 @@ fn write_sparse(f: &File, data: &[u8], off: u64, block: u64) -> std::io::Result<
 /// sized at the end, which makes the holes at its end. Returns the open file, so its metadata
 /// is set without a lookup by name.
 fn write_file(
-    repo: &Repository,
+    spans: &SpanReader,
     index: &IndexReader,
     dir: &Dir,
     it: &Item,
@@ -146,7 +147,7 @@ fn write_file(
             let read = if loc.ty != ObjType::Data {
                 Err(Error::corrupt(format!("blob {}", id.short()), "not a data blob"))
             } else {
-                repo.with_blob_at(id, loc, |data| {
+                spans.with_blob(id, loc, |data| {
                     // The offsets of the following chunks come from the index's lengths: a chunk
                     // of another length (an altered index) would shift them, so it is refused.
                     if data.len() != loc.raw_len as usize {

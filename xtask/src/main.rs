@@ -13,6 +13,7 @@ mod prunebench;
 mod prunescale;
 mod rotatebench;
 mod servebench;
+mod s3bench;
 
 use std::env;
 use std::ffi::OsStr;
@@ -52,6 +53,9 @@ Tasks:
          with --server: backup and restore through snapfs serve on loopback against local
          disk, restic sftp and borg serve --append-only over ssh; writes
          benches/results/server.md  [--quick] [--rounds N] [--snapfs PATH]
+         with --s3: backup, re-backup, restore, check --read-data on a 3-node Garage
+         cluster against restic's s3 backend, with requests/GB; writes
+         benches/results/s3.md  [--quick] [--rounds N] [--snapfs PATH]
 ";
 
 fn main() -> ExitCode {
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         "bench" if rest.iter().any(|a| a == "--rotate") => rotatebench::run(rest),
         "bench" if rest.iter().any(|a| a == "--copy") => copybench::run(rest),
         "bench" if rest.iter().any(|a| a == "--server") => servebench::run(rest),
+        "bench" if rest.iter().any(|a| a == "--s3") => s3bench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
         "man" => man(),

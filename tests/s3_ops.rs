@@ -1,0 +1,256 @@
+//! More of what works on a repository in S3, on the real 3-node Garage cluster: mount,
+//! forget and prune, copy both ways between a local and an S3 repository, and the network
+//! failing under the client (an address that never answers, connections reset mid-transfer).
+
+mod common;
+#[allow(unused)]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::garage;
+use common::*;
+
+/// Files big enough to span several chunks and packs, and small ones beside them.
+fn tree(root: &Path, seed: u64) {
+    let mut rng = Rng::new(seed);
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    write_random(&root.join("big.bin"), 5 * MIB + 17, &mut rng);
+    for i in 0..20 {
+        std::fs::write(root.join(format!("sub/s{i}")), rng.bytes(3000 + i * 100)).unwrap();
+    }
+    std::fs::write(root.join("text.txt"), text_bytes(300_000, &mut rng)).unwrap();
+}
+
+#[test]
+fn mount_reads_files_and_ranges_from_the_bucket() {
+    let Some(g) = garage::cluster() else { return };
+    if !support::fuse_available() {
+        return;
+    }
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let url = g.url(0, &g.bucket("mount"));
+    let s = g.client(&url, &base.join("cache"));
+    s.init();
+    let src = base.join("src");
+    tree(&src, 21);
+    s.backup([&src]);
+
+    let mp = base.join("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let mut child = s.command().arg("mount").arg(&mp).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while !(support::is_mounted(&mp) && mp.join("snapshots").is_dir()) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the mount did not come up");
+        assert!(child.try_wait().unwrap().is_none(), "snapfs mount exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = mp.join("snapshots/latest").join(src.strip_prefix("/").unwrap());
+    let result = std::panic::catch_unwind(|| {
+        assert_same_contents(&src, &seen);
+        // A range in the middle of the big file, across a chunk boundary or two.
+        let want = std::fs::read(src.join("big.bin")).unwrap();
+        let f = std::fs::File::open(seen.join("big.bin")).unwrap();
+        let mut got = vec![0u8; 1_500_000];
+        f.read_exact_at(&mut got, 2_000_001).unwrap();
+        assert!(got == want[2_000_001..3_500_001], "a ranged read returns the file's bytes");
+    });
+    let _ = std::process::Command::new("fusermount3").arg("-u").arg(&mp).status();
+    let _ = child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn forget_and_prune_on_s3_keep_what_is_left_restorable() {
+    let Some(g) = garage::cluster() else { return };
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let url = g.url(1, &g.bucket("prune"));
+    let s = g.client(&url, &base.join("cache"));
+    s.init();
+    let (a, b) = (base.join("a"), base.join("b"));
+    tree(&a, 31);
+    tree(&b, 32);
+    let first = s.backup([&a]);
+    s.backup([&b]);
+    s.ok(["forget", first.as_str()]);
+    s.ok(["prune"]);
+    assert_eq!(s.snapshot_ids(Vec::<&str>::new()).len(), 1);
+    s.ok(["check", "--read-data"]);
+    let target = base.join("restore");
+    s.restore("latest", &target, &[]);
+    assert_same_contents(&b, &restored(&target, &b));
+}
+
+#[test]
+fn copy_from_local_to_s3_and_back() {
+    let Some(g) = garage::cluster() else { return };
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let src = base.join("src");
+    tree(&src, 41);
+    let local = Snapfs::new(base.join("local"));
+    local.init();
+    local.backup([&src]);
+
+    let url = g.url(2, &g.bucket("copy"));
+    let mut remote = g.client(&url, &base.join("cache"));
+    remote.env.push(("SNAPFS_FROM_PASSWORD".into(), PASSWORD.into()));
+    remote.init();
+    remote.ok(["copy", "--from-repo", local.repo.to_str().unwrap()]);
+    remote.ok(["check", "--read-data"]);
+
+    let mut back = Snapfs::new(base.join("back"));
+    back.env = g.env();
+    back.env.push(("SNAPFS_FROM_PASSWORD".into(), PASSWORD.into()));
+    back.init();
+    back.ok(["copy", "--from-repo", &url]);
+    for (name, repo) in [("remote", &remote), ("back", &back)] {
+        let target = base.join(name);
+        repo.restore("latest", &target, &[]);
+        assert_same_contents(&src, &restored(&target, &src));
+    }
+}
+
+/// An address that never answers: a listener whose accept queue is full drops new SYNs, so a
+/// connect waits as it would for a blackholed host (no refusal, no reset).
+fn blackhole() -> (u16, Vec<TcpStream>) {
+    // SAFETY: plain socket calls on a descriptor this function owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len), 0);
+        assert_eq!(libc::listen(fd, 0), 0);
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut l = len;
+        libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut l);
+        let port = u16::from_be(got.sin_port);
+        // Fill the queue (never accepted); a connect that does not finish at once means full.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            match TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)) {
+                Ok(c) => held.push(c),
+                Err(_) => break,
+            }
+        }
+        // The listener stays open (never accepted from) until the test process exits.
+        (port, held)
+    }
+}
+
+#[test]
+fn an_address_that_never_answers_fails_in_seconds_with_one_line() {
+    let Some(g) = garage::cluster() else { return };
+    let tmp = tempdir();
+    let (port, _held) = blackhole();
+    let s = g.client(&format!("s3:http://127.0.0.1:{port}/bucket"), &tmp.path().join("cache"));
+    let start = Instant::now();
+    let out = s.run(["snapshots"]);
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", describe("snapshots", &out));
+    let line = assert_error_line(&out);
+    assert!(line.contains(&format!("127.0.0.1:{port}")) && line.contains("failed 6 tries"), "{line}");
+    assert!(took < Duration::from_secs(40), "a connect timeout bounds each try: took {took:?}");
+}
+
+/// A loopback proxy to `to` that cuts the connections `cut` picks (by their number, from 0)
+/// after passing `after` bytes of the client's request on.
+fn proxy(to: u16, after: usize, cut: impl Fn(usize) -> bool + Send + Sync + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let cut = Arc::new(cut);
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut client) = c else { continue };
+            let k = n.fetch_add(1, Ordering::Relaxed);
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", to)) else { continue };
+            let limit = if cut(k) { Some(after) } else { None };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 << 10];
+                let mut passed = 0;
+                while let Ok(m) = client.read(&mut buf) {
+                    if m == 0 || server.write_all(&buf[..m]).is_err() {
+                        break;
+                    }
+                    passed += m;
+                    if limit.is_some_and(|a| passed >= a) {
+                        // A reset, not a clean close: the client sees its request fail mid-way.
+                        set_linger_zero(&client);
+                        break;
+                    }
+                }
+                let _ = server.shutdown(std::net::Shutdown::Both);
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// SO_LINGER 0: the close sends a reset.
+fn set_linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: a valid socket and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+#[test]
+fn connections_reset_mid_upload_are_retried_and_a_dead_proxy_fails_cleanly() {
+    let Some(g) = garage::cluster() else { return };
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let bucket = g.bucket("proxy");
+    let direct = g.client(&g.url(0, &bucket), &base.join("cache"));
+    direct.init();
+    let src = base.join("src");
+    tree(&src, 51);
+
+    // Every third connection is cut 100 KiB into its request: retries carry the backup through.
+    let flaky = proxy(g.s3_ports[0], 100 << 10, |k| k % 3 == 2);
+    let s = g.client(&format!("s3:http://127.0.0.1:{flaky}/{bucket}"), &base.join("cache"));
+    s.backup([&src]);
+
+    // Every connection cut once its request starts: the retries run out, with one clear line.
+    let dead = proxy(g.s3_ports[0], 1, |_| true);
+    let s = g.client(&format!("s3:http://127.0.0.1:{dead}/{bucket}"), &base.join("cache2"));
+    let out = s.run(["backup".as_ref(), src.as_os_str()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe("backup through a dead proxy", &out));
+    let line = assert_error_line(&out);
+    assert!(line.contains("failed 6 tries"), "{line}");
+
+    // Nothing half-written: one snapshot, every object whole.
+    assert_eq!(direct.snapshot_ids(Vec::<&str>::new()).len(), 1);
+    direct.ok(["check", "--read-data"]);
+    let target = base.join("restore");
+    direct.restore("latest", &target, &[]);
+    assert_same_contents(&src, &restored(&target, &src));
+}
