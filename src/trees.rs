@@ -3,6 +3,7 @@
 //! Restore, mount and check read trees through it, and so will every command that walks
 //! snapshots (ls, find, diff, prune's mark phase).
 
+use std::collections::HashMap;
 use std::path::{Component, Path};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -183,4 +184,55 @@ fn weight(t: &Listing) -> usize {
                 + 4 * ALLOC
         })
         .sum()
+}
+
+/// Paths a tree may expand to whatever its size: far more than a walk can hold in memory
+/// is refused only when it is also out of proportion to the entries stored (below).
+const EXPANSION_FLOOR: u64 = 1 << 24;
+/// How many times over a tree's distinct entries its expansion may reach: copies of one
+/// directory inside a backup stay far below it; a chain of trees each naming its child twice
+/// (30 trees, 2^30 paths) is far above.
+const EXPANSION_RATIO: u64 = 64;
+
+/// Refuses a tree whose full expansion (every path a restore or dump would visit) is out of
+/// proportion to what is stored, before anything walks it: a tree referencing one subtree
+/// over and over expands to 2^depth paths, and a walk of it would run for ever. Counts each
+/// distinct listing once (memoised), without recursion (trees nest 100,000 deep).
+pub fn check_expansion<S: TreeSource>(trees: &Trees<S>, root: Id) -> Result<u64> {
+    let mut paths: HashMap<Id, u64> = HashMap::new();
+    let mut distinct: u64 = 0;
+    // (tree, children pushed): a tree is summed once all its subtrees are.
+    let mut stack = vec![(root, false)];
+    // Trees entered and not yet summed: meeting one again is a cycle, which content addressing
+    // rules out unless the repository lies.
+    let mut open: std::collections::HashSet<Id> = std::collections::HashSet::new();
+    while let Some((id, expanded)) = stack.pop() {
+        if paths.contains_key(&id) {
+            continue;
+        }
+        let listing = trees.get(&id)?;
+        if !expanded {
+            if !open.insert(id) {
+                return Err(Error::corrupt(format!("tree {}", id.hex()), "it contains itself"));
+            }
+            stack.push((id, true));
+            stack.extend(
+                listing.iter().filter_map(Node::subtree).filter(|s| !paths.contains_key(s)).map(|s| (s, false)),
+            );
+            continue;
+        }
+        distinct += listing.len() as u64;
+        let total = listing.iter().fold(0u64, |acc, n| {
+            let below = n.subtree().and_then(|s| paths.get(&s).copied()).unwrap_or(0);
+            acc.saturating_add(1).saturating_add(below)
+        });
+        paths.insert(id, total);
+        open.remove(&id);
+    }
+    let total = paths.get(&root).copied().unwrap_or(0);
+    let limit = EXPANSION_FLOOR.max(distinct.saturating_mul(EXPANSION_RATIO));
+    if total > limit {
+        return Err(Error::TreeBomb { tree: root.hex(), limit, distinct });
+    }
+    Ok(total)
 }
