@@ -199,6 +199,15 @@ const EXPANSION_RATIO: u64 = 64;
 /// over and over expands to 2^depth paths, and a walk of it would run for ever. Counts each
 /// distinct listing once (memoised), without recursion (trees nest 100,000 deep).
 pub fn check_expansion<S: TreeSource>(trees: &Trees<S>, root: Id) -> Result<u64> {
+    bound_expansion(root, |id| {
+        let listing = trees.get(id)?;
+        Ok((listing.len() as u64, listing.iter().filter_map(Node::subtree).collect()))
+    })
+}
+
+/// [`check_expansion`] over any description of the trees: `shape` gives a listing's number of
+/// entries and its subtrees (check has them from its own walk, and reads nothing twice).
+pub fn bound_expansion(root: Id, mut shape: impl FnMut(&Id) -> Result<(u64, Vec<Id>)>) -> Result<u64> {
     let mut paths: HashMap<Id, u64> = HashMap::new();
     let mut distinct: u64 = 0;
     // (tree, children pushed): a tree is summed once all its subtrees are.
@@ -210,23 +219,18 @@ pub fn check_expansion<S: TreeSource>(trees: &Trees<S>, root: Id) -> Result<u64>
         if paths.contains_key(&id) {
             continue;
         }
-        let listing = trees.get(&id)?;
+        let (entries, subtrees) = shape(&id)?;
         if !expanded {
             if !open.insert(id) {
                 return Err(Error::corrupt(format!("tree {}", id.hex()), "it contains itself"));
             }
             stack.push((id, true));
-            stack.extend(
-                listing.iter().filter_map(Node::subtree).filter(|s| !paths.contains_key(s)).map(|s| (s, false)),
-            );
+            stack.extend(subtrees.into_iter().filter(|s| !paths.contains_key(s)).map(|s| (s, false)));
             continue;
         }
-        distinct += listing.len() as u64;
-        let total = listing.iter().fold(0u64, |acc, n| {
-            let below = n.subtree().and_then(|s| paths.get(&s).copied()).unwrap_or(0);
-            acc.saturating_add(1).saturating_add(below)
-        });
-        paths.insert(id, total);
+        distinct += entries;
+        let below = subtrees.iter().fold(0u64, |acc, s| acc.saturating_add(paths.get(s).copied().unwrap_or(0)));
+        paths.insert(id, entries.saturating_add(below));
         open.remove(&id);
     }
     let total = paths.get(&root).copied().unwrap_or(0);

@@ -251,11 +251,13 @@ fn a_tree_referencing_one_subtree_over_and_over_is_refused_not_walked() {
     for (what, args) in [
         ("restore", vec!["restore", "latest", "--tag", "bomb", "--target", target.to_str().unwrap()]),
         ("dump", vec!["dump", "latest", "--tag", "bomb", "--archive", "tar"]),
+        ("check", vec!["check"]),
     ] {
         let mut c = repo.cmd(&args);
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        // A dump that did not refuse would write its archive: never into the test's memory.
+        c.stdout(if what == "dump" { Stdio::null() } else { Stdio::piped() }).stderr(Stdio::piped());
         let out = within(Duration::from_secs(60), what, move || c.output().unwrap());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
         assert!(!out.status.success(), "{what} of a 2^30-path tree succeeded");
         assert!(err.contains(&root.hex()) && err.contains("referenced over and over"), "{what}: {err}");
     }
@@ -268,4 +270,52 @@ fn a_tree_referencing_one_subtree_over_and_over_is_refused_not_walked() {
     let mut s = String::new();
     fs::File::open(honest.join(src.strip_prefix("/").unwrap()).join("leaf")).unwrap().read_to_string(&mut s).unwrap();
     assert_eq!(s, "leaf");
+}
+
+fn pack_files(repo: &Path) -> Vec<PathBuf> {
+    let mut packs = Vec::new();
+    for d in fs::read_dir(repo.join("packs")).unwrap().flatten() {
+        packs.extend(fs::read_dir(d.path()).unwrap().flatten().map(|e| e.path()));
+    }
+    packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    packs
+}
+
+#[test]
+fn two_swapped_packs_are_summarised_per_pack_not_listed_per_blob() {
+    let repo = TestRepo::new();
+    let mut rng = Rng::new(0x5a9);
+    // Two backups of 300 small files each: two data packs of 300 blobs.
+    for round in 0..2usize {
+        let src = repo.subdir(&format!("src{round}"));
+        for i in 0..300 {
+            // Different sizes: the index's record of each pack's size then disagrees too.
+            fs::write(src.join(format!("f{i}")), rng.bytes(2000 + round * 100)).unwrap();
+        }
+        repo.ok(&["backup", src.to_str().unwrap()]);
+    }
+    let packs = pack_files(&repo.path);
+    let (a, b) = (&packs[0], &packs[1]);
+    let (ba, bb) = (fs::read(a).unwrap(), fs::read(b).unwrap());
+    fs::write(a, &bb).unwrap();
+    fs::write(b, &ba).unwrap();
+
+    let out = repo.run(&["check", "--read-data", "--json"]);
+    assert!(!out.status.success(), "check passed with two packs swapped: {}", String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let index_lines = v["index"]["problems"].as_array().unwrap();
+    let problems = v["problems"].as_array().unwrap();
+    assert!(
+        index_lines.len() + problems.len() <= 6,
+        "{} lines for two swapped packs: {stdout}",
+        index_lines.len() + problems.len()
+    );
+    for p in [a, b] {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(stdout.contains(name), "pack {name} is not named: {stdout}");
+    }
+    let plain = repo.run(&["check", "--read-data"]);
+    let shown = String::from_utf8_lossy(&plain.stdout).lines().count();
+    assert!(shown < 40, "check printed {shown} lines for two swapped packs");
 }
