@@ -319,3 +319,26 @@ fn two_swapped_packs_are_summarised_per_pack_not_listed_per_blob() {
     let shown = String::from_utf8_lossy(&plain.stdout).lines().count();
     assert!(shown < 40, "check printed {shown} lines for two swapped packs");
 }
+
+#[test]
+fn a_lost_root_tree_is_reported_as_the_whole_snapshot_lost() {
+    let repo = TestRepo::new();
+    let src = repo.subdir("src");
+    fs::write(src.join("f"), b"content").unwrap();
+    repo.ok(&["backup", src.to_str().unwrap()]);
+    let r = repo.open();
+    let (snaps, _) = r.snapshots().unwrap();
+    let root = snaps.last().unwrap().1.tree;
+    let loc = r.index().lookup(&root).unwrap().unwrap();
+    drop(r);
+    let pack = repo.path.join("packs").join(&loc.pack.hex()[..2]).join(loc.pack.hex());
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[(loc.offset + loc.length / 2) as usize] ^= 0x01;
+    fs::write(&pack, bytes).unwrap();
+
+    let out = repo.run(&["check", "--read-data"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "check passed with the root tree damaged: {stdout}");
+    assert!(stdout.contains(&format!("its root tree {} is lost", root.short())), "{stdout}");
+    assert!(!stdout.contains("everything else in it restores"), "{stdout}");
+}
