@@ -56,7 +56,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .arg(&target_dir)
             .arg(t)
             .arg(&corpus)
-            .args(["--", "-workers=1", "-jobs=1", "-rss_limit_mb=2048", "-timeout=10"])
+            .args(["--", "-workers=1", "-rss_limit_mb=2048", "-timeout=10"])
             .arg(format!("-max_total_time={seconds}"));
         eprintln!("==> fuzz {t} for {seconds} s");
         super::run(&mut cmd)
