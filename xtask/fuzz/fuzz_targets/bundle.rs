@@ -1,7 +1,9 @@
 //! An export bundle's parts: the fixed header, the snapshot ids, the length fields, the
 //! manifest (after its decryption) and a blob record's header.
 #![no_main]
-use snapfs::format::bundle::{Header, MAX_MANIFEST, RECORD_HEADER_LEN, decode_len, decode_manifest, decode_record_header};
+use snapfs::format::bundle::{
+    Header, MAX_MANIFEST, RECORD_HEADER_LEN, decode_len, decode_manifest, decode_record_header,
+};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok((mut header, count)) = Header::decode_fixed(data) {

@@ -1,7 +1,7 @@
 //! The index cache's stored values (a blob's location, a pack's record).
 #![no_main]
-use snapfs::index::{PackInfo, decode_blob};
 use snapfs::id::Id;
+use snapfs::index::{PackInfo, decode_blob};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Some(v) = data.get(..17) {

@@ -3,7 +3,8 @@
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(nodes) = snapfs::format::tree::decode(data) {
         // What decodes must encode back to a listing that decodes the same.
-        let again = snapfs::format::tree::decode(&snapfs::format::tree::encode(&nodes)).expect("re-encoded tree decodes");
+        let again =
+            snapfs::format::tree::decode(&snapfs::format::tree::encode(&nodes)).expect("re-encoded tree decodes");
         assert_eq!(again, nodes);
     }
 });
