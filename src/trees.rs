@@ -199,9 +199,11 @@ const EXPANSION_RATIO: u64 = 64;
 /// over and over expands to 2^depth paths, and a walk of it would run for ever. Counts each
 /// distinct listing once (memoised), without recursion (trees nest 100,000 deep).
 pub fn check_expansion<S: TreeSource>(trees: &Trees<S>, root: Id) -> Result<u64> {
-    bound_expansion(root, |id| {
-        let listing = trees.get(id)?;
-        Ok((listing.len() as u64, listing.iter().filter_map(Node::subtree).collect()))
+    // A listing that does not load counts as empty here: the walk that follows reports it for
+    // the paths below it and restores everything else.
+    bound_expansion(root, |id| match trees.get(id) {
+        Ok(listing) => Ok((listing.len() as u64, listing.iter().filter_map(Node::subtree).collect())),
+        Err(_) => Ok((0, Vec::new())),
     })
 }
 

@@ -197,13 +197,13 @@ fn compare_index(facts: &Facts, ix: &IndexData, report: &mut Report) {
     sorted.extend(misplaced.into_iter().map(|(p, v)| (p, v, "in")));
     sorted.sort_by_key(|(p, _, _)| *p);
     for (pack, (n, first), place) in sorted {
-        let what = if n == 1 { "blob".to_string() } else { format!("{n} blobs") };
         let tail = if place == "in" { " where that pack's header does not" } else { "" };
-        report.index.problems.push(format!(
-            "the index places {what} (e.g. {}) {place} pack {}{tail}",
-            first.short(),
-            pack.short()
-        ));
+        let line = if n == 1 {
+            format!("blob {}: the index places it {place} pack {}{tail}", first.short(), pack.short())
+        } else {
+            format!("the index places {n} blobs (e.g. {}) {place} pack {}{tail}", first.short(), pack.short())
+        };
+        report.index.problems.push(line);
     }
     for (pack, info) in &ix.packs {
         match sizes.get(pack) {
