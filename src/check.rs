@@ -165,6 +165,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<Report> {
     report.trees = walk.trees.len() as u64;
     report.data_blobs = walk.data.len() as u64;
     structure::referenced_in_index(&facts, &walk, &lost, &mut report);
+    structure::expansion(&walk, &snaps, &mut report);
     if opts.snapshot.is_none() {
         structure::unreferenced(&facts, &walk, &mut report);
     }

@@ -53,6 +53,11 @@ pub enum Error {
     Exists { path: PathBuf, more: usize },
     #[error("index database: {0}")]
     Index(String),
+    /// A tree whose subtrees are referenced over and over: walking it would never end.
+    #[error(
+        "tree {tree} expands to more than {limit} paths from only {distinct} distinct entries (the same subtree referenced over and over): a crafted or damaged repository; refused"
+    )]
+    TreeBomb { tree: String, limit: u64, distinct: u64 },
     /// A blob that could not be read, with where it lives, so a log line can name both.
     #[error("{kind} {blob} in pack {pack}: {cause}")]
     Blob { kind: &'static str, blob: String, pack: String, cause: Box<Error> },

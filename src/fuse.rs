@@ -6,7 +6,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -50,11 +52,45 @@ pub struct SnapFs {
     vfs: Arc<Vfs>,
 }
 
-/// One line on stderr. Not `eprintln!`, which panics when stderr is gone (a mount started with
-/// its stderr on a pipe whose reader quit): a handler must answer, not unwind.
-fn log(line: std::fmt::Arguments) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+/// Lines waiting for the writer thread; past this many, new ones are dropped and counted.
+const LOG_QUEUE: usize = 1024;
+
+/// Lines dropped since the writer last reported, because its queue was full.
+static LOG_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// One line on stderr, without ever waiting for it. A request handler must answer, and a write
+/// to a pipe nobody drains blocks forever (the thread then sits in an unkillable FUSE wait), so
+/// the handler only queues the line; one writer thread does the blocking writes. When the queue
+/// is full the line is dropped and counted, and the count is written once the pipe moves again.
+/// Not `eprintln!`, which panics when stderr is gone.
+pub fn log(line: std::fmt::Arguments) {
+    static QUEUE: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = sync_channel::<String>(LOG_QUEUE);
+        let writer = move || {
+            use std::io::Write;
+            for line in rx {
+                let mut err = std::io::stderr().lock();
+                let dropped = LOG_DROPPED.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    let _ = writeln!(err, "snapfs: {dropped} log line(s) dropped: stderr was not being read");
+                }
+                let _ = writeln!(err, "{line}");
+            }
+        };
+        std::thread::Builder::new().name("fuse-log".into()).spawn(writer).ok().map(|_| tx)
+    });
+    match queue {
+        Some(tx) if tx.try_send(line.to_string()).is_ok() => {}
+        _ => {
+            LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How many lines [`log`] has dropped and not yet reported.
+pub fn log_dropped() -> u64 {
+    LOG_DROPPED.load(Ordering::Relaxed)
 }
 
 /// Runs a handler body, turning a panic (a bug) into EIO instead of a dead session thread.

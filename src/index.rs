@@ -56,8 +56,9 @@ fn encode_blob(pack_no: u32, e: &PackEntry) -> [u8; 17] {
     v
 }
 
-/// A `blobs` value as a location, its pack number resolved by `pack`.
-fn decode_blob(v: &[u8; 17], pack: impl FnOnce(u32) -> Result<Id>) -> Result<BlobLoc> {
+/// A `blobs` value as a location, its pack number resolved by `pack`. Public for the fuzz
+/// targets: the cache file is input like any other.
+pub fn decode_blob(v: &[u8; 17], pack: impl FnOnce(u32) -> Result<Id>) -> Result<BlobLoc> {
     let u = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
     let ty = ObjType::from_u8(v[16]).ok_or_else(|| Error::corrupt("index", "bad blob type"))?;
     Ok(BlobLoc { pack: pack(u(0))?, offset: u(4), length: u(8), raw_len: u(12), ty })
@@ -498,7 +499,8 @@ impl PackInfo {
         v
     }
 
-    fn decode(v: &[u8; 24]) -> (u32, PackInfo) {
+    /// A `packs` value: the pack's number and record.
+    pub fn decode(v: &[u8; 24]) -> (u32, PackInfo) {
         let no = u32::from_le_bytes(v[..4].try_into().expect("4 bytes"));
         let info = PackInfo {
             size: u64::from_le_bytes(v[4..12].try_into().expect("8 bytes")),

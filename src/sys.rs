@@ -183,3 +183,40 @@ pub fn stat_at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<StatAt> {
     }
     Ok(StatAt { is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR, dev: st.st_dev })
 }
+
+unsafe extern "C" {
+    static mut environ: *mut *mut libc::c_char;
+}
+
+/// Removes the variable `name` from the environment and overwrites its bytes where they live.
+/// Unsetting alone is not enough for a secret: `/proc/<pid>/environ` shows the block the process
+/// started with, which `unsetenv` only stops pointing at.
+///
+/// Call it before starting threads that read the environment (it is read at startup only).
+pub fn scrub_env(name: &str) {
+    let prefix: Vec<u8> = [name.as_bytes(), b"="].concat();
+    let mut found = Vec::new();
+    // SAFETY: `environ` is the NUL-terminated array of NUL-terminated strings libc keeps; it is
+    // only read here. The caller runs before other threads touch the environment.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let bytes = CStr::from_ptr(*entry).to_bytes();
+            if bytes.starts_with(&prefix) {
+                found.push((*entry, bytes.len()));
+            }
+            entry = entry.add(1);
+        }
+        std::env::remove_var(name);
+    }
+    for (s, len) in found {
+        // SAFETY: the `len` bytes at `s` were the entry's string, which libc no longer points to
+        // after `remove_var` and never frees (the initial block is on the stack; setenv copies
+        // are leaked by glibc by design), so they are still ours to overwrite.
+        unsafe {
+            for i in 0..len {
+                std::ptr::write_volatile(s.add(i), 0);
+            }
+        }
+    }
+}

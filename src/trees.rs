@@ -266,3 +266,60 @@ pub fn preload(repo: &Repository, root: Id, budget: usize) {
         }
     });
 }
+
+/// Paths a tree may expand to whatever its size: far more than a walk can hold in memory
+/// is refused only when it is also out of proportion to the entries stored (below).
+const EXPANSION_FLOOR: u64 = 1 << 24;
+/// How many times over a tree's distinct entries its expansion may reach: copies of one
+/// directory inside a backup stay far below it; a chain of trees each naming its child twice
+/// (30 trees, 2^30 paths) is far above.
+const EXPANSION_RATIO: u64 = 64;
+
+/// Refuses a tree whose full expansion (every path a restore or dump would visit) is out of
+/// proportion to what is stored, before anything walks it: a tree referencing one subtree
+/// over and over expands to 2^depth paths, and a walk of it would run for ever. Counts each
+/// distinct listing once (memoised), without recursion (trees nest 100,000 deep).
+pub fn check_expansion<S: TreeSource>(trees: &Trees<S>, root: Id) -> Result<u64> {
+    // A listing that does not load counts as empty here: the walk that follows reports it for
+    // the paths below it and restores everything else.
+    bound_expansion(root, |id| match trees.get(id) {
+        Ok(listing) => Ok((listing.len() as u64, listing.iter().filter_map(Node::subtree).collect())),
+        Err(_) => Ok((0, Vec::new())),
+    })
+}
+
+/// [`check_expansion`] over any description of the trees: `shape` gives a listing's number of
+/// entries and its subtrees (check has them from its own walk, and reads nothing twice).
+pub fn bound_expansion(root: Id, mut shape: impl FnMut(&Id) -> Result<(u64, Vec<Id>)>) -> Result<u64> {
+    let mut paths: HashMap<Id, u64> = HashMap::new();
+    let mut distinct: u64 = 0;
+    // (tree, children pushed): a tree is summed once all its subtrees are.
+    let mut stack = vec![(root, false)];
+    // Trees entered and not yet summed: meeting one again is a cycle, which content addressing
+    // rules out unless the repository lies.
+    let mut open: std::collections::HashSet<Id> = std::collections::HashSet::new();
+    while let Some((id, expanded)) = stack.pop() {
+        if paths.contains_key(&id) {
+            continue;
+        }
+        let (entries, subtrees) = shape(&id)?;
+        if !expanded {
+            if !open.insert(id) {
+                return Err(Error::corrupt(format!("tree {}", id.hex()), "it contains itself"));
+            }
+            stack.push((id, true));
+            stack.extend(subtrees.into_iter().filter(|s| !paths.contains_key(s)).map(|s| (s, false)));
+            continue;
+        }
+        distinct += entries;
+        let below = subtrees.iter().fold(0u64, |acc, s| acc.saturating_add(paths.get(s).copied().unwrap_or(0)));
+        paths.insert(id, entries.saturating_add(below));
+        open.remove(&id);
+    }
+    let total = paths.get(&root).copied().unwrap_or(0);
+    let limit = EXPANSION_FLOOR.max(distinct.saturating_mul(EXPANSION_RATIO));
+    if total > limit {
+        return Err(Error::TreeBomb { tree: root.hex(), limit, distinct });
+    }
+    Ok(total)
+}

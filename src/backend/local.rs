@@ -152,7 +152,7 @@ impl LocalBackend {
         let dest = self.path(kind, name);
         let tmp_dir = self.root.join("tmp");
         self.ensure_dir(&tmp_dir)?;
-        let tmp = tmp_dir.join(format!("{}.tmp", random_name()?));
+        let tmp = tmp_dir.join(format!("{}-{}.tmp", writer_tag(), random_name()?));
         let result = (|| {
             let mut f = File::options()
                 .write(true)
@@ -178,17 +178,51 @@ impl LocalBackend {
         b
     }
 
-    /// Removes staging files of writers long gone; best effort, once per process.
+    /// Removes staging files of writers gone: at once when the file names a process of this
+    /// machine that no longer runs, else (another machine's, or an older name) after an hour.
+    /// Best effort, once per process.
     fn clean_tmp(&self) {
         let Ok(entries) = fs::read_dir(self.root.join("tmp")) else { return };
+        let here = machine_tag();
         for e in entries.flatten() {
+            let dead = e
+                .file_name()
+                .to_str()
+                .and_then(tmp_writer)
+                .is_some_and(|(m, pid)| m == here && !crate::sys::pid_alive(pid));
             let old =
-                e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a >= TMP_MAX_AGE));
-            if old {
+                || e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a >= TMP_MAX_AGE));
+            if dead || old() {
                 let _ = fs::remove_file(e.path());
             }
         }
     }
+}
+
+/// This machine and pid namespace, in 16 hex digits: a pid is meaningful only inside both
+/// (containers sharing a repository directory see other pids).
+fn machine_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let ns = fs::read_link("/proc/self/ns/pid").map(|p| p.into_os_string()).unwrap_or_default();
+        let mut h = blake3::Hasher::new();
+        h.update(crate::sys::hostname().as_bytes()).update(b"\0").update(ns.as_encoded_bytes());
+        h.finalize().as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    })
+}
+
+/// The writer part of a staging file's name: `<machine>-<pid>`.
+fn writer_tag() -> String {
+    format!("{}-{}", machine_tag(), std::process::id())
+}
+
+/// The machine tag and pid of a staging file's writer, when its name says (`<machine>-<pid>-
+/// <random>.tmp`; older versions wrote only `<random>.tmp`).
+fn tmp_writer(name: &str) -> Option<(&str, u32)> {
+    let mut parts = name.strip_suffix(".tmp")?.split('-');
+    let (machine, pid, _random) = (parts.next()?, parts.next()?, parts.next()?);
+    (machine.len() == 16 && parts.next().is_none()).then_some(())?;
+    Some((machine, pid.parse().ok()?))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {

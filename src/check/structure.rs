@@ -154,10 +154,17 @@ fn index_data(index: &Index) -> Result<IndexData> {
     Ok(IndexData { blobs, redundant, packs })
 }
 
+/// Blobs the index gets wrong in one pack: how many, and the first.
+type PerPack = HashMap<Id, (u64, Id)>;
+
 /// Every index entry must lie inside an existing pack of the right size and match its header.
 fn compare_index(facts: &Facts, ix: &IndexData, report: &mut Report) {
     let sizes: HashMap<Id, u64> = facts.files.iter().map(|f| (f.id, f.size)).collect();
     let mut per_pack: HashMap<Id, u64> = HashMap::new();
+    // One line per pack, not per blob: a pack swapped with another puts every blob of both in
+    // the wrong place, hundreds of lines that say one thing.
+    let (mut past_end, mut misplaced): (PerPack, PerPack) = Default::default();
+    let note = |m: &mut PerPack, pack: Id, blob: Id| m.entry(pack).or_insert((0, blob)).0 += 1;
     report.redundant_blobs = ix.redundant.len() as u64;
     for (id, loc) in ix.blobs.iter().chain(ix.redundant.iter().map(|(id, l)| (id, l))) {
         *per_pack.entry(loc.pack).or_default() += 1;
@@ -174,26 +181,30 @@ fn compare_index(facts: &Facts, ix: &IndexData, report: &mut Report) {
                 if loc.offset as u64 + loc.length as u64 > size
                     && ix.packs.get(&loc.pack).is_some_and(|p| p.size == size) =>
             {
-                report.index.problems.push(format!(
-                    "blob {}: the index places it past the end of pack {}",
-                    id.short(),
-                    loc.pack.short()
-                ))
+                note(&mut past_end, loc.pack, *id)
             }
             Some(&size) if loc.offset as u64 + loc.length as u64 > size => {}
             // By blob id, not by a scan of the pack's header: that was quadratic.
             Some(_) if facts.headers.contains_key(&loc.pack) => {
                 let listed = facts.locs.get(id).is_some_and(|ls| ls.contains(loc));
                 if !listed && facts.locs.contains_key(id) {
-                    report.index.problems.push(format!(
-                        "blob {}: the index places it in pack {} where that pack's header does not",
-                        id.short(),
-                        loc.pack.short()
-                    ));
+                    note(&mut misplaced, loc.pack, *id);
                 }
             }
             Some(_) => {}
         }
+    }
+    let mut sorted: Vec<_> = past_end.into_iter().map(|(p, v)| (p, v, "past the end of")).collect();
+    sorted.extend(misplaced.into_iter().map(|(p, v)| (p, v, "in")));
+    sorted.sort_by_key(|(p, _, _)| *p);
+    for (pack, (n, first), place) in sorted {
+        let tail = if place == "in" { " where that pack's header does not" } else { "" };
+        let line = if n == 1 {
+            format!("blob {}: the index places it {place} pack {}{tail}", first.short(), pack.short())
+        } else {
+            format!("the index places {n} blobs (e.g. {}) {place} pack {}{tail}", first.short(), pack.short())
+        };
+        report.index.problems.push(line);
     }
     for (pack, info) in &ix.packs {
         match sizes.get(pack) {
@@ -233,6 +244,8 @@ fn compare_index(facts: &Facts, ix: &IndexData, report: &mut Report) {
 pub(super) struct Walk {
     pub trees: BlobIdSet,
     pub data: BlobIdSet,
+    /// Each listing's entry count and subtrees, to bound what a snapshot expands to.
+    pub shape: HashMap<Id, (u64, Vec<Id>)>,
 }
 
 /// Reads every tree reachable from the snapshots, level by level in parallel, each tree once.
@@ -245,6 +258,7 @@ pub(super) fn walk(repo: &Repository, facts: &Facts, snaps: &[(Id, Snapshot)], l
             w.trees.insert(id);
             match listing {
                 Ok(nodes) => {
+                    w.shape.insert(id, (nodes.len() as u64, nodes.iter().filter_map(Node::subtree).collect()));
                     for n in nodes.iter().filter(|n| n.subtree().is_none()) {
                         w.data.extend(n.content.iter().copied());
                     }
@@ -303,4 +317,25 @@ pub(super) fn unreferenced(facts: &Facts, w: &Walk, report: &mut Report) {
     report.unreferenced_packs =
         facts.headers.values().filter(|entries| !entries.is_empty() && !entries.iter().any(|e| used(&e.id))).count()
             as u64;
+}
+
+/// A snapshot whose tree references subtrees over and over expands to more paths than any
+/// restore can walk: damage (or an attack), though every blob in it reads.
+pub(super) fn expansion(w: &Walk, snaps: &[(Id, Snapshot)], report: &mut Report) {
+    let mut seen = std::collections::HashSet::new();
+    for (snap, s) in snaps {
+        if !seen.insert(s.tree) {
+            continue;
+        }
+        // A listing that did not load is reported as lost already; here it counts as empty.
+        let shape = |id: &Id| Ok(w.shape.get(id).cloned().unwrap_or_default());
+        if let Err(e) = crate::trees::bound_expansion(s.tree, shape) {
+            report.problems.push(Problem {
+                kind: "tree",
+                pack: None,
+                blob: Some((s.tree, ObjType::Tree)),
+                detail: format!("snapshot {}: {e}", snap.short()),
+            });
+        }
+    }
 }

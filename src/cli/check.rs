@@ -149,6 +149,19 @@ fn print_text(r: &Report, quiet: bool) {
         }
     }
     for a in &r.affected {
+        // The root listing lost is the whole snapshot lost: nothing else in it restores.
+        if let [root] = a.paths.as_slice()
+            && root.kind == "directory"
+            && root.path == "/"
+        {
+            outln!(
+                "snapshot {} of {}: its root tree {} is lost: nothing in it can be restored",
+                a.snapshot.short(),
+                timespec::local(a.time_ns),
+                root.blob.short()
+            );
+            continue;
+        }
         outln!(
             "snapshot {} of {}: {} affected (everything else in it restores):",
             a.snapshot.short(),

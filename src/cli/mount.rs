@@ -75,7 +75,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         filter: a.filter.into(),
         chunk_cache: a.cache_size.max(1) << 20,
         tree_cache: 8 << 20,
-        warn: Box::new(|m| errln!("snapfs: warning: {m}")),
+        // From request threads too (a snapshot list refresh): never a blocking write.
+        warn: Box::new(|m| fuse::log(format_args!("snapfs: warning: {m}"))),
     };
     let vfs = Arc::new(Vfs::new(repo, opts)?);
     let count = vfs.snapshot_count();

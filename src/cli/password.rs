@@ -68,6 +68,8 @@ pub fn read_password(src: &PasswordSource, confirm: bool) -> Result<Zeroizing<St
         if p.is_empty() {
             bail!("{} is set but empty; {NO_EMPTY}", src.env);
         }
+        // A long-running mount would otherwise show it in /proc/<pid>/environ for as long as it runs.
+        snapfs::sys::scrub_env(src.env);
         return Ok(p);
     }
     if !std::io::stdin().is_terminal() {

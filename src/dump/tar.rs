@@ -31,6 +31,7 @@ const USTAR_MAX_SIZE: u64 = (1 << 33) - 1;
 /// under its own name. This is what `dump --archive tar` and an export of a whole snapshot use.
 pub fn write_tar<W: Write>(repo: &Repository, tree: Id, path: &Path, out: W) -> Result<DumpOutcome> {
     let trees = Trees::new(repo, TREE_CACHE);
+    crate::trees::check_expansion(&trees, tree)?;
     let node = trees.resolve(tree, path)?;
     let mut w = TarWriter {
         repo,

@@ -29,6 +29,7 @@ const TREE_CACHE: usize = 8 << 20;
 /// entries named relative to it as [`super::write_tar`] names them.
 pub fn write_zip<W: Write>(repo: &Repository, tree: Id, path: &Path, out: W) -> Result<DumpOutcome> {
     let trees = Trees::new(repo, TREE_CACHE);
+    crate::trees::check_expansion(&trees, tree)?;
     let node = trees.resolve(tree, path)?;
     let mut w = ZipDump {
         repo,

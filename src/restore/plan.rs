@@ -59,6 +59,7 @@ pub(super) fn collect_all(repo: &Repository, tree: Id, opts: &RestoreOptions) ->
     let mut c = Collected { items: Vec::new(), unreadable: Vec::new(), top: None };
     // Small: a restore reads each listing once; the cache only spares repeats of one subtree.
     let trees = Trees::new(repo, 4 << 20);
+    crate::trees::check_expansion(&trees, tree)?;
     let sub = opts.subpath.as_ref().filter(|p| p.components().any(|c| matches!(c, std::path::Component::Normal(_))));
     let top_included = opts.includes.is_empty();
     match sub {

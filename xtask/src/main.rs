@@ -7,7 +7,9 @@ mod bench;
 mod browsebench;
 mod coldbench;
 mod copybench;
+mod corrupt;
 mod demo;
+mod fuzz;
 mod mountbench;
 mod prunebench;
 mod prunescale;
@@ -29,6 +31,10 @@ Tasks:
   demo   build snapfs (release) and run a backup -> restore round trip on a sample tree
   man    build snapfs and write its man pages into target/man (install: cp target/man/*.1
          /usr/local/share/man/man1/)
+  fuzz   every decoder of on-disk data under cargo-fuzz (nightly), one target after the
+         other  [--seconds S (30)] [--target T]...
+  corrupt  the corruption matrix at scale: seeded damages of every object kind, each checked,
+         restored and (a share) mounted  [--count N (1000)] [--seed S] [--mount-every K]
   ci     run what CI runs: cargo fmt --check, clippy -D warnings, cargo test --workspace
   bench  snapfs against restic, borg and rustic (when installed) on the same data, in one
          run; writes benches/results/latest.md  [--quick] [--rounds N]; --limits prints
@@ -61,7 +67,7 @@ Tasks:
 fn main() -> ExitCode {
     let args: Vec<String> = env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let (task, rest) = args.split_first().map_or(("", &[][..]), |(t, r)| (t.as_str(), r));
-    if task != "bench" && !rest.is_empty() {
+    if !matches!(task, "bench" | "fuzz" | "corrupt") && !rest.is_empty() {
         eprintln!("error: unexpected argument {:?}\n", rest[0]);
         eprint!("{USAGE}");
         return ExitCode::from(2);
@@ -79,6 +85,8 @@ fn main() -> ExitCode {
         "bench" if rest.iter().any(|a| a == "--s3") => s3bench::run(rest),
         "bench" => bench::run(rest),
         "demo" => demo::run(),
+        "fuzz" => fuzz::run(rest),
+        "corrupt" => corrupt::run(rest),
         "man" => man(),
         "ci" => ci(),
         "help" | "-h" | "--help" => {
