@@ -406,7 +406,9 @@ impl Index {
                 let mut redundant = tx.open_table(REDUNDANT)?;
                 let orphans: Vec<[u8; 32]> = {
                     let it = match &from {
-                        Some(k) => blobs.range::<&[u8; 32]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))?,
+                        Some(k) => {
+                            blobs.range::<&[u8; 32]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))?
+                        }
                         None => blobs.range::<&[u8; 32]>(..)?,
                     };
                     it.filter_map(|r| r.ok())

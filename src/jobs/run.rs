@@ -367,7 +367,12 @@ fn run_body(
             stage_all(Stage::Checking);
             let t = Instant::now();
             let repo = target.open_ready(LockMode::Reader, &format!("job {name} check"), true)?;
-            let opts = crate::check::CheckOptions { read_data: Some(subset), max_duration: None, snapshot: None, progress: Default::default() };
+            let opts = crate::check::CheckOptions {
+                read_data: Some(subset),
+                max_duration: None,
+                snapshot: None,
+                progress: Default::default(),
+            };
             let r = crate::check::check(&repo, &opts)?;
             let detail = match r.problems.first() {
                 None if r.is_clean() => format!("{} packs, {} snapshots: no problems", r.packs, r.snapshots),

@@ -14,8 +14,8 @@ mod mountbench;
 mod prunebench;
 mod prunescale;
 mod rotatebench;
-mod servebench;
 mod s3bench;
+mod servebench;
 
 use std::env;
 use std::ffi::OsStr;
