@@ -373,10 +373,10 @@ fn print_report(r: &JobReport) {
     for s in &r.sources {
         match (&s.snapshot, &s.error) {
             (Some(id), _) => outln!(
-                "  {}: snapshot {} saved, {} files, {} added",
+                "  {}: snapshot {} saved, {}, {} added",
                 s.source,
                 &id[..8.min(id.len())],
-                s.files,
+                super::count(s.files, "file", "files"),
                 human(s.bytes_added)
             ),
             (None, Some(e)) => outln!("  {}: error: {e}", s.source),
@@ -384,7 +384,7 @@ fn print_report(r: &JobReport) {
         }
     }
     if r.forgotten > 0 {
-        outln!("  forget: removed {} snapshots", r.forgotten);
+        outln!("  forget: removed {}", super::count(r.forgotten as u64, "snapshot", "snapshots"));
     }
     if r.pruned {
         outln!("  prune: done");
@@ -412,10 +412,10 @@ fn print_drill(r: &jobs::drill::DrillReport, json: bool, quiet: bool) {
     for s in &r.sources {
         if !quiet {
             outln!(
-                "{}: snapshot {}: {} files ({}) restored, {} verified, {:.2} s",
+                "{}: snapshot {}: {} ({}) restored, {} verified, {:.2} s",
                 s.source,
                 s.snapshot.as_deref().map(|x| &x[..8.min(x.len())]).unwrap_or("-"),
-                s.files,
+                super::count(s.files, "file", "files"),
                 human(s.bytes),
                 s.verified,
                 s.duration_s

@@ -10,6 +10,10 @@ use super::Global;
 
 const NO_EMPTY: &str = "an empty password is not allowed";
 
+/// Passwords taken from the environment, which is scrubbed of them: a command that opens the
+/// repository twice (`forget --prune`) finds the variable gone the second time.
+static FROM_ENV: std::sync::Mutex<Vec<(String, Zeroizing<String>)>> = std::sync::Mutex::new(Vec::new());
+
 /// The password, in restic's order: an explicit `--password-command` or `--password-file` (or
 /// their variables), then `SNAPFS_PASSWORD`, then a prompt on the terminal (twice when
 /// creating a repository). An empty password is refused from every source: a broken
@@ -70,7 +74,11 @@ pub fn read_password(src: &PasswordSource, confirm: bool) -> Result<Zeroizing<St
         }
         // A long-running mount would otherwise show it in /proc/<pid>/environ for as long as it runs.
         snapfs::sys::scrub_env(src.env);
+        FROM_ENV.lock().unwrap_or_else(|e| e.into_inner()).push((src.env.to_string(), p.clone()));
         return Ok(p);
+    }
+    if let Some((_, p)) = FROM_ENV.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| k == src.env) {
+        return Ok(p.clone());
     }
     if !std::io::stdin().is_terminal() {
         bail!("no password given: set {}", src.options);
