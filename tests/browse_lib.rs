@@ -15,21 +15,9 @@ const PW: &[u8] = b"correct horse battery staple";
 fn backup_at(repo: &Repository, src: &Path, time_ns: i64) {
     let opts = BackupOptions {
         paths: vec![src.to_path_buf()],
-        tags: vec![],
         host: Some("test-host".into()),
-        description: String::new(),
-        excludes: Default::default(),
-        select: Default::default(),
-        one_file_system: false,
-        dry_run: false,
-        force: false,
-        parent: None,
-        ignore_inode: false,
-        ignore_ctime: false,
-        with_atime: false,
         time_ns: Some(time_ns),
-        progress: Default::default(),
-        interrupt: Default::default(),
+        ..Default::default()
     };
     backup(repo, &opts).unwrap();
 }

@@ -299,24 +299,9 @@ fn damaged_blob_gives_eio_for_exactly_the_files_using_it() {
     }
     repo.ok(&["backup", src.to_str().unwrap()]);
 
-    // Find the victim's first chunk through the library and flip a byte in the middle of it.
-    let r = repo.open();
-    let (snaps, _) = r.snapshots().unwrap();
-    let mut tree = snaps.last().unwrap().1.tree;
-    for c in src.components().skip(1) {
-        let nodes = r.load_tree(&tree).unwrap();
-        tree = nodes.iter().find(|n| n.name == c.as_os_str().as_bytes()).unwrap().subtree().unwrap();
-    }
-    let nodes = r.load_tree(&tree).unwrap();
-    let content = &nodes.iter().find(|n| n.name == b"victim").unwrap().content;
-    assert!(content.len() >= 2, "victim has {} chunk(s)", content.len());
-    let chunk = content[0];
-    let loc = r.index().lookup(&chunk).unwrap().unwrap();
-    let pack = repo.path.join("packs").join(&loc.pack.hex()[..2]).join(loc.pack.hex());
-    let mut bytes = fs::read(&pack).unwrap();
-    bytes[(loc.offset + loc.length / 2) as usize] ^= 0x40;
-    fs::write(&pack, bytes).unwrap();
-    drop(r);
+    // Flip a byte in the middle of the victim's first chunk.
+    let damaged = damage_first_chunk(&repo, &src, b"victim");
+    assert!(damaged.chunks >= 2, "victim has {} chunk(s)", damaged.chunks);
 
     let m = repo.mount(&[]);
     let view = m.latest(&src);
@@ -341,7 +326,7 @@ fn damaged_blob_gives_eio_for_exactly_the_files_using_it() {
     // The mount is still up, and the log names the blob and its pack.
     assert!(view.join("other3").exists());
     let log = m.log_text();
-    assert!(log.contains(&chunk.hex()) && log.contains(&loc.pack.hex()), "log: {log}");
+    assert!(log.contains(&damaged.chunk.hex()) && log.contains(&damaged.pack.hex()), "log: {log}");
 }
 
 #[test]

@@ -59,21 +59,9 @@ fn open(backend: Arc<dyn Backend>, mode: LockMode) -> snapfs::Result<Repository>
 fn run_backup(repo: &Repository, src: &Path, time_s: i64) -> snapfs::Result<()> {
     let opts = BackupOptions {
         paths: vec![src.to_path_buf()],
-        tags: vec![],
         host: Some("h".into()),
-        description: String::new(),
-        excludes: Default::default(),
-        select: Default::default(),
-        one_file_system: false,
-        dry_run: false,
-        force: false,
-        parent: None,
-        ignore_inode: false,
-        ignore_ctime: false,
-        with_atime: false,
         time_ns: Some(time_s * 1_000_000_000),
-        progress: Default::default(),
-        interrupt: Default::default(),
+        ..Default::default()
     };
     backup(repo, &opts).map(|_| ())
 }

@@ -6,7 +6,6 @@ mod support;
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,24 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::*;
-
-/// Flips one byte in the middle of the first chunk of `/…/src/name` in the latest snapshot.
-fn damage_first_chunk(repo: &TestRepo, src: &Path, name: &[u8]) {
-    let r = repo.open();
-    let (snaps, _) = r.snapshots().unwrap();
-    let mut tree = snaps.last().unwrap().1.tree;
-    for c in src.components().skip(1) {
-        let nodes = r.load_tree(&tree).unwrap();
-        tree = nodes.iter().find(|n| n.name == c.as_os_str().as_bytes()).unwrap().subtree().unwrap();
-    }
-    let nodes = r.load_tree(&tree).unwrap();
-    let chunk = nodes.iter().find(|n| n.name == name).unwrap().content[0];
-    let loc = r.index().lookup(&chunk).unwrap().unwrap();
-    let pack = repo.path.join("packs").join(&loc.pack.hex()[..2]).join(loc.pack.hex());
-    let mut bytes = fs::read(&pack).unwrap();
-    bytes[(loc.offset + loc.length / 2) as usize] ^= 0x40;
-    fs::write(&pack, bytes).unwrap();
-}
 
 /// Runs `f` on a thread and fails the test when it has not returned within `limit`: a request
 /// stuck in the kernel must show as a failure, not as a test that never ends.

@@ -46,24 +46,8 @@ fn open(backend: Arc<dyn Backend>, cache: &Cache) -> snapfs::Result<Repository> 
 }
 
 fn run_backup(repo: &Repository, src: &Path, force: bool) -> snapfs::Result<snapfs::archiver::BackupOutcome> {
-    let opts = BackupOptions {
-        paths: vec![src.to_path_buf()],
-        tags: vec![],
-        host: Some("test-host".into()),
-        description: String::new(),
-        excludes: Default::default(),
-        select: Default::default(),
-        one_file_system: false,
-        dry_run: false,
-        force,
-        parent: None,
-        ignore_inode: false,
-        ignore_ctime: false,
-        with_atime: false,
-        time_ns: None,
-        progress: Default::default(),
-        interrupt: Default::default(),
-    };
+    let opts =
+        BackupOptions { paths: vec![src.to_path_buf()], host: Some("test-host".into()), force, ..Default::default() };
     backup(repo, &opts)
 }
 

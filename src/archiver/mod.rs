@@ -28,6 +28,7 @@ use crate::sys;
 use progress::Progress;
 use walk::Walker;
 
+#[derive(Default)]
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
     pub tags: Vec<String>,

@@ -66,15 +66,9 @@ impl Shared {
             excludes: self.excludes.clone(),
             select: self.select.clone(),
             one_file_system: self.one_file_system,
-            dry_run: false,
-            force: false,
-            parent: None,
-            ignore_inode: false,
-            ignore_ctime: false,
-            with_atime: false,
-            time_ns: None,
             progress,
             interrupt,
+            ..Default::default()
         }
     }
 }

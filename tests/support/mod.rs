@@ -206,3 +206,30 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// What [`damage_first_chunk`] damaged: the chunk, its pack, and the file's number of chunks.
+pub struct Damaged {
+    pub chunk: snapfs::id::Id,
+    pub pack: snapfs::id::Id,
+    pub chunks: usize,
+}
+
+/// Flips one byte in the middle of the first chunk of `/…/src/name` in the latest snapshot.
+pub fn damage_first_chunk(repo: &TestRepo, src: &Path, name: &[u8]) -> Damaged {
+    let r = repo.open();
+    let (snaps, _) = r.snapshots().unwrap();
+    let mut tree = snaps.last().unwrap().1.tree;
+    for c in src.components().skip(1) {
+        let nodes = r.load_tree(&tree).unwrap();
+        tree = nodes.iter().find(|n| n.name == c.as_os_str().as_bytes()).unwrap().subtree().unwrap();
+    }
+    let nodes = r.load_tree(&tree).unwrap();
+    let content = &nodes.iter().find(|n| n.name == name).unwrap().content;
+    let chunk = content[0];
+    let loc = r.index().lookup(&chunk).unwrap().unwrap();
+    let pack = repo.path.join("packs").join(&loc.pack.hex()[..2]).join(loc.pack.hex());
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[(loc.offset + loc.length / 2) as usize] ^= 0x40;
+    fs::write(&pack, bytes).unwrap();
+    Damaged { chunk, pack: loc.pack, chunks: content.len() }
+}
