@@ -89,6 +89,13 @@ pub struct Coverage {
     pub days: u64,
 }
 
+impl Coverage {
+    /// The share of packs verified recently; all of none is 100 %.
+    pub fn percent(&self) -> f64 {
+        if self.packs == 0 { 100.0 } else { self.verified_recently as f64 * 100.0 / self.packs as f64 }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub packs: u64,

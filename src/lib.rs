@@ -22,6 +22,7 @@ pub mod id;
 pub mod index;
 pub mod inspect;
 pub mod jobs;
+pub mod json;
 pub mod patterns;
 pub mod policy;
 pub mod progress;

@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use anyhow::{Context, Result};
-use serde_json::{Value, json};
 
 use super::{Global, count, exit, human, parse_duration, progress};
 use snapfs::check::{CheckOptions, Report, Subset, check, parse_subset};
@@ -62,15 +61,11 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         report
     })?;
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&to_json(&report))?);
+        outln!("{}", serde_json::to_string_pretty(&snapfs::json::check_report(&report))?);
     } else {
         print_text(&report, g.quiet);
     }
     Ok(if report.is_clean() { 0 } else { exit::ERROR })
-}
-
-fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 100.0 } else { part as f64 * 100.0 / whole as f64 }
 }
 
 fn print_text(r: &Report, quiet: bool) {
@@ -99,7 +94,7 @@ fn print_text(r: &Report, quiet: bool) {
         let c = &r.coverage;
         outln!(
             "coverage: {:.0}% of packs ({} of {}) verified in the last {} days",
-            percent(c.verified_recently, c.packs),
+            c.percent(),
             c.verified_recently,
             c.packs,
             c.days
@@ -188,69 +183,4 @@ fn print_text(r: &Report, quiet: bool) {
     } else if r.problems.is_empty() {
         outln!("the data is intact; only the index needs repair");
     }
-}
-
-fn to_json(r: &Report) -> Value {
-    let problems: Vec<Value> = r
-        .problems
-        .iter()
-        .map(|p| {
-            json!({
-                "kind": p.kind,
-                "pack": p.pack.map(|id| id.hex()),
-                "blob": p.blob.map(|(id, _)| id.hex()),
-                "blob_type": p.blob.map(|(_, ty)| if ty == snapfs::crypto::ObjType::Tree { "tree" } else { "data" }),
-                "detail": p.detail,
-            })
-        })
-        .collect();
-    let affected: Vec<Value> = r
-        .affected
-        .iter()
-        .map(|a| {
-            let paths: Vec<Value> =
-                a.paths.iter().map(|p| json!({"path": p.path, "kind": p.kind, "blob": p.blob.hex()})).collect();
-            json!({"snapshot": a.snapshot.hex(), "time": timespec::rfc3339(a.time_ns), "paths": paths})
-        })
-        .collect();
-    let read = r.read.as_ref().map(|d| {
-        json!({
-            "packs": d.packs,
-            "packs_selected": d.packs_selected,
-            "bytes": d.bytes,
-            "blobs": d.blobs,
-            "seconds": d.seconds,
-            "complete": d.complete,
-        })
-    });
-    let c = &r.coverage;
-    json!({
-        "ok": r.is_clean(),
-        "snapshots": r.snapshots,
-        "trees": r.trees,
-        "data_blobs": r.data_blobs,
-        "packs": r.packs,
-        "pack_bytes": r.pack_bytes,
-        "problems": problems,
-        "affected": affected,
-        "index": {
-            "ok": !r.index.needs_repair(),
-            "unusable": r.index.unusable,
-            "repair_recommended": r.index.needs_repair(),
-            "problems": r.index.problems,
-            "unindexed_packs": r.index.unindexed_packs,
-            "gone_packs": r.index.gone_packs.len(),
-        },
-        "unreferenced": {"packs": r.unreferenced_packs, "blobs": r.unreferenced_blobs},
-        "redundant_blobs": r.redundant_blobs,
-        "stray_files": r.stray_files,
-        "staging_files": r.staging_files.iter().map(|(n, age)| json!({"name": n, "age_seconds": age.as_secs()})).collect::<Vec<_>>(),
-        "read_data": read,
-        "coverage": {
-            "packs": c.packs,
-            "verified_recently": c.verified_recently,
-            "days": c.days,
-            "percent": percent(c.verified_recently, c.packs),
-        },
-    })
 }

@@ -44,32 +44,7 @@ enum GroupKey {
     Tags,
 }
 
-pub fn json_of(id: &Id, s: &Snapshot) -> serde_json::Value {
-    let summary: serde_json::Map<String, serde_json::Value> =
-        s.summary.named().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    let mut v = json!({
-        "id": id.hex(),
-        "short_id": id.short(),
-        "time": timespec::rfc3339(s.time_ns),
-        "hostname": s.hostname,
-        "username": s.username,
-        "uid": s.uid,
-        "gid": s.gid,
-        "paths": s.paths,
-        "tags": s.tags,
-        "tree": s.tree.hex(),
-        "description": s.description,
-        "program_version": s.program_version,
-        "summary": summary,
-    });
-    if let Some(p) = s.parent {
-        v["parent"] = json!(p.hex());
-    }
-    if let Some(o) = s.original {
-        v["original"] = json!(o.hex());
-    }
-    v
-}
+pub use snapfs::json::snapshot as json_of;
 
 type Group<'a> = (serde_json::Value, Vec<&'a (Id, Snapshot)>);
 
