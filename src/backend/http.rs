@@ -24,6 +24,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// No byte received for this long: the request failed (and is retried).
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const WORKER_THREADS: usize = 2;
+/// A ranged GET to the server is a round trip plus the server's own read: with a request per
+/// core in flight the cores wait on it, so a restore keeps more than that going.
+const PARALLEL_READS: usize = 6;
+/// A PUT waits for the server to hash and store the whole pack before it answers.
+const PARALLEL_WRITES: usize = 2;
 
 /// What a client needs besides the URL.
 #[derive(Default)]
@@ -279,5 +284,13 @@ impl Backend for HttpBackend {
 
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn parallel_reads(&self) -> usize {
+        PARALLEL_READS
+    }
+
+    fn parallel_writes(&self) -> usize {
+        PARALLEL_WRITES
     }
 }
