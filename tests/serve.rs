@@ -27,6 +27,11 @@ struct Server {
 
 impl Server {
     fn start(repo: &Path, config: &Path, tls: Option<&Tls>) -> Server {
+        Server::start_with(repo, config, tls, &[])
+    }
+
+    /// With more arguments; `--unlock` gets the test password.
+    fn start_with(repo: &Path, config: &Path, tls: Option<&Tls>, extra: &[&str]) -> Server {
         let dir = config.parent().unwrap();
         let log = dir.join(format!("access-{}.log", std::process::id()));
         let stderr = dir.join("serve.stderr");
@@ -36,7 +41,8 @@ impl Server {
         if let Some(t) = tls {
             c.arg("--tls-cert").arg(&t.cert).arg("--tls-key").arg(&t.key);
         }
-        c.env_remove("SNAPFS_REPOSITORY").stdin(Stdio::null()).stdout(Stdio::piped());
+        c.args(extra).env_remove("SNAPFS_REPOSITORY").env("SNAPFS_PASSWORD", PASSWORD);
+        c.stdin(Stdio::null()).stdout(Stdio::piped());
         c.stderr(std::fs::File::create(&stderr).unwrap());
         let mut child = c.spawn().expect("spawn snapfs serve");
         let mut line = String::new();
@@ -336,6 +342,94 @@ fn a_mount_reads_through_the_server() {
 }
 
 /// One raw HTTP/1.1 request; the status line's code, or 0 when the server closed first.
+/// One request on its own connection: the status and the body.
+fn http(addr: &str, method: &str, path: &str, token: &str, headers: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n{headers}\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let code = String::from_utf8_lossy(&answer[..split]).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, answer[split + 4..].to_vec())
+}
+
+fn api_json(addr: &str, method: &str, path: &str, token: &str) -> serde_json::Value {
+    let (code, body) = http(addr, method, path, token, "");
+    assert_eq!(code, 200, "{method} {path}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn the_management_api_lists_shows_validates_and_exports_when_unlocked() {
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let (repo, config) = repo_and_config(&base);
+    let (viewer, boss) = (token(&config, "viewer", "read"), token(&config, "boss", "admin"));
+    let local = Snapfs::new(&repo);
+    let (a, b) = (base.join("a"), base.join("b"));
+    change_tree(&a, 1);
+    let packs = || files_under(&repo.join("packs"));
+    local.backup(["--host", "alpha", "--tag", "daily", a.to_str().unwrap()]);
+    let before = packs();
+    change_tree(&b, 2);
+    local.backup(["--host", "beta", b.to_str().unwrap()]);
+    let srv = Server::start_with(&repo, &config, None, &["--unlock"]);
+    let addr = srv.addr();
+
+    let all = api_json(&addr, "GET", "/api/v1/snapshots", &viewer);
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    let alpha = api_json(&addr, "GET", "/api/v1/snapshots?host=alpha", &viewer);
+    assert_eq!(alpha.as_array().unwrap().len(), 1);
+    assert_eq!(alpha[0]["hostname"], "alpha");
+    assert_eq!(api_json(&addr, "GET", "/api/v1/snapshots?tag=daily", &viewer), alpha);
+    let path = format!("/api/v1/snapshots?path={}", b.to_str().unwrap().replace('/', "%2F"));
+    assert_eq!(api_json(&addr, "GET", &path, &viewer)[0]["hostname"], "beta");
+    let (id_a, id_b) = (alpha[0]["id"].as_str().unwrap().to_string(), all[1]["id"].as_str().unwrap().to_string());
+    assert_eq!(api_json(&addr, "GET", "/api/v1/snapshots/latest", &viewer)["id"], id_b.as_str());
+    let shown = api_json(&addr, "GET", &format!("/api/v1/snapshots/{}", &id_a[..8]), &viewer);
+    assert_eq!(shown["id"], id_a.as_str());
+    assert_eq!(shown["paths"][0], a.to_str().unwrap());
+    assert_eq!(http(&addr, "GET", "/api/v1/snapshots/ffffffff", &viewer, "").0, 404);
+    assert_eq!(http(&addr, "GET", "/api/v1/snapshots?colour=red", &viewer, "").0, 400);
+    assert_eq!(http(&addr, "GET", "/api/v1/snapshots/latest/validate", &viewer, "").0, 405);
+
+    // Validate reads one snapshot's data on the server: damage to a pack only b uses fails b's
+    // validation, not a's.
+    let v = api_json(&addr, "POST", &format!("/api/v1/snapshots/{id_a}/validate"), &viewer);
+    assert!(v["ok"] == true && v["read_data"]["packs"].as_u64() > Some(0), "{v}");
+    let only_b = packs().into_iter().filter(|p| !before.contains(p)).max_by_key(|p| p.metadata().unwrap().len());
+    let only_b = only_b.expect("b's backup wrote a pack of its own");
+    let mut bytes = std::fs::read(&only_b).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&only_b, bytes).unwrap();
+    let v = api_json(&addr, "POST", &format!("/api/v1/snapshots/{id_b}/validate"), &viewer);
+    assert!(v["ok"] == false && v["snapshot"] == id_b.as_str(), "{v}");
+    assert_eq!(api_json(&addr, "POST", &format!("/api/v1/snapshots/{id_a}/validate"), &viewer)["ok"], true);
+
+    // Export: an admin's, sealed under the password the request names; it imports and restores.
+    let export = format!("/api/v1/snapshots/{id_a}/export");
+    let pw = "snapfs-bundle-password: bundle secret\r\n";
+    assert_eq!(http(&addr, "POST", &export, &viewer, pw).0, 403, "a read token may not export");
+    assert_eq!(http(&addr, "POST", &export, &boss, "").0, 400, "an export needs a bundle password");
+    let (code, bundle) = http(&addr, "POST", &export, &boss, pw);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&bundle));
+    std::fs::write(base.join("a.bundle"), &bundle).unwrap();
+    let mut other = Snapfs::new(base.join("other"));
+    other.init();
+    other.env.push(("SNAPFS_BUNDLE_PASSWORD".into(), "bundle secret".into()));
+    other.ok(["import", base.join("a.bundle").to_str().unwrap()]);
+    let target = base.join("restored");
+    other.restore("latest", &target, &[]);
+    assert_same_tree(&a, &restored(&target, &a));
+    let log = srv.log_text();
+    assert!(log.lines().any(|l| l.contains("viewer POST /api/v1/snapshots/") && l.contains(" 403 ")), "{log}");
+}
+
 fn raw(addr: &str, head: &str, body: &[u8], cut: bool) -> u16 {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -377,7 +471,7 @@ fn bad_tokens_and_lying_bodies_store_nothing() {
     assert!(line.contains("refused the token"), "a removed token still works: {line}");
     let listed =
         String::from_utf8(sh(bin(), &["serve", "token", "list", "--config", config.to_str().unwrap()])).unwrap();
-    assert_eq!(listed.trim(), "laptop\tappend\t-");
+    assert_eq!(listed.trim(), "laptop\tappend\t-\tnever");
 
     let body = lock_text("laptop").into_bytes();
     let hash = blake3::hash(&body).to_hex().to_string();
@@ -451,11 +545,49 @@ fn bad_tokens_and_lying_bodies_store_nothing() {
         "other host",
     );
 
-    // The management API lists snapshot objects, and says why it cannot filter them.
+    // Without --unlock the management API lists snapshot objects, and says why it cannot
+    // filter or show them.
     let api =
         |q: &str| format!("GET /api/v1/snapshots{q} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {append}\r\n\r\n");
     assert_eq!(raw(&srv.addr(), &api(""), b"", false), 200);
-    assert_eq!(raw(&srv.addr(), &api("?host=laptop"), b"", false), 400);
+    assert_eq!(raw(&srv.addr(), &api("?host=laptop"), b"", false), 409);
+    let (code, body) = http(&srv.addr(), "GET", "/api/v1/snapshots/latest", &append, "");
+    assert!(code == 409 && String::from_utf8_lossy(&body).contains("--unlock"), "{code} {body:?}");
+
+    // A token past its expiry is refused by name, from the next request on.
+    let cfg = config.to_str().unwrap();
+    let soon = String::from_utf8(sh(
+        bin(),
+        &["serve", "token", "add", "temp", "--role", "read", "--expires", "1h", "--config", cfg],
+    ))
+    .unwrap();
+    let listed = String::from_utf8(sh(bin(), &["serve", "token", "list", "--config", cfg])).unwrap();
+    assert!(listed.lines().any(|l| l.starts_with("temp\tread\t-\t") && !l.ends_with("never")), "{listed}");
+    srv.client(soon.trim(), &base.join("c0")).ok(["snapshots"]);
+    let mut file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(file["version"], 2, "a file with an expiring token is version 2");
+    for t in file["tokens"].as_array_mut().unwrap() {
+        if t["name"] == "temp" {
+            t["expires"] = serde_json::json!(jiff::Timestamp::now().as_second() - 10);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1100)); // the server re-reads the file when its mtime changes
+    std::fs::write(&config, file.to_string()).unwrap();
+    let line = assert_error_line(&srv.client(soon.trim(), &base.join("c0")).run(["snapshots"]));
+    assert!(line.contains("token temp expired at"), "{line}");
+    let late = run_cmd(Command::new(bin()).args([
+        "serve",
+        "token",
+        "add",
+        "late",
+        "--role",
+        "read",
+        "--expires",
+        "2020-01-01",
+        "--config",
+        cfg,
+    ]));
+    assert!(assert_error_line(&late).contains("in the past"));
     assert!(srv.log_text().lines().any(|l| l.contains(" - GET /v1/ 401 ")), "{}", srv.log_text());
 }
 

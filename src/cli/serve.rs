@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 
 use super::Global;
+use snapfs::repo::{LockMode, Opening, Repository};
+use snapfs::server::api::Unlocked;
 use snapfs::server::{self, Role, TokenFile};
+use snapfs::timespec;
+use zeroize::Zeroizing;
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -30,6 +34,10 @@ pub struct Args {
     /// The largest object a client may upload, in MiB
     #[arg(long, value_name = "MIB", default_value_t = server::MAX_OBJECT >> 20)]
     max_object: u64,
+    /// Unlock the repository with its password (as for every command) so the management API
+    /// can filter, show, validate and export snapshots; without it the server never sees it
+    #[arg(long)]
+    unlock: bool,
 }
 
 #[derive(clap::Args)]
@@ -71,8 +79,11 @@ enum TokenCmd {
         /// Only locks of this host may be written with the token
         #[arg(long, value_name = "HOST")]
         host: Option<String>,
+        /// Refuse the token after this: a duration from now (90d, 12h) or a time (2027-06-30)
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
     },
-    /// List the tokens: name, role and host
+    /// List the tokens: name, role, host and expiry
     List,
     /// Remove a token; clients using it are refused from their next request
     Remove { name: String },
@@ -89,9 +100,10 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
 fn token(config: &std::path::Path, cmd: TokenCmd, quiet: bool) -> Result<u8> {
     let mut file = TokenFile::load(config)?;
     match cmd {
-        TokenCmd::Add { name, role, host } => {
+        TokenCmd::Add { name, role, host, expires } => {
             let role = Role::parse(&role).expect("clap checked the role");
-            let secret = file.add(&name, role, host.as_deref())?;
+            let expires = expires.as_deref().map(expiry).transpose()?;
+            let secret = file.add(&name, role, host.as_deref(), expires)?;
             if let Some(dir) = config.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             }
@@ -107,7 +119,14 @@ fn token(config: &std::path::Path, cmd: TokenCmd, quiet: bool) -> Result<u8> {
         }
         TokenCmd::List => {
             for t in &file.tokens {
-                outln!("{}\t{}\t{}", t.name, t.role.name(), t.host.as_deref().unwrap_or("-"));
+                let expires = t.expires.map(|e| timespec::local(e.saturating_mul(1_000_000_000)));
+                outln!(
+                    "{}\t{}\t{}\t{}",
+                    t.name,
+                    t.role.name(),
+                    t.host.as_deref().unwrap_or("-"),
+                    expires.as_deref().unwrap_or("never")
+                );
             }
         }
         TokenCmd::Remove { name } => {
@@ -132,6 +151,14 @@ fn serve(g: &Global, a: Args, config: PathBuf) -> Result<u8> {
     if TokenFile::load(&config)?.tokens.is_empty() {
         errln!("warning: {} holds no token yet: add one with `snapfs serve token add NAME --role R`", config.display());
     }
+    let unlocked = if a.unlock {
+        let password = super::password(g, false)?;
+        // A wrong password fails now, not at the first API call.
+        Repository::open_with(backend.clone(), password.as_bytes(), &Opening::new(LockMode::None, "serve"))?;
+        Some(Unlocked { password: Zeroizing::new(password.as_bytes().to_vec()), cache: super::cache(g) })
+    } else {
+        None
+    };
     let scheme = if a.tls_cert.is_some() { "https" } else { "http" };
     let opts = server::Options {
         listen: a.listen,
@@ -139,6 +166,7 @@ fn serve(g: &Global, a: Args, config: PathBuf) -> Result<u8> {
         config,
         access_log: a.access_log,
         max_object: a.max_object << 20,
+        unlocked,
     };
     let quiet = g.quiet;
     server::serve(backend, opts, |addr| {
@@ -148,4 +176,18 @@ fn serve(g: &Global, a: Args, config: PathBuf) -> Result<u8> {
     })
     .with_context(|| format!("serve {location}"))?;
     Ok(0)
+}
+
+/// `--expires`: a duration from now or a point in time, as Unix seconds.
+fn expiry(when: &str) -> Result<i64> {
+    let at = match super::parse_duration(when) {
+        Ok(d) => jiff::Timestamp::now().as_second().saturating_add(d.as_secs() as i64),
+        Err(_) => timespec::parse_at(when)
+            .with_context(|| format!("bad --expires {when:?}: give a duration (90d, 12h) or a time"))?
+            .as_second(),
+    };
+    if at <= jiff::Timestamp::now().as_second() {
+        bail!("--expires {when:?} is in the past");
+    }
+    Ok(at)
 }

@@ -1,10 +1,11 @@
 //! `snapfs serve`: a repository server (format-spec §17). It holds a repository on any
 //! [`Backend`] and serves its encrypted objects over HTTP/1.1 and HTTP/2, with or without TLS,
 //! to clients holding bearer tokens, each allowed what its role permits. It never needs the
-//! repository's password.
+//! repository's password; given one (`--unlock`), its management API can also read snapshots.
 //!
 //! The async runtime stays in here, as in `backend::s3`: [`serve`] blocks its caller.
 
+pub mod api;
 pub mod log;
 pub mod roles;
 pub mod routes;
@@ -51,6 +52,9 @@ pub struct Options {
     /// Where the access log goes; standard error without one.
     pub access_log: Option<PathBuf>,
     pub max_object: u64,
+    /// The repository's password for the management API (`--unlock`); `None`: the server
+    /// never sees it.
+    pub unlocked: Option<api::Unlocked>,
 }
 
 /// Serves until the process ends. `ready` is called with the bound address once the server
@@ -67,6 +71,7 @@ pub fn serve(backend: Arc<dyn Backend>, opts: Options, ready: impl FnOnce(Socket
         log: log::AccessLog::open(opts.access_log.as_deref())?,
         lock_owners: Mutex::new(HashMap::new()),
         max_object: opts.max_object,
+        unlocked: opts.unlocked.map(Arc::new),
     });
     let listen_err = |cause| ServerError::Listen { addr: opts.listen.clone(), cause };
     let rt = tokio::runtime::Builder::new_multi_thread()

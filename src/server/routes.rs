@@ -11,9 +11,10 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use super::api::{Api, Unlocked};
 use super::log::AccessLog;
 use super::roles::{Op, Role, Verdict};
-use super::tokens::{TokenEntry, Tokens};
+use super::tokens::{Auth, TokenEntry, Tokens};
 use crate::backend::{Backend, Kind, is_not_found, object_name};
 use crate::error::Error;
 use crate::repo::lock::LockInfo;
@@ -33,10 +34,12 @@ pub struct State {
     pub lock_owners: Mutex<HashMap<String, String>>,
     /// The largest body a PUT may have.
     pub max_object: u64,
+    /// The password, when the server was started with `--unlock` (the management API's reads).
+    pub unlocked: Option<Arc<Unlocked>>,
 }
 
 /// An answer before it becomes a response: its status, body, and what the log says of it.
-struct Reply {
+pub struct Reply {
     status: StatusCode,
     body: Bytes,
     json: bool,
@@ -45,21 +48,21 @@ struct Reply {
 }
 
 impl Reply {
-    fn ok(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+    pub fn ok(status: StatusCode, body: impl Into<Bytes>) -> Reply {
         Reply { status, body: body.into(), json: false, content_range: None, note: String::new() }
     }
 
-    fn json(v: serde_json::Value) -> Reply {
+    pub fn json(v: serde_json::Value) -> Reply {
         Reply { json: true, ..Reply::ok(StatusCode::OK, v.to_string()) }
     }
 
     /// A refusal: its one-line reason is the body and goes into the log.
-    fn err(status: StatusCode, why: impl Into<String>) -> Reply {
+    pub fn err(status: StatusCode, why: impl Into<String>) -> Reply {
         let why = why.into();
         Reply { note: why.clone(), ..Reply::ok(status, why + "\n") }
     }
 
-    fn from_backend(e: &Error, what: &str) -> Reply {
+    pub fn from_backend(e: &Error, what: &str) -> Reply {
         if is_not_found(e) {
             return Reply::err(StatusCode::NOT_FOUND, format!("no {what}"));
         }
@@ -117,12 +120,12 @@ enum Target {
     Info,
     List(Kind),
     Object(Kind, String),
-    Snapshots,
+    Api(Api),
 }
 
 fn parse_target(path: &str) -> Option<Target> {
-    if path == "/api/v1/snapshots" {
-        return Some(Target::Snapshots);
+    if path.starts_with("/api/") {
+        return Api::parse(path).map(Target::Api);
     }
     let rest = path.strip_prefix("/v1")?;
     if rest.is_empty() || rest == "/" {
@@ -153,8 +156,15 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> (Option<TokenEntry
             Reply::err(StatusCode::UNAUTHORIZED, "no token: give one with SNAPFS_SERVER_TOKEN or --token-file"),
         );
     };
-    let Some(token) = state.tokens.authenticate(bearer) else {
-        return (None, Reply::err(StatusCode::UNAUTHORIZED, "unknown token (wrong, or removed from the server)"));
+    let token = match state.tokens.authenticate(bearer) {
+        Auth::Valid(t) => t,
+        Auth::Unknown => {
+            return (None, Reply::err(StatusCode::UNAUTHORIZED, "unknown token (wrong, or removed from the server)"));
+        }
+        Auth::Expired(name, at) => {
+            let when = crate::timespec::rfc3339(at.saturating_mul(1_000_000_000));
+            return (None, Reply::err(StatusCode::UNAUTHORIZED, format!("token {name} expired at {when}")));
+        }
     };
     if let Some(v) = req.headers().get(PROTOCOL_HEADER)
         && v.to_str().ok().and_then(|v| v.parse::<u32>().ok()) != Some(PROTOCOL)
@@ -176,7 +186,9 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> (Option<TokenEntry
             "host": token.host,
         })),
         (Method::GET, Target::List(kind)) => list(state, kind).await,
-        (Method::GET, Target::Snapshots) => snapshots(state, req.uri().query().unwrap_or("")).await,
+        (m, Target::Api(api)) => {
+            super::api::answer(state, &token, &m, api, req.uri().query().unwrap_or(""), req.headers()).await
+        }
         (Method::GET | Method::HEAD, Target::Object(kind, name)) => get(state, &req, kind, name).await,
         (Method::PUT, Target::Object(kind, name)) => put(state, &token, req, kind, name).await,
         (Method::DELETE, Target::Object(kind, name)) => delete(state, &token, kind, name).await,
@@ -187,7 +199,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> (Option<TokenEntry
 
 /// Runs a backend call off the async workers (backends block, and an S3 backend runs its own
 /// runtime).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("a backend call does not panic")
 }
 
@@ -196,25 +208,6 @@ async fn list(state: &Arc<State>, kind: Kind) -> Reply {
     match blocking(move || b.list(kind)).await {
         Ok(items) => Reply::json(json!(items)),
         Err(e) => Reply::from_backend(&e, kind.dir()),
-    }
-}
-
-/// What the server can tell of snapshots without the password: their ids and sizes.
-async fn snapshots(state: &Arc<State>, query: &str) -> Reply {
-    if let Some(filter) = query.split('&').find(|q| q.starts_with("tag=") || q.starts_with("host=")) {
-        return Reply::err(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "cannot filter by {filter}: snapshots are encrypted and the server has no password; run `snapfs snapshots` with --repo set to this server"
-            ),
-        );
-    }
-    let b = state.backend.clone();
-    match blocking(move || b.list(Kind::Snapshot)).await {
-        Ok(items) => {
-            Reply::json(json!(items.into_iter().map(|(id, size)| json!({"id": id, "size": size})).collect::<Vec<_>>()))
-        }
-        Err(e) => Reply::from_backend(&e, "snapshots"),
     }
 }
 
