@@ -428,6 +428,23 @@ fn the_management_api_lists_shows_validates_and_exports_when_unlocked() {
     assert_same_tree(&a, &restored(&target, &a));
     let log = srv.log_text();
     assert!(log.lines().any(|l| l.contains("viewer POST /api/v1/snapshots/") && l.contains(" 403 ")), "{log}");
+
+    // Unlocked, the server reads the host of each snapshot a host-restricted token adds (its
+    // locks name this machine, so the token is this machine's).
+    let me = String::from_utf8(sh("hostname", &[] as &[&str])).unwrap().trim().to_string();
+    let cfg = config.to_str().unwrap();
+    let args = ["serve", "token", "add", "pinned", "--role", "append", "--host", &me, "--config", cfg];
+    let pinned = srv.client(String::from_utf8(sh(bin(), &args)).unwrap().trim(), &base.join("c-pinned"));
+    pinned.backup([a.to_str().unwrap()]);
+    let line = assert_error_line(&pinned.run(["backup", "--host", "beta", a.to_str().unwrap()]));
+    assert!(line.contains(&format!("may add snapshots of host {me} only, not of beta")), "{line}");
+    let hosts: Vec<_> = api_json(&addr, "GET", "/api/v1/snapshots", &viewer)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["hostname"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(hosts, ["alpha", "beta", me.as_str()], "the refused snapshot was stored");
 }
 
 fn raw(addr: &str, head: &str, body: &[u8], cut: bool) -> u16 {
@@ -589,6 +606,22 @@ fn bad_tokens_and_lying_bodies_store_nothing() {
     ]));
     assert!(assert_error_line(&late).contains("in the past"));
     assert!(srv.log_text().lines().any(|l| l.contains(" - GET /v1/ 401 ")), "{}", srv.log_text());
+}
+
+#[test]
+fn a_restarted_server_still_knows_which_token_wrote_a_lock() {
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let (repo, config) = repo_and_config(&base);
+    let (mine, other) = (token(&config, "mine", "append"), token(&config, "other", "append"));
+    let name = "cc000000000000000000000000000001";
+    let srv = Server::start(&repo, &config, None);
+    srv.backend(&mine).write(Kind::Lock, name, lock_text("h").as_bytes()).unwrap();
+    drop(srv);
+    let srv = Server::start(&repo, &config, None);
+    refused(srv.backend(&other).delete(Kind::Lock, name), "another token's lock");
+    srv.backend(&mine).delete(Kind::Lock, name).expect("a backup removes its own lock after a server restart");
+    assert!(srv.backend(&mine).list(Kind::Lock).unwrap().is_empty());
 }
 
 /// A CA and a server certificate for 127.0.0.1 it signed, made with the openssl CLI.

@@ -408,9 +408,12 @@ impl<S> Repository<S> {
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<snapshot::Snapshot> {
-        let raw = self.backend.read(Kind::Snapshot, &id.hex())?;
-        let plain = self.keys.open_verified(ObjType::Snapshot, id, &raw, MAX_SNAPSHOT)?;
-        snapshot::decode(&plain)
+        self.open_snapshot(id, &self.backend.read(Kind::Snapshot, &id.hex())?)
+    }
+
+    /// A snapshot object's bytes, verified against its id and decoded.
+    pub fn open_snapshot(&self, id: &Id, sealed: &[u8]) -> Result<snapshot::Snapshot> {
+        snapshot::decode(&self.keys.open_verified(ObjType::Snapshot, id, sealed, MAX_SNAPSHOT)?)
     }
 
     /// The ids of every snapshot object, and the names that are not ids.

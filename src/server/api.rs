@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use super::roles::Role;
 use super::routes::{Reply, State, blocking};
 use super::tokens::TokenEntry;
+use crate::backend::Backend;
 use crate::check::{CheckOptions, Subset, check};
 use crate::crypto::keyfile::KdfParams;
 use crate::error::Error;
@@ -148,6 +149,18 @@ pub async fn answer(
         result.unwrap_or_else(|e| refusal(&e))
     })
     .await
+}
+
+/// The host a sealed snapshot object names, opened as the repository would open it.
+pub fn snapshot_host(
+    unlocked: &Unlocked,
+    backend: Arc<dyn Backend>,
+    name: &str,
+    sealed: &[u8],
+) -> Result<String, Error> {
+    let id = Id::from_hex(name)?;
+    let repo = Repository::open_with(backend, &unlocked.password, &Opening::new(LockMode::None, "serve"))?;
+    Ok(repo.open_snapshot(&id, sealed)?.hostname)
 }
 
 /// `tag=a,b&host=h&path=/p`, each repeatable, as the CLI's filter options; `None` when the

@@ -7,15 +7,15 @@
 
 pub mod api;
 pub mod log;
+pub mod owners;
 pub mod roles;
 pub mod routes;
 pub mod tls;
 pub mod tokens;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -65,11 +65,14 @@ pub fn serve(backend: Arc<dyn Backend>, opts: Options, ready: impl FnOnce(Socket
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
+    // A repository the server cannot list yet (none there) has no locks to own.
+    let live_locks: Vec<String> =
+        backend.list(crate::backend::Kind::Lock).unwrap_or_default().into_iter().map(|(n, _)| n).collect();
     let state = Arc::new(routes::State {
         backend,
         tokens,
         log: log::AccessLog::open(opts.access_log.as_deref())?,
-        lock_owners: Mutex::new(HashMap::new()),
+        lock_owners: owners::LockOwners::beside(&opts.config, &live_locks),
         max_object: opts.max_object,
         unlocked: opts.unlocked.map(Arc::new),
     });

@@ -1,9 +1,8 @@
 //! The protocol (format-spec §17): one request, authenticated, authorized, answered, logged.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -13,6 +12,7 @@ use serde_json::json;
 
 use super::api::{Api, Unlocked};
 use super::log::AccessLog;
+use super::owners::LockOwners;
 use super::roles::{Op, Role, Verdict};
 use super::tokens::{Auth, TokenEntry, Tokens};
 use crate::backend::{Backend, Kind, is_not_found, object_name};
@@ -30,8 +30,7 @@ pub struct State {
     pub tokens: Tokens,
     pub log: AccessLog,
     /// Lock name → the token that wrote it: an `append` token may delete its own locks only.
-    /// Kept in memory: after a restart, older locks are nobody's and expire (format-spec §10).
-    pub lock_owners: Mutex<HashMap<String, String>>,
+    pub lock_owners: LockOwners,
     /// The largest body a PUT may have.
     pub max_object: u64,
     /// The password, when the server was started with `--unlock` (the management API's reads).
@@ -329,6 +328,28 @@ async fn put(state: &Arc<State>, token: &TokenEntry, req: Request<Incoming>, kin
             );
         }
     }
+    // Unlocked, the server can read a snapshot's host, and a host-restricted token adds
+    // snapshots of its own host only.
+    if kind == Kind::Snapshot
+        && let (Some(host), Some(unlocked)) = (&token.host, &state.unlocked)
+    {
+        let (b, u, n, sealed) = (state.backend.clone(), unlocked.clone(), name.clone(), body.clone());
+        match blocking(move || super::api::snapshot_host(&u, b, &n, &sealed)).await {
+            Ok(h) if h == *host => {}
+            Ok(h) => {
+                return Reply::err(
+                    StatusCode::FORBIDDEN,
+                    format!("token {} may add snapshots of host {host} only, not of {h}", token.name),
+                );
+            }
+            Err(e) => {
+                return Reply::err(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{what}: not a snapshot of this repository ({e}); nothing stored"),
+                );
+            }
+        }
+    }
     let b = state.backend.clone();
     let n = name.clone();
     let stored =
@@ -336,7 +357,7 @@ async fn put(state: &Arc<State>, token: &TokenEntry, req: Request<Incoming>, kin
     match stored {
         Ok(()) => {
             if kind == Kind::Lock {
-                state.lock_owners.lock().unwrap_or_else(|e| e.into_inner()).insert(name, token.name.clone());
+                state.lock_owners.set(&name, &token.name);
             }
             Reply::ok(StatusCode::CREATED, Bytes::new())
         }
@@ -349,8 +370,7 @@ async fn delete(state: &Arc<State>, token: &TokenEntry, kind: Kind, name: String
     match token.role.may(Op::Delete, kind) {
         Verdict::Allow => {}
         Verdict::IfOwnLock => {
-            let owners = state.lock_owners.lock().unwrap_or_else(|e| e.into_inner());
-            if owners.get(&name) != Some(&token.name) {
+            if state.lock_owners.owner(&name).as_ref() != Some(&token.name) {
                 return Reply::err(
                     StatusCode::FORBIDDEN,
                     format!(
@@ -368,7 +388,7 @@ async fn delete(state: &Arc<State>, token: &TokenEntry, kind: Kind, name: String
     match blocking(move || b.delete(kind, &n)).await {
         Ok(()) => {
             if kind == Kind::Lock {
-                state.lock_owners.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+                state.lock_owners.remove(&name);
             }
             Reply::ok(StatusCode::NO_CONTENT, Bytes::new())
         }
