@@ -207,7 +207,7 @@ impl HttpBackend {
             };
             return Err(Error::io(what, std::io::Error::new(kind, why)));
         }
-        let why = format!("{} failed {} tries: {last}", self.location, RETRIES + 1);
+        let why = format!("failed {} tries: {last}", RETRIES + 1);
         Err(Error::io(what, std::io::Error::other(why)))
     }
 
