@@ -263,10 +263,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, JobError> {
         }
         if !config.repositories.contains_key(&job.repository) && !job.repository.contains(['/', ':']) {
             let known: Vec<&str> = config.repositories.keys().map(String::as_str).collect();
-            return fail(
-                key("repository"),
-                format!("no repository named {:?} (defined: {})", job.repository, known.join(", ")),
-            );
+            let defined = if known.is_empty() {
+                "the config defines no [repositories.NAME]; give a path or URL instead".to_string()
+            } else {
+                format!("defined: {}", known.join(", "))
+            };
+            return fail(key("repository"), format!("no repository named {:?} ({defined})", job.repository));
         }
         if job.priority > 99 {
             return fail(key("priority"), format!("{} is out of range (0-99)", job.priority));
