@@ -115,8 +115,12 @@ pub fn run(args: &[String]) -> Result<()> {
     for round in 0..rounds {
         println!("round {}/{rounds}", round + 1);
         for case in &order {
-            let repo = work.join("repo");
-            let restore = work.join("restore");
+            // Nothing is deleted until the end: ext4 makes creating files slow for minutes after
+            // many were deleted (its inode allocator skips recently freed inodes), so deleting
+            // the last case's restore made every case but a round's first pay for it.
+            let slot = format!("{round}-{}", case.replace(' ', "-"));
+            let repo = work.join(format!("repo-{slot}"));
+            let restore = work.join(format!("restore-{slot}"));
             for p in [&repo, &restore] {
                 let _ = fs::remove_dir_all(p);
             }
@@ -171,6 +175,12 @@ pub fn run(args: &[String]) -> Result<()> {
             drop(server);
         }
         order.rotate_left(1);
+    }
+    for e in fs::read_dir(&work)?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("repo-") || name.starts_with("restore-") {
+            let _ = if e.path().is_dir() { fs::remove_dir_all(e.path()) } else { fs::remove_file(e.path()) };
+        }
     }
     let mut out = machine()?;
     out.push_str(&format!(
