@@ -299,7 +299,7 @@ impl Index {
             // random, so in pack order every insert lands on another leaf, and once the leaves
             // touched outgrow redb's write buffer each is written out and read back many times
             // over. Sorted, a leaf is finished before the next is touched.
-            entries.sort_by(|a, b| a.1.id.0.cmp(&b.1.id.0));
+            entries.sort_by_key(|(_, e)| e.id.0);
             for (no, e) in entries {
                 // One location per blob; a copy in another pack is redundant (two writers
                 // raced, or a killed backup's pack was written again).
