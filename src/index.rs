@@ -83,7 +83,12 @@ pub struct Index {
 
 /// redb's page cache (1 GiB by default) kept every page a backup wrote, so memory grew with the
 /// index: cap it, and let the kernel's page cache serve lookups beyond it.
-const CACHE_SIZE: usize = 32 << 20;
+pub const CACHE_SIZE: usize = 32 << 20;
+
+/// The page cache of a command that reads the index front to back and writes it in id order
+/// (prune, key rotation): the cache saves such a pass nothing, and at 32 MiB it was most of
+/// the growth of prune's memory with the index.
+pub const STREAMING_CACHE_SIZE: usize = 4 << 20;
 
 /// Blob entries removed in one write transaction (see `remove_packs`).
 const REMOVE_BATCH: usize = 20_000;
@@ -93,12 +98,17 @@ impl Index {
     /// `check`, which must not trust an altered file). A damaged file or one of another layout
     /// is an [`Error::Index`]; the caller, for whom it is a cache, deletes and rebuilds it.
     pub fn open(path: &Path, verify: bool) -> Result<Index> {
+        Index::open_with(path, verify, CACHE_SIZE)
+    }
+
+    /// [`Index::open`] with a page cache of `cache` bytes.
+    pub fn open_with(path: &Path, verify: bool, cache: usize) -> Result<Index> {
         // redb trusts its file and can panic on an altered one ("Malformed allocator state").
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             redb::Builder::new()
                 .set_concurrency_mode(ConcurrencyMode::MultiWriter)
                 .set_check_integrity_on_open(verify)
-                .set_cache_size(CACHE_SIZE)
+                .set_cache_size(cache)
                 .create(path)
         }));
         let damaged = |why: String| Error::Index(format!("{} is damaged ({why})", path.display()));
@@ -266,7 +276,8 @@ impl Index {
                 ),
                 None => 0,
             };
-            for (pack, info, entries) in packs {
+            let mut entries = Vec::with_capacity(packs.iter().map(|(_, _, e)| e.len()).sum());
+            for (pack, info, pack_entries) in packs {
                 let old = table.get(&pack.0)?.map(|v| PackInfo::decode(v.value()));
                 let (no, verified) = match old {
                     Some((no, o)) => (no, o.last_verified),
@@ -280,21 +291,27 @@ impl Index {
                     last_verified: if info.last_verified != 0 { info.last_verified } else { verified },
                     ..*info
                 };
-                for e in *entries {
-                    // One location per blob; a copy in another pack is redundant (two writers
-                    // raced, or a killed backup's pack was written again).
-                    let other = blobs.get(&e.id.0)?.map(|v| u32::from_le_bytes(v.value()[..4].try_into().expect("4")));
-                    match other {
-                        Some(o) if o != no => {
-                            redundant.insert(&redundant_key(&e.id, no), &encode_blob(no, e))?;
-                        }
-                        _ => {
-                            blobs.insert(&e.id.0, &encode_blob(no, e))?;
-                        }
-                    }
-                }
                 table.insert(&pack.0, &info.encode(no))?;
                 ids.insert(no, &pack.0)?;
+                entries.extend(pack_entries.iter().map(|e| (no, e)));
+            }
+            // In id order (stable: of two packs with one blob, the earlier still wins): ids are
+            // random, so in pack order every insert lands on another leaf, and once the leaves
+            // touched outgrow redb's write buffer each is written out and read back many times
+            // over. Sorted, a leaf is finished before the next is touched.
+            entries.sort_by_key(|(_, e)| e.id.0);
+            for (no, e) in entries {
+                // One location per blob; a copy in another pack is redundant (two writers
+                // raced, or a killed backup's pack was written again).
+                let other = blobs.get(&e.id.0)?.map(|v| pack_no(v.value()));
+                match other {
+                    Some(o) if o != no => {
+                        redundant.insert(&redundant_key(&e.id, no), &encode_blob(no, e))?;
+                    }
+                    _ => {
+                        blobs.insert(&e.id.0, &encode_blob(no, e))?;
+                    }
+                }
             }
             meta.insert("next_pack", &next.to_le_bytes()[..])?;
         }
@@ -458,16 +475,63 @@ impl Index {
 
     /// Every redundant copy: blob id and the pack holding it, in blob-id order.
     pub fn redundant(&self) -> Result<Vec<(Id, Result<BlobLoc>)>> {
+        let mut out = Vec::new();
+        self.for_each_redundant(|id, loc| {
+            out.push((id, loc));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Index::redundant`] one at a time. Not few: a repack's copies are redundant with the
+    /// blobs they copy until the sweep deletes the old packs.
+    pub fn for_each_redundant(&self, mut f: impl FnMut(Id, Result<BlobLoc>) -> Result<()>) -> Result<()> {
         let tx = self.db.begin_read()?;
         let packs = pack_numbers(&tx)?;
-        let mut out = Vec::new();
         for item in tx.open_table(REDUNDANT)?.iter()? {
             let (k, v) = item?;
             let id = Id(k.value()[..32].try_into().expect("32 bytes"));
-            let loc = decode_blob(v.value(), |no| packs.get(&no).copied().ok_or_else(|| unknown_pack(no)));
-            out.push((id, loc));
+            f(id, decode_blob(v.value(), |no| packs.get(&no).copied().ok_or_else(|| unknown_pack(no))))?;
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// [`Index::for_each_blob`] with the locations of each blob's other copies (those that
+    /// decode), read from `redundant` beside it: both are in blob-id order, so this holds one
+    /// blob's copies at a time, never a map of them all.
+    pub fn for_each_blob_with_copies(
+        &self,
+        mut f: impl FnMut(Id, Result<BlobLoc>, &[BlobLoc]) -> Result<()>,
+    ) -> Result<()> {
+        let tx = self.db.begin_read()?;
+        let packs = pack_numbers(&tx)?;
+        let decode = |v: &[u8; 17]| decode_blob(v, |no| packs.get(&no).copied().ok_or_else(|| unknown_pack(no)));
+        let redundant = tx.open_table(REDUNDANT)?;
+        let mut copies_of = redundant.iter()?.peekable();
+        let mut copies = Vec::new();
+        for item in tx.open_table(BLOBS)?.iter()? {
+            let (k, v) = item?;
+            let id: [u8; 32] = *k.value();
+            copies.clear();
+            // Copies of blobs with no entry of their own (none in a consistent index) are passed over.
+            while let Some(next) = copies_of.peek() {
+                let Ok((ck, cv)) = next else {
+                    return Err(copies_of.next().expect("peeked").err().expect("an error").into());
+                };
+                let of: &[u8] = &ck.value()[..32];
+                if of > &id[..] {
+                    break;
+                }
+                if of == &id[..]
+                    && let Ok(loc) = decode(cv.value())
+                {
+                    copies.push(loc);
+                }
+                copies_of.next();
+            }
+            f(Id(id), decode(v.value()), &copies)?;
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{Global, PasswordSource, human, open, open_keys, read_password};
+use super::{Global, PasswordSource, human, open_keys, read_password};
 use snapfs::crypto::keyfile::KdfParams;
 use snapfs::prune::{CopyProgress, PruneOptions};
 use snapfs::repo::LockMode;
@@ -207,7 +207,7 @@ fn list(g: &Global, as_json: bool) -> Result<u8> {
 
 fn rotate(g: &Global, rewrite: bool, as_json: bool) -> Result<u8> {
     // A prune lock: backups and mounts go on; another prune or rotation waits.
-    let repo = open(g, LockMode::Prune, "key rotate")?;
+    let repo = super::open_cached(g, LockMode::Prune, "key rotate", &super::cache(g).streaming())?;
     let (epoch, resume) = if rewrite { snapfs::rekey::target_epoch(&repo)? } else { (repo.rotate_epoch()?, false) };
     if !rewrite {
         if as_json {

@@ -366,7 +366,7 @@ fn init(
 
 /// Where the index cache is: `--cache-dir`, `SNAPFS_CACHE_DIR`, or the XDG default.
 pub fn cache(g: &Global) -> Cache {
-    Cache { dir: g.cache_dir.clone().or_else(Cache::default_dir), audit: false }
+    Cache { dir: g.cache_dir.clone().or_else(Cache::default_dir), ..Cache::default() }
 }
 
 /// Unlocks the repository named on the command line and takes a lock, without its index.

@@ -74,7 +74,7 @@ pub fn run_with(g: &Global, a: &Tuning, dry_run: bool, json_out: bool) -> Result
         progress: Some(progress.clone()),
         ..PruneOptions::default()
     };
-    let repo = super::open(g, LockMode::Prune, "prune")?;
+    let repo = super::open_cached(g, LockMode::Prune, "prune", &super::cache(g).streaming())?;
     let done = std::sync::atomic::AtomicBool::new(false);
     let out = std::thread::scope(|s| {
         if !g.quiet && !json_out {

@@ -32,7 +32,7 @@ impl<'a> Target<'a> {
             name: &job.repository,
             location: settings.map_or(job.repository.as_str(), |r| r.repository.as_str()),
             settings,
-            cache: Cache { dir, audit: false },
+            cache: Cache { dir, ..Cache::default() },
             retry: Duration::from_secs(retry),
         }
     }
@@ -46,7 +46,8 @@ impl<'a> Target<'a> {
 
     /// Opened with its index caught up (audited for check, which must not trust the cache).
     pub fn open_ready(&self, mode: LockMode, command: &str, audit: bool) -> Result<Repository, JobError> {
-        let cache = Cache { audit, ..self.cache.clone() };
+        // A prune lock is for a prune, which streams the index (`Cache::streaming`).
+        let cache = Cache { audit, streaming: mode == LockMode::Prune, ..self.cache.clone() };
         Ok(self.open(mode, command)?.load_index(&cache)?.0)
     }
 

@@ -70,12 +70,6 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked, Spi
     let already: HashSet<Id> = lists.iter().flat_map(|l| l.list.packs.iter().copied()).collect();
 
     let mut p = Plan { already_condemned: already.iter().copied().collect(), ..Default::default() };
-    // Copies beyond the first are few (packs written twice by racing backups): kept in memory.
-    let mut redundant = Vec::new();
-    for (id, loc) in repo.index().redundant()? {
-        let loc = loc.map_err(|e| refuse(format!("index entry of a copy of blob {}: {e}", id.short())))?;
-        redundant.push((id, loc));
-    }
     let mut used_in: HashMap<Id, u64> = HashMap::new();
     let mut unused_in: HashMap<Id, u64> = HashMap::new();
     let mut missing = 0u64;
@@ -98,11 +92,14 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked, Spi
         })?;
         used.rest(|_| missing += 1)?;
     }
-    for (_, loc) in &redundant {
+    // Copies beyond the first (a repack's, until its sweep; packs written twice by racing backups).
+    repo.index().for_each_redundant(|id, loc| {
+        let loc = loc.map_err(|e| refuse(format!("index entry of a copy of blob {}: {e}", id.short())))?;
         *unused_in.entry(loc.pack).or_default() += u64::from(loc.length);
         p.unused_blobs += 1;
         p.unused_bytes += u64::from(loc.length);
-    }
+        Ok(())
+    })?;
     if missing > 0 {
         return Err(refuse(format!("{missing} blob(s) the snapshots need are in no pack")));
     }
@@ -143,15 +140,14 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked, Spi
     }
     // Needed blobs in the packs that go, unless a copy stays elsewhere.
     let going: HashSet<Id> = p.delete.iter().chain(&p.repack).chain(&p.already_condemned).copied().collect();
-    let stays_elsewhere: BlobIdSet =
-        redundant.iter().filter(|(_, loc)| !going.contains(&loc.pack)).map(|(id, _)| *id).collect();
     let repacked: HashSet<Id> = p.repack.iter().copied().collect();
     let mut to_copy = Spill::new(opts.mark_memory, &tmp);
     if !repacked.is_empty() {
         let mut used = Cursor::new(marked.used.iter());
-        repo.index().for_each_blob(|id, loc| {
+        repo.index().for_each_blob_with_copies(|id, loc, copies| {
             let Ok(loc) = loc else { return Ok(()) };
-            if used.has(&id.0, |_| ())? && repacked.contains(&loc.pack) && !stays_elsewhere.contains(&id) {
+            let stays_elsewhere = copies.iter().any(|c| !going.contains(&c.pack));
+            if used.has(&id.0, |_| ())? && repacked.contains(&loc.pack) && !stays_elsewhere {
                 to_copy.insert(encode_copy(&id, &loc))?;
                 p.copy_blobs += 1;
                 p.copy_bytes += u64::from(loc.length);
@@ -240,23 +236,16 @@ pub(super) fn mark_trees(repo: &Repository, roots: Vec<Id>, marked: &mut Marked)
 
 /// Of `doomed`, the packs that hold a needed blob with no copy outside `doomed`.
 pub(super) fn needed_packs(repo: &Repository, used: &mut Spill<32>, doomed: &HashSet<Id>) -> Result<HashSet<Id>> {
-    let mut copies: HashMap<Id, Vec<Id>> = HashMap::new();
-    for (id, loc) in repo.index().redundant()? {
-        if let Ok(loc) = loc {
-            copies.entry(id).or_default().push(loc.pack);
-        }
-    }
     let mut needed = HashSet::new();
     let mut used = Cursor::new(used.iter());
-    repo.index().for_each_blob(|id, loc| {
+    repo.index().for_each_blob_with_copies(|id, loc, others| {
         let Ok(loc) = loc else { return Ok(()) };
         if !used.has(&id.0, |_| ())? {
             return Ok(());
         }
-        let others = copies.get(&id).map(Vec::as_slice).unwrap_or_default();
-        if doomed.contains(&loc.pack) && others.iter().all(|p| doomed.contains(p)) {
+        if doomed.contains(&loc.pack) && others.iter().all(|c| doomed.contains(&c.pack)) {
             needed.insert(loc.pack);
-            needed.extend(others.iter().copied());
+            needed.extend(others.iter().map(|c| c.pack));
         }
         Ok(())
     })?;

@@ -31,6 +31,10 @@ impl<const N: usize> Spill<N> {
     }
 
     pub fn insert(&mut self, r: [u8; N]) -> Result<()> {
+        if self.buf.capacity() == 0 {
+            // Exactly: grown by doubling, the buffer took up to twice the budget.
+            self.buf.reserve_exact(self.limit);
+        }
         self.buf.push(r);
         if self.buf.len() >= self.limit {
             self.tidy();

@@ -30,15 +30,19 @@ pub struct Cache {
     /// file), and packs that are gone stay listed, so check can name them instead of the cache
     /// forgetting them quietly.
     pub audit: bool,
+    /// For a command that reads the index front to back and writes it in id order (prune, key
+    /// rotation): a small page cache ([`crate::index::STREAMING_CACHE_SIZE`]), so that its
+    /// memory does not grow with the index.
+    pub streaming: bool,
 }
 
 impl Cache {
     pub fn dir(dir: impl Into<PathBuf>) -> Cache {
-        Cache { dir: Some(dir.into()), audit: false }
+        Cache { dir: Some(dir.into()), ..Cache::default() }
     }
 
     pub fn memory() -> Cache {
-        Cache { dir: None, audit: false }
+        Cache::default()
     }
 
     /// `$XDG_CACHE_HOME/snapfs`, else `$HOME/.cache/snapfs`; in memory when neither is set.
@@ -50,6 +54,11 @@ impl Cache {
 
     pub fn audited(mut self) -> Cache {
         self.audit = true;
+        self
+    }
+
+    pub fn streaming(mut self) -> Cache {
+        self.streaming = true;
         self
     }
 
@@ -155,7 +164,7 @@ pub fn load(backend: &dyn Backend, keys: &Keys, repo_id: &[u8; 16], cache: &Cach
     let mut report = CatchUp::default();
     let mut index = match cache.index_path(repo_id) {
         None => Index::in_memory()?,
-        Some(path) => match open_file(&path, cache.audit, &mut report) {
+        Some(path) => match open_file(&path, cache, &mut report) {
             Ok(i) => i,
             Err(why) => {
                 report.in_memory = Some(why);
@@ -172,13 +181,14 @@ pub fn load(backend: &dyn Backend, keys: &Keys, repo_id: &[u8; 16], cache: &Cach
 
 /// Opens (or makes) the cache file; one that will not open as an index of this layout is
 /// deleted and made anew. `Err` says why no file can be used at all.
-fn open_file(path: &Path, verify: bool, report: &mut CatchUp) -> std::result::Result<Index, String> {
+fn open_file(path: &Path, cache: &Cache, report: &mut CatchUp) -> std::result::Result<Index, String> {
     let dir = path.parent().expect("a file in a directory");
     if let Err(e) = make_private_dir(dir) {
         return Err(format!("cannot create {}: {e}", dir.display()));
     }
     let existed = path.exists();
-    match Index::open(path, verify) {
+    let pages = if cache.streaming { crate::index::STREAMING_CACHE_SIZE } else { crate::index::CACHE_SIZE };
+    match Index::open_with(path, cache.audit, pages) {
         Ok(i) => {
             report.fresh = !existed;
             Ok(i)
@@ -186,7 +196,7 @@ fn open_file(path: &Path, verify: bool, report: &mut CatchUp) -> std::result::Re
         Err(Error::Index(why)) => {
             std::fs::remove_file(path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
             report.rebuilt = Some(why);
-            Index::open(path, false).map_err(|e| e.to_string())
+            Index::open_with(path, false, pages).map_err(|e| e.to_string())
         }
         Err(e) => Err(e.to_string()),
     }
