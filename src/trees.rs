@@ -157,9 +157,22 @@ pub fn walk_unique(
 
 /// [`walk_unique`] that does not enter the trees in `seen` (known from an earlier walk).
 pub fn walk_unique_from(
-    mut seen: BlobIdSet,
+    seen: BlobIdSet,
     roots: impl IntoIterator<Item = Id>,
     load: impl Fn(&Id) -> Result<Listing> + Sync,
+    visit: impl FnMut(Id, Result<Listing>),
+) {
+    let load_batch = |batch: &[Id]| batch.par_iter().map(&load).collect();
+    walk_unique_batched(seen, roots, WALK_BATCH, load_batch, visit)
+}
+
+/// [`walk_unique_from`] loading `batch` listings at a time with `load_batch` (a result per id,
+/// in order): a loader that sees a batch can plan one set of merged reads for it.
+pub fn walk_unique_batched(
+    mut seen: BlobIdSet,
+    roots: impl IntoIterator<Item = Id>,
+    batch: usize,
+    load_batch: impl Fn(&[Id]) -> Vec<Result<Listing>>,
     mut visit: impl FnMut(Id, Result<Listing>),
 ) {
     let mut frontier: Vec<Id> = roots.into_iter().filter(|t| seen.insert(*t)).collect();
@@ -167,9 +180,8 @@ pub fn walk_unique_from(
         let mut next = Vec::new();
         // A level of a big tree holds thousands of listings: decoded a batch at a time, so
         // memory stays bounded by the batch, not by the widest level.
-        for batch in frontier.chunks(WALK_BATCH) {
-            let loaded: Vec<(Id, Result<Listing>)> = batch.par_iter().map(|id| (*id, load(id))).collect();
-            for (id, listing) in loaded {
+        for ids in frontier.chunks(batch) {
+            for (id, listing) in ids.iter().copied().zip(load_batch(ids)) {
                 if let Ok(l) = &listing {
                     next.extend(l.iter().filter_map(Node::subtree).filter(|sub| seen.insert(*sub)));
                 }
