@@ -1,6 +1,7 @@
 //! Requests to object storage, counted by the real 3-node Garage cluster (its
 //! `api_s3_request_counter`): `check --read-data` reads each pack in one request and no tree
-//! twice. The counts are the cluster's, so these tests take turns.
+//! twice; an unchanged re-backup reads its parent's trees from the tree cache; an altered tree
+//! cache is caught on use and heals. The counts are the cluster's, so these tests take turns.
 
 mod common;
 
@@ -108,4 +109,72 @@ fn check_read_data_reads_each_pack_once_and_no_tree_twice() {
     let out = t.s.run(["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe("a flipped byte is damage", &out));
     assert!(stdout_of(&out).contains(&name[..8]) || stderr_of(&out).contains(&name[..8]), "names the pack");
+}
+
+/// The tree cache file of the one repository a cache directory holds.
+fn tree_cache_file(cache: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(cache).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    assert_eq!(dirs.len(), 1, "one repository in {}", cache.display());
+    dirs[0].join("trees.redb")
+}
+
+/// Flips a byte of every sealed tree the cache holds; returns how many.
+fn spoil_tree_cache(file: &Path) -> usize {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const TREES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("trees");
+    let db = redb::Builder::new().set_concurrency_mode(redb::ConcurrencyMode::MultiWriter).create(file).unwrap();
+    let entries: Vec<([u8; 32], Vec<u8>)> = {
+        let tx = db.begin_read().unwrap();
+        let table = tx.open_table(TREES).unwrap();
+        table.iter().unwrap().map(|e| e.unwrap()).map(|(k, v)| (*k.value(), v.value().to_vec())).collect()
+    };
+    let tx = db.begin_write().unwrap();
+    {
+        let mut table = tx.open_table(TREES).unwrap();
+        for (k, mut v) in entries.clone() {
+            let last = v.len() - 1;
+            v[last] ^= 1;
+            table.insert(&k, v.as_slice()).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    entries.len()
+}
+
+#[test]
+fn an_unchanged_rebackup_reads_its_parent_from_the_tree_cache_and_a_spoiled_cache_heals() {
+    let Some(g) = garage::cluster() else { return };
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let t = setup(g, "rebackup-requests");
+    let unchanged = |what: &str| {
+        let mut v = serde_json::Value::Null;
+        let n = gets(g, || v = t.s.backup_json([&t.src]));
+        assert_eq!(num(&v, "files_changed") + num(&v, "files_new"), 0, "{what}: nothing changed: {v}");
+        assert_eq!(num(&v, "data_blobs_added"), 0, "{what}: {v}");
+        n
+    };
+    // The config, the key slot, the epoch, the lock, each snapshot (to find the parent): no
+    // listing.
+    // (Taking the lock lists the locks and reads each, its own too.)
+    let fixed = |snapshots: u64| 4 + snapshots;
+    let cached = unchanged("from the cache");
+    assert!(cached <= fixed(1), "an unchanged re-backup with the trees cached: {cached} GETs ({DIRS} directories)");
+
+    // Every cached tree altered: each is refused on use and read from the bucket again.
+    let spoiled = spoil_tree_cache(&tree_cache_file(&t.base.join("cache")));
+    assert!(spoiled > DIRS, "the backup kept its trees: {spoiled}");
+    let healing = unchanged("with a spoiled cache");
+    assert!(healing > DIRS as u64 / 2, "a spoiled cache is not used: {healing} GETs");
+    let healed = unchanged("healed");
+    assert!(healed <= fixed(3), "the trees read again were kept: {healed} GETs");
+
+    // A client with a cache of its own reads what the first wrote, and restores it exactly.
+    let other = g.client(&t.url, &t.base.join("cache2"));
+    let target = t.base.join("restore");
+    other.restore("latest", &target, &[]);
+    assert_same_tree(&t.src, &restored(&target, &t.src));
+    let from_cache = gets(g, || {
+        other.ok(["ls", "latest", "/"]);
+    });
+    assert!(from_cache <= fixed(4), "the second client kept the trees its restore read: {from_cache} GETs");
 }

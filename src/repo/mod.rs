@@ -11,6 +11,7 @@ pub mod keys;
 pub mod lock;
 pub mod packer;
 pub mod packs;
+pub mod treecache;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub struct Opened;
 pub struct Ready {
     index: Index,
     preloaded: crate::trees::Preloaded,
+    trees: treecache::TreeCache,
 }
 
 pub struct Repository<S = Ready> {
@@ -208,7 +210,17 @@ impl Repository<Opened> {
     /// layout, and reads the headers of the packs it does not know yet (format-spec §9).
     pub fn load_index(self, cache: &Cache) -> Result<(Repository<Ready>, CatchUp)> {
         let (index, report) = catchup::load(self.backend.as_ref(), &self.keys, &self.repo_id, cache)?;
-        Ok((self.with_index(index), report))
+        // Only where a listing is a round trip (see `treecache`), and never for `check`'s view.
+        let trees = match cache.trees_path(&self.repo_id) {
+            Some(path) if self.backend.parallel_reads() > 0 && !cache.audit => treecache::TreeCache::open(&path),
+            _ => treecache::TreeCache::off(),
+        };
+        if report.packs_removed > 0 {
+            trees.retain(|id| index.lookup(id).ok().flatten().is_some());
+        }
+        let mut repo = self.with_index(index);
+        repo.state.trees = trees;
+        Ok((repo, report))
     }
 
     /// With an index the caller built itself (`repair index`).
@@ -235,7 +247,7 @@ impl Repository<Opened> {
             damaged_epochs,
             unlocked,
             key_slot,
-            state: Ready { index, preloaded: Default::default() },
+            state: Ready { index, preloaded: Default::default(), trees: treecache::TreeCache::off() },
         }
     }
 }
@@ -457,6 +469,18 @@ impl Repository<Ready> {
         &self.state.preloaded
     }
 
+    /// Tree blobs kept locally (see [`treecache`]).
+    pub fn tree_cache(&self) -> &treecache::TreeCache {
+        &self.state.trees
+    }
+
+    /// A blob's sealed bytes as its pack holds them, unopened.
+    pub fn read_sealed(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; loc.length as usize];
+        read_sealed_into(self.backend.as_ref(), id, loc, &mut buf)?;
+        Ok(buf)
+    }
+
     /// Reads a blob at a known location, authenticates it and re-checks its id.
     pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
         // Through the per-thread buffers, so the only allocation is the one the caller keeps.
@@ -496,14 +520,18 @@ pub fn read_blob_with<R>(
 ) -> Result<R> {
     READ_BUF.with_borrow_mut(|buf| {
         buf.resize(loc.length as usize, 0);
-        let mut name = [0u8; 64];
-        backend.read_at(Kind::Pack, loc.pack.hex_into(&mut name), u64::from(loc.offset), buf).map_err(|e| match e {
-            Error::Io { cause, .. } => {
-                Error::io(format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()), cause)
-            }
-            e => e,
-        })?;
+        read_sealed_into(backend, id, loc, buf)?;
         open_in(keys, id, loc, buf, f)
+    })
+}
+
+fn read_sealed_into(backend: &dyn Backend, id: &Id, loc: &BlobLoc, buf: &mut [u8]) -> Result<()> {
+    let mut name = [0u8; 64];
+    backend.read_at(Kind::Pack, loc.pack.hex_into(&mut name), u64::from(loc.offset), buf).map_err(|e| match e {
+        Error::Io { cause, .. } => {
+            Error::io(format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()), cause)
+        }
+        e => e,
     })
 }
 
