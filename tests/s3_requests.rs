@@ -1,12 +1,17 @@
 //! Requests to object storage, counted by the real 3-node Garage cluster (its
 //! `api_s3_request_counter`): `check --read-data` reads each pack in one request and no tree
 //! twice; an unchanged re-backup reads its parent's trees from the tree cache; an altered tree
-//! cache is caught on use and heals. The counts are the cluster's, so these tests take turns.
+//! cache is caught on use and heals; a mount reads a file ahead in ranged reads of several
+//! chunks. The counts are the cluster's, so these tests take turns.
 
 mod common;
+#[allow(unused)]
+mod support;
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use common::garage::{self, Garage};
 use common::*;
@@ -177,4 +182,64 @@ fn an_unchanged_rebackup_reads_its_parent_from_the_tree_cache_and_a_spoiled_cach
         other.ok(["ls", "latest", "/"]);
     });
     assert!(from_cache <= fixed(4), "the second client kept the trees its restore read: {from_cache} GETs");
+}
+
+/// The chunk ids of the file at `path` in the latest snapshot, through `cat`.
+fn chunks_of(s: &Snapfs, path: &Path) -> usize {
+    let snap = parse_json_object(&s.ok(["cat", "snapshot", "latest"]));
+    let mut tree = snap["tree"].as_str().unwrap().to_string();
+    let names: Vec<String> = path.components().skip(1).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    for (i, name) in names.iter().enumerate() {
+        let listing = parse_json_object(&s.ok(["cat", "tree", &tree]));
+        let node = listing["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name.as_str()).unwrap().clone();
+        if i + 1 == names.len() {
+            return node["content"].as_array().unwrap().len();
+        }
+        tree = node["content"][0].as_str().unwrap().to_string();
+    }
+    unreachable!("{} has components", path.display())
+}
+
+#[test]
+fn a_mount_reads_a_file_ahead_in_ranged_reads_of_several_chunks() {
+    let Some(g) = garage::cluster() else { return };
+    if !support::fuse_available() {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let t = setup(g, "mount-requests");
+    // New data backed up alone, so its chunks lie one after another in the packs, as a big
+    // file's do when nothing is read beside it.
+    let big = t.base.join("alone/large.bin");
+    std::fs::create_dir_all(big.parent().unwrap()).unwrap();
+    write_random(&big, 24 * MIB, &mut Rng::new(99));
+    t.s.backup([big.parent().unwrap()]);
+    let chunks = chunks_of(&t.s, &big);
+    assert!(chunks >= 8, "the file has many chunks: {chunks}");
+
+    let mp = t.base.join("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let mut child = t.s.command().arg("mount").arg(&mp).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while !(support::is_mounted(&mp) && mp.join("snapshots").is_dir()) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the mount did not come up");
+        assert!(child.try_wait().unwrap().is_none(), "snapfs mount exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = mp.join("snapshots/latest").join(big.strip_prefix("/").unwrap());
+    let result = std::panic::catch_unwind(|| {
+        // Looked up first: finding the snapshot and the path costs requests of its own.
+        std::fs::metadata(&seen).unwrap();
+        let mut got = Vec::new();
+        let n = gets(g, || got = std::fs::read(&seen).unwrap());
+        assert!(got == std::fs::read(&big).unwrap(), "the mount serves the file's bytes");
+        // A GET a chunk would be `chunks` or more; the read-ahead hands out about 4 MiB at a
+        // time, and one ranged read serves what of it lies together (about 3 chunks of ~1 MiB).
+        assert!(3 * n <= 2 * chunks as u64, "a sequential read of {chunks} chunks: {n} GETs");
+    });
+    let _ = std::process::Command::new("fusermount3").arg("-u").arg(&mp).status();
+    let _ = child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }
