@@ -60,7 +60,10 @@ impl ChunkReader {
             let from_span = plan.and_then(|span| {
                 let read = || {
                     let mut buf = vec![0u8; (span.end - span.start) as usize];
-                    self.repo.backend().read_at(Kind::Pack, &loc.pack.hex(), span.start, &mut buf).map(|()| Arc::new(buf))
+                    self.repo
+                        .backend()
+                        .read_at(Kind::Pack, &loc.pack.hex(), span.start, &mut buf)
+                        .map(|()| Arc::new(buf))
                 };
                 // A range that does not read leaves the chunk to be read by itself.
                 let bytes = self.spans.get_or_load(&(loc.pack, span.start), read).ok()?;

@@ -318,9 +318,9 @@ fn load_batch(repo: &Repository, batch: &[Id]) -> Vec<(Id, Result<Vec<Node>>)> {
             let loc = loc.as_ref()?;
             let nodes = match hit {
                 Some(nodes) => Ok(nodes),
-                None if repo.tree_cache().is_on() => spans
-                    .with_sealed(id, loc, |sealed| open_and_keep(repo, id, loc, sealed))
-                    .and_then(|r| r),
+                None if repo.tree_cache().is_on() => {
+                    spans.with_sealed(id, loc, |sealed| open_and_keep(repo, id, loc, sealed)).and_then(|r| r)
+                }
                 None => decode_at(id, loc, |f| spans.with_blob(id, loc, f)),
             };
             Some((*id, nodes))

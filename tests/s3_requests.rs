@@ -118,7 +118,8 @@ fn check_read_data_reads_each_pack_once_and_no_tree_twice() {
 
 /// The tree cache file of the one repository a cache directory holds.
 fn tree_cache_file(cache: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(cache).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let dirs: Vec<PathBuf> =
+        std::fs::read_dir(cache).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     assert_eq!(dirs.len(), 1, "one repository in {}", cache.display());
     dirs[0].join("trees.redb")
 }

@@ -76,8 +76,8 @@ pub(super) struct Verified {
     seconds: f64,
 }
 
-/// Reads and verifies the selected packs. Touches nothing but the pack files, so it can run
-/// beside the tree walk.
+/// Reads and verifies the selected packs. Touches nothing but the pack files; the trees it
+/// authenticates go to `trees`, for the walk that follows.
 pub(super) fn verify(repo: &Repository, facts: &Facts, plan: &Plan, trees: &TreesRead) -> Verified {
     let started = Instant::now();
     // Blobs to verify per pack: from the header, or from the index when the header is unreadable.

@@ -154,10 +154,7 @@ enum Bad {
 fn open_db(path: &Path) -> Result<Database, Bad> {
     // redb trusts its file and can panic on an altered one (as `Index::open` says).
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        redb::Builder::new()
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .set_cache_size(CACHE_SIZE)
-            .create(path)
+        redb::Builder::new().set_concurrency_mode(ConcurrencyMode::MultiWriter).set_cache_size(CACHE_SIZE).create(path)
     }));
     let db = opened.map_err(|_| Bad::File)?.map_err(|e| {
         use redb::{DatabaseError as D, StorageError as S};
