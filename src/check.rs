@@ -137,6 +137,9 @@ struct Lost {
 }
 
 const COVERAGE_DAYS: u64 = 30;
+/// Plaintext trees the data pass keeps for the walk: listings of a few hundred thousand
+/// entries; past it the walk reads the rest itself.
+const KEPT_TREES: usize = 64 << 20;
 
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<Report> {
     let mut report = Report::default();
@@ -157,18 +160,19 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<Report> {
     report.snapshots = snaps.len() as u64;
 
     let mut lost: HashMap<Id, Lost> = HashMap::new();
-    // Reading whole packs needs nothing from the walk, so the two run side by side and the
-    // walk's bookkeeping fills the gaps between pack reads. Checking one snapshot reads only
+    // Reading whole packs needs nothing from the walk, so it goes first and keeps the trees it
+    // authenticated: the walk then reads none of them again. Checking one snapshot reads only
     // the blobs the walk finds, so it waits for it.
-    let (walk, verified) = match opts.read_data {
+    let kept = data::TreesRead::new(KEPT_TREES);
+    let verified = match opts.read_data {
         Some(subset) if opts.snapshot.is_none() => {
             let plan = data::Plan { subset, max_duration: opts.max_duration, only: None, progress: &opts.progress };
-            let (w, v) =
-                rayon::join(|| structure::walk(repo, &facts, &snaps, &mut lost), || data::verify(repo, &facts, &plan));
-            (w, Some(v))
+            Some(crate::spans::in_read_pool(repo, || data::verify(repo, &facts, &plan, &kept)))
         }
-        _ => (structure::walk(repo, &facts, &snaps, &mut lost), None),
+        _ => None,
     };
+    let walk = structure::walk(repo, &facts, &snaps, &kept, &mut lost);
+    drop(kept);
     report.trees = walk.trees.len() as u64;
     report.data_blobs = walk.data.len() as u64;
     structure::referenced_in_index(&facts, &walk, &lost, &mut report);
@@ -182,7 +186,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<Report> {
             let needed: HashSet<Id> = walk.trees.iter().chain(walk.data.iter()).copied().collect();
             let plan =
                 data::Plan { subset, max_duration: opts.max_duration, only: Some(&needed), progress: &opts.progress };
-            data::verify(repo, &facts, &plan)
+            crate::spans::in_read_pool(repo, || data::verify(repo, &facts, &plan, &data::TreesRead::new(0)))
         });
         let stats = data::record(repo.index(), &mut facts, verified, opts.snapshot.is_some(), &mut lost, &mut report)?;
         report.read = Some(stats);

@@ -3,15 +3,18 @@
 //! and kept in a bounded LRU of plaintext, and the next chunks of a sequential reader fetched
 //! ahead in the background.
 
+use std::collections::HashMap;
 use std::ops::{Deref, Range};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use crate::backend::Kind;
 use crate::cache::LoadingLru;
 use crate::crypto::ObjType;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobLoc, IndexReader};
-use crate::repo::Repository;
+use crate::repo::{Repository, open_blob_with};
+use crate::spans::MAX_GAP;
 
 /// A chunk's plaintext, shared between the cache and readers. A `Vec` inside, not `[u8]`: the
 /// decompressed buffer is kept as it is instead of being copied into a new allocation.
@@ -21,12 +24,29 @@ pub type Chunk = Arc<Vec<u8>>;
 pub struct ChunkReader {
     repo: Arc<Repository>,
     cache: LoadingLru<Id, Chunk>,
+    /// Ranged reads [`prefetch`](Self::prefetch) planned, by the chunks they serve; each chunk
+    /// takes its plan when it loads.
+    planned: Mutex<HashMap<Id, Range<u64>>>,
+    /// Planned ranges read, by (pack, start): the first chunk to load reads its range, the
+    /// others (and a reader that gets there first) wait for that one read.
+    spans: LoadingLru<(Id, u64), Arc<Vec<u8>>>,
 }
+
+/// A read-ahead's ranged read reaches this far: a mount hands out about half its 8 MiB window
+/// at a time, and a restore's 4 MiB spans would cut that in two.
+const RUN_SPAN: u64 = 8 << 20;
+/// Read ranges kept: two of them.
+const SPAN_BYTES: usize = 2 * RUN_SPAN as usize;
 
 impl ChunkReader {
     /// A reader whose cache holds at most `cache_bytes` of plaintext (plus the chunk last read).
     pub fn new(repo: Arc<Repository>, cache_bytes: usize) -> ChunkReader {
-        ChunkReader { repo, cache: LoadingLru::new(cache_bytes, |c: &Chunk| c.len()) }
+        ChunkReader {
+            repo,
+            cache: LoadingLru::new(cache_bytes, |c: &Chunk| c.len()),
+            planned: Mutex::default(),
+            spans: LoadingLru::new(SPAN_BYTES, |v: &Arc<Vec<u8>>| v.len()),
+        }
     }
 
     pub fn repo(&self) -> &Arc<Repository> {
@@ -36,16 +56,21 @@ impl ChunkReader {
     /// One data chunk's plaintext. Errors name the blob and its pack.
     pub fn chunk(&self, id: &Id, loc: &BlobLoc) -> Result<Chunk> {
         self.cache.get_or_load(id, || {
-            let wrap =
-                |e: Error| Error::Blob { kind: "data blob", blob: id.hex(), pack: loc.pack.hex(), cause: Box::new(e) };
-            if loc.ty != ObjType::Data {
-                return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
-            }
-            let data = self.repo.read_blob_at(id, loc).map_err(wrap)?;
-            if data.len() != loc.raw_len as usize {
-                return Err(wrap(Error::corrupt("blob", "length differs from the index")));
-            }
-            Ok(Chunk::new(data))
+            let plan = self.planned.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+            let from_span = plan.and_then(|span| {
+                let read = || {
+                    let mut buf = vec![0u8; (span.end - span.start) as usize];
+                    self.repo
+                        .backend()
+                        .read_at(Kind::Pack, &loc.pack.hex(), span.start, &mut buf)
+                        .map(|()| Arc::new(buf))
+                };
+                // A range that does not read leaves the chunk to be read by itself.
+                let bytes = self.spans.get_or_load(&(loc.pack, span.start), read).ok()?;
+                let sealed = bytes.get((u64::from(loc.offset) - span.start) as usize..)?.get(..loc.length as usize)?;
+                Some(open_chunk(id, loc, || open_blob_with(self.repo.keys(), id, loc, sealed, <[u8]>::to_vec)))
+            });
+            from_span.unwrap_or_else(|| open_chunk(id, loc, || self.repo.read_blob_at(id, loc)))
         })
     }
 
@@ -59,13 +84,27 @@ impl ChunkReader {
     }
 
     /// Loads chunks `range` of `map` into the cache on the rayon pool, so a sequential reader
-    /// finds them decompressed when it gets there. Failures are left for the real read to report.
+    /// finds them decompressed when it gets there. Where reads wait on a network, chunks that
+    /// lie together in a pack share one ranged read (as restore's spans do): a GET a chunk made
+    /// a sequential read of a file on S3 a round trip per MiB. Failures are left for the real
+    /// read to report.
     pub fn prefetch(self: &Arc<Self>, map: &Arc<FileMap>, range: Range<usize>) {
-        for i in range {
-            let Some((id, loc)) = map.chunks.get(i).copied() else { break };
-            if self.is_cached(&id) {
-                continue;
+        let range = range.start.min(map.chunks.len())..range.end.min(map.chunks.len());
+        let wanted: Vec<(Id, BlobLoc)> =
+            map.chunks[range].iter().filter(|(id, _)| !self.is_cached(id)).copied().collect();
+        if self.repo.backend().parallel_reads() > 0 {
+            let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rest = wanted.as_slice();
+            while !rest.is_empty() {
+                let (run, tail) = rest.split_at(run_len(rest));
+                rest = tail;
+                if let [(_, first), .., (_, last)] = run {
+                    let span = u64::from(first.offset)..u64::from(last.offset) + u64::from(last.length);
+                    planned.extend(run.iter().map(|(id, _)| (*id, span.clone())));
+                }
             }
+        }
+        for (id, loc) in wanted {
             let me = self.clone();
             rayon::spawn(move || {
                 let _ = me.chunk(&id, &loc);
@@ -86,6 +125,37 @@ impl ChunkReader {
             }
         });
     }
+}
+
+/// A chunk's plaintext from `read`, checked against its index entry; errors name the blob.
+fn open_chunk(id: &Id, loc: &BlobLoc, read: impl FnOnce() -> Result<Vec<u8>>) -> Result<Chunk> {
+    let wrap = |e: Error| Error::Blob { kind: "data blob", blob: id.hex(), pack: loc.pack.hex(), cause: Box::new(e) };
+    if loc.ty != ObjType::Data {
+        return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
+    }
+    let data = read().map_err(wrap)?;
+    if data.len() != loc.raw_len as usize {
+        return Err(wrap(Error::corrupt("blob", "length differs from the index")));
+    }
+    Ok(Chunk::new(data))
+}
+
+/// How many of `chunks`, from the first, one ranged read of their pack serves: the next one
+/// follows in the same pack within the gap restore's merged reads allow, up to [`RUN_SPAN`].
+fn run_len(chunks: &[(Id, BlobLoc)]) -> usize {
+    let first = &chunks[0].1;
+    let start = u64::from(first.offset);
+    let mut end = start + u64::from(first.length);
+    let mut n = 1;
+    for (_, l) in &chunks[1..] {
+        let (at, stop) = (u64::from(l.offset), u64::from(l.offset) + u64::from(l.length));
+        if l.pack != first.pack || at < end || at - end > MAX_GAP || stop - start > RUN_SPAN {
+            break;
+        }
+        end = stop;
+        n += 1;
+    }
+    n
 }
 
 /// Where each of a file's chunks lies, in the file and in the repository.

@@ -79,16 +79,32 @@ impl<'r> SpanReader<'r> {
 
     /// As [`Repository::with_blob_at`], from the blob's span when it shares one.
     pub fn with_blob<R>(&self, id: &Id, loc: &BlobLoc, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let Some(span) = self.span_of(loc) else { return self.repo.with_blob_at(id, loc, f) };
+        let (bytes, at) = self.span_bytes(id, loc, &span)?;
+        open_blob_with(self.repo.keys(), id, loc, &bytes[at..][..loc.length as usize], f)
+    }
+
+    /// The blob's sealed bytes, unopened (for a cache that keeps them so), from its span when
+    /// it shares one.
+    pub fn with_sealed<R>(&self, id: &Id, loc: &BlobLoc, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let Some(span) = self.span_of(loc) else { return self.repo.read_sealed(id, loc).map(|v| f(&v)) };
+        let (bytes, at) = self.span_bytes(id, loc, &span)?;
+        Ok(f(&bytes[at..][..loc.length as usize]))
+    }
+
+    /// The span a blob shares with others, if it does.
+    fn span_of(&self, loc: &BlobLoc) -> Option<Range<u64>> {
         let at = u64::from(loc.offset);
-        let span = self.packs.get(&loc.pack).and_then(|p| {
-            let i = p.ranges.partition_point(|r| r.end <= at);
-            let r = p.ranges.get(i)?;
-            (r.start <= at && at + u64::from(loc.length) <= r.end && p.blobs[i] > 1).then(|| r.clone())
-        });
-        let Some(span) = span else { return self.repo.with_blob_at(id, loc, f) };
-        let bytes = self.cache.get_or_load(&(loc.pack, span.start), || self.read_span(id, loc, &span))?;
-        let sealed = &bytes[(at - span.start) as usize..][..loc.length as usize];
-        open_blob_with(self.repo.keys(), id, loc, sealed, f)
+        let p = self.packs.get(&loc.pack)?;
+        let i = p.ranges.partition_point(|r| r.end <= at);
+        let r = p.ranges.get(i)?;
+        (r.start <= at && at + u64::from(loc.length) <= r.end && p.blobs[i] > 1).then(|| r.clone())
+    }
+
+    /// A span's bytes, read once, and where the blob starts in them.
+    fn span_bytes(&self, id: &Id, loc: &BlobLoc, span: &Range<u64>) -> Result<(Arc<Vec<u8>>, usize)> {
+        let bytes = self.cache.get_or_load(&(loc.pack, span.start), || self.read_span(id, loc, span))?;
+        Ok((bytes, (u64::from(loc.offset) - span.start) as usize))
     }
 
     fn read_span(&self, id: &Id, loc: &BlobLoc, span: &Range<u64>) -> Result<Arc<Vec<u8>>> {

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::tree::Node;
 use crate::id::{BlobIdSet, Id};
 use crate::index::BlobLoc;
-use crate::repo::Repository;
+use crate::repo::{Repository, open_blob_with};
 use crate::spans::SpanReader;
 
 /// A decoded directory listing, shared between the cache and its users.
@@ -66,13 +66,44 @@ impl<S: TreeSource> TreeSource for Counting<S> {
     }
 }
 
-/// A listing from the repository; errors name the blob and its pack.
+/// A listing from the repository (or the tree cache, verified); errors name the blob and its pack.
 pub fn load(repo: &Repository, id: &Id) -> Result<Vec<Node>> {
     if let Some(nodes) = repo.preloaded().take(id) {
         return Ok(nodes);
     }
     let loc = repo.index().lookup(id)?.ok_or_else(|| Error::MissingBlob(format!("tree blob {}", id.hex())))?;
-    decode_at(id, &loc, |f| repo.with_blob_at(id, &loc, f))
+    if !repo.tree_cache().is_on() {
+        return decode_at(id, &loc, |f| repo.with_blob_at(id, &loc, f));
+    }
+    if let Some(nodes) = cached(repo, id, &loc) {
+        return Ok(nodes);
+    }
+    let sealed = repo.read_sealed(id, &loc).map_err(|e| wrap(id, &loc, e))?;
+    open_and_keep(repo, id, &loc, &sealed)
+}
+
+/// A listing from the tree cache, when it holds one that opens: authenticated and re-hashed as
+/// a blob from a pack is, and dropped from the cache when it does not.
+fn cached(repo: &Repository, id: &Id, loc: &BlobLoc) -> Option<Vec<Node>> {
+    let sealed = repo.tree_cache().get(id)?;
+    match decode_at(id, loc, |f| open_blob_with(repo.keys(), id, loc, &sealed, f)) {
+        Ok(nodes) => Some(nodes),
+        Err(_) => {
+            repo.tree_cache().forget(id);
+            None
+        }
+    }
+}
+
+/// Opens a tree blob read from the repository, and keeps it in the tree cache when it opens.
+fn open_and_keep(repo: &Repository, id: &Id, loc: &BlobLoc, sealed: &[u8]) -> Result<Vec<Node>> {
+    let nodes = decode_at(id, loc, |f| open_blob_with(repo.keys(), id, loc, sealed, f))?;
+    repo.tree_cache().remember(id, sealed);
+    Ok(nodes)
+}
+
+fn wrap(id: &Id, loc: &BlobLoc, e: Error) -> Error {
+    Error::Blob { kind: "tree blob", blob: id.hex(), pack: loc.pack.hex(), cause: Box::new(e) }
 }
 
 /// A listing from its blob, read by `read` (which hands the plaintext to its argument).
@@ -81,11 +112,10 @@ fn decode_at(
     loc: &BlobLoc,
     read: impl FnOnce(&dyn Fn(&[u8]) -> Result<Vec<Node>>) -> Result<Result<Vec<Node>>>,
 ) -> Result<Vec<Node>> {
-    let wrap = |e: Error| Error::Blob { kind: "tree blob", blob: id.hex(), pack: loc.pack.hex(), cause: Box::new(e) };
     if loc.ty != crate::crypto::ObjType::Tree {
-        return Err(wrap(Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
+        return Err(wrap(id, loc, Error::corrupt("index entry", format!("is a {}", loc.ty.name()))));
     }
-    read(&|plain| crate::format::tree::decode(plain)).and_then(|r| r).map_err(wrap)
+    read(&|plain| crate::format::tree::decode(plain)).and_then(|r| r).map_err(|e| wrap(id, loc, e))
 }
 
 pub struct Trees<S> {
@@ -157,9 +187,22 @@ pub fn walk_unique(
 
 /// [`walk_unique`] that does not enter the trees in `seen` (known from an earlier walk).
 pub fn walk_unique_from(
-    mut seen: BlobIdSet,
+    seen: BlobIdSet,
     roots: impl IntoIterator<Item = Id>,
     load: impl Fn(&Id) -> Result<Listing> + Sync,
+    visit: impl FnMut(Id, Result<Listing>),
+) {
+    let load_batch = |batch: &[Id]| batch.par_iter().map(&load).collect();
+    walk_unique_batched(seen, roots, WALK_BATCH, load_batch, visit)
+}
+
+/// [`walk_unique_from`] loading `batch` listings at a time with `load_batch` (a result per id,
+/// in order): a loader that sees a batch can plan one set of merged reads for it.
+pub fn walk_unique_batched(
+    mut seen: BlobIdSet,
+    roots: impl IntoIterator<Item = Id>,
+    batch: usize,
+    load_batch: impl Fn(&[Id]) -> Vec<Result<Listing>>,
     mut visit: impl FnMut(Id, Result<Listing>),
 ) {
     let mut frontier: Vec<Id> = roots.into_iter().filter(|t| seen.insert(*t)).collect();
@@ -167,9 +210,8 @@ pub fn walk_unique_from(
         let mut next = Vec::new();
         // A level of a big tree holds thousands of listings: decoded a batch at a time, so
         // memory stays bounded by the batch, not by the widest level.
-        for batch in frontier.chunks(WALK_BATCH) {
-            let loaded: Vec<(Id, Result<Listing>)> = batch.par_iter().map(|id| (*id, load(id))).collect();
-            for (id, listing) in loaded {
+        for ids in frontier.chunks(batch) {
+            for (id, listing) in ids.iter().copied().zip(load_batch(ids)) {
                 if let Ok(l) = &listing {
                     next.extend(l.iter().filter_map(Node::subtree).filter(|sub| seen.insert(*sub)));
                 }
@@ -239,18 +281,7 @@ pub fn preload(repo: &Repository, root: Id, budget: usize) {
         while !frontier.is_empty() && used < budget {
             let mut next = Vec::new();
             for batch in frontier.chunks(PRELOAD_BATCH) {
-                // Listings written together lie together in their packs: one ranged read serves many.
-                let locs: Vec<Option<BlobLoc>> =
-                    batch.iter().map(|id| repo.index().lookup(id).ok().flatten()).collect();
-                let spans = SpanReader::plan(repo, locs.iter().flatten().copied().collect(), SPAN_CACHE);
-                let loaded: Vec<(Id, Result<Vec<Node>>)> = batch
-                    .par_iter()
-                    .zip(&locs)
-                    .filter_map(|(id, loc)| {
-                        let loc = loc.as_ref()?;
-                        Some((*id, decode_at(id, loc, |f| spans.with_blob(id, loc, f))))
-                    })
-                    .collect();
+                let loaded = load_batch(repo, batch);
                 let mut map = repo.preloaded().map.lock().unwrap_or_else(|e| e.into_inner());
                 for (id, nodes) in loaded {
                     let Ok(nodes) = nodes else { continue };
@@ -265,6 +296,36 @@ pub fn preload(repo: &Repository, root: Id, budget: usize) {
             frontier = next;
         }
     });
+}
+
+/// Listings of `batch` through the tree cache, and the rest through one plan of merged reads:
+/// listings written together lie together in their packs, so one ranged read serves many.
+/// A listing the index lacks is left out.
+fn load_batch(repo: &Repository, batch: &[Id]) -> Vec<(Id, Result<Vec<Node>>)> {
+    let locs: Vec<Option<BlobLoc>> = batch.iter().map(|id| repo.index().lookup(id).ok().flatten()).collect();
+    let hits: Vec<Option<Vec<Node>>> = batch
+        .par_iter()
+        .zip(&locs)
+        .map(|(id, loc)| loc.as_ref().filter(|_| repo.tree_cache().is_on()).and_then(|l| cached(repo, id, l)))
+        .collect();
+    let misses = locs.iter().zip(&hits).filter(|(_, h)| h.is_none()).filter_map(|(l, _)| *l).collect();
+    let spans = SpanReader::plan(repo, misses, SPAN_CACHE);
+    batch
+        .par_iter()
+        .zip(&locs)
+        .zip(hits)
+        .filter_map(|((id, loc), hit)| {
+            let loc = loc.as_ref()?;
+            let nodes = match hit {
+                Some(nodes) => Ok(nodes),
+                None if repo.tree_cache().is_on() => {
+                    spans.with_sealed(id, loc, |sealed| open_and_keep(repo, id, loc, sealed)).and_then(|r| r)
+                }
+                None => decode_at(id, loc, |f| spans.with_blob(id, loc, f)),
+            };
+            Some((*id, nodes))
+        })
+        .collect()
 }
 
 /// Paths a tree may expand to whatever its size: far more than a walk can hold in memory

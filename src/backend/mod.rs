@@ -105,6 +105,44 @@ pub trait Backend: Send + Sync {
     fn parallel_writes(&self) -> usize {
         1
     }
+    /// The bytes `range` of an object, read front to back by [`ReadStream::fill`]: one request
+    /// on object storage however many fills, where a `read_at` each would be a round trip each
+    /// (`check --read-data` reads every pack whole, a window at a time). By default, a
+    /// `read_at` a fill.
+    fn read_stream(&self, kind: Kind, name: &str, range: std::ops::Range<u64>) -> Result<Box<dyn ReadStream + '_>> {
+        Ok(Box::new(Windowed { backend: self, kind, name: name.to_string(), pos: range.start, end: range.end }))
+    }
+}
+
+/// A range of an object being read in order (see [`Backend::read_stream`]).
+pub trait ReadStream {
+    /// Fills `buf` with the next bytes; past the range's end is an error of kind `UnexpectedEof`.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<()>;
+}
+
+struct Windowed<'b, B: ?Sized> {
+    backend: &'b B,
+    kind: Kind,
+    name: String,
+    pos: u64,
+    end: u64,
+}
+
+impl<B: Backend + ?Sized> ReadStream for Windowed<'_, B> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
+        if self.pos + buf.len() as u64 > self.end {
+            return Err(past_end(self.kind, &self.name, self.end));
+        }
+        self.backend.read_at(self.kind, &self.name, self.pos, buf)?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+}
+
+/// A stream asked for more than its range holds.
+fn past_end(kind: Kind, name: &str, end: u64) -> Error {
+    let cause = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("past the {end} bytes asked for"));
+    Error::io(format!("read {}", object_name(kind, name)), cause)
 }
 
 /// Whether an error is a backend's "no such object".

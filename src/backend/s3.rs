@@ -14,7 +14,7 @@ use opendal::layers::{HttpClientLayer, RetryLayer, TimeoutLayer};
 use opendal::raw::HttpClient;
 use opendal::{ErrorKind, Operator, services::S3};
 
-use super::{Backend, Kind, object_name};
+use super::{Backend, Kind, ReadStream, object_name};
 use crate::error::{Error, Result};
 
 /// Retries of one request after the first try. With the delays below, an endpoint that
@@ -293,6 +293,18 @@ impl Backend for S3Backend {
         Ok(())
     }
 
+    /// One GET for the whole range, consumed as it arrives: memory stays one fill's worth. A
+    /// connection that breaks mid-way is resumed from where it stopped (OpenDAL's retry layer).
+    fn read_stream(&self, kind: Kind, name: &str, range: std::ops::Range<u64>) -> Result<Box<dyn ReadStream + '_>> {
+        let key = Self::key(kind, name);
+        let what = self.ctx(&format!("read bytes {}-{} of", range.start, range.end), kind, name);
+        let stream = self
+            .run(async { self.op.reader(&key).await?.into_stream(range.clone()).await })
+            .map_err(|e| self.err(what.clone(), e))?;
+        let (held, left) = (opendal::Buffer::new(), range.end - range.start);
+        Ok(Box::new(S3Stream { backend: self, what, stream: Box::pin(stream), held, left }))
+    }
+
     fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>> {
         let what = || format!("list {} at {}", kind.dir(), self.location);
         if kind == Kind::Config {
@@ -345,6 +357,48 @@ impl Backend for S3Backend {
 
     fn parallel_writes(&self) -> usize {
         PARALLEL_WRITES
+    }
+}
+
+struct S3Stream<'b> {
+    backend: &'b S3Backend,
+    what: String,
+    stream: std::pin::Pin<Box<opendal::BufferStream>>,
+    /// Received and not yet handed out.
+    held: opendal::Buffer,
+    /// Bytes of the range not yet handed out.
+    left: u64,
+}
+
+impl ReadStream for S3Stream<'_> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
+        use bytes::Buf;
+        use futures_core::Stream;
+        let eof = |got: usize| {
+            let cause = std::io::Error::new(IoKind::UnexpectedEof, format!("the object ended {got} bytes short"));
+            Error::io(self.what.clone(), cause)
+        };
+        if buf.len() as u64 > self.left {
+            return Err(eof(buf.len() - self.left as usize));
+        }
+        let mut at = 0;
+        while at < buf.len() {
+            if !self.held.has_remaining() {
+                let stream = &mut self.stream;
+                let next = self.backend.run(std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)));
+                match next {
+                    Some(Ok(b)) => self.held = b,
+                    Some(Err(e)) => return Err(self.backend.err(self.what.clone(), e)),
+                    None => return Err(eof(buf.len() - at)),
+                }
+                continue;
+            }
+            let n = self.held.remaining().min(buf.len() - at);
+            self.held.copy_to_slice(&mut buf[at..at + n]);
+            at += n;
+        }
+        self.left -= buf.len() as u64;
+        Ok(())
     }
 }
 

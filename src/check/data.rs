@@ -4,7 +4,8 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -14,7 +15,7 @@ use super::{Lost, Problem, ReadStats, Report, Subset};
 use crate::backend::Kind;
 use crate::crypto::{ENVELOPE_OVERHEAD, MAX_PAYLOAD, ObjType};
 use crate::error::Result;
-use crate::id::Id;
+use crate::id::{BlobIdMap, Id};
 use crate::index::BlobLoc;
 use crate::repo::Repository;
 use crate::repo::packs::PackFile;
@@ -31,6 +32,30 @@ pub(super) struct Plan<'a> {
 const MAX_ENVELOPE: u32 = (MAX_PAYLOAD + ENVELOPE_OVERHEAD) as u32;
 /// A window holding one large blob is not worth keeping around.
 const KEEP_BUF: usize = 16 << 20;
+
+/// Plaintexts of the tree blobs the data pass authenticated, up to a budget, for the structure
+/// walk: a tree in a pack read whole costs no second request. Taken, not copied, by the walk.
+pub(super) struct TreesRead {
+    map: Mutex<BlobIdMap<Vec<u8>>>,
+    room: AtomicUsize,
+}
+
+impl TreesRead {
+    pub fn new(budget: usize) -> TreesRead {
+        TreesRead { map: Mutex::default(), room: AtomicUsize::new(budget) }
+    }
+
+    fn keep(&self, id: &Id, ty: ObjType, plain: &[u8]) {
+        let fits = |room: usize| room.checked_sub(plain.len());
+        if ty == ObjType::Tree && self.room.fetch_update(Ordering::Relaxed, Ordering::Relaxed, fits).is_ok() {
+            self.map.lock().unwrap_or_else(|e| e.into_inner()).insert(*id, plain.to_vec());
+        }
+    }
+
+    pub fn take(&self, id: &Id) -> Option<Vec<u8>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+    }
+}
 
 #[derive(Default)]
 struct PackResult {
@@ -51,9 +76,9 @@ pub(super) struct Verified {
     seconds: f64,
 }
 
-/// Reads and verifies the selected packs. Touches nothing but the pack files, so it can run
-/// beside the tree walk.
-pub(super) fn verify(repo: &Repository, facts: &Facts, plan: &Plan) -> Verified {
+/// Reads and verifies the selected packs. Touches nothing but the pack files; the trees it
+/// authenticates go to `trees`, for the walk that follows.
+pub(super) fn verify(repo: &Repository, facts: &Facts, plan: &Plan, trees: &TreesRead) -> Verified {
     let started = Instant::now();
     // Blobs to verify per pack: from the header, or from the index when the header is unreadable.
     let mut entries: HashMap<Id, Vec<(Id, BlobLoc)>> = HashMap::new();
@@ -88,7 +113,7 @@ pub(super) fn verify(repo: &Repository, facts: &Facts, plan: &Plan) -> Verified 
             }
             let mut list = entries.get(&f.id).cloned().unwrap_or_default();
             list.sort_by_key(|(_, l)| l.offset);
-            let r = if plan.only.is_some() { verify_blobs(repo, &list) } else { verify_pack(repo, f, &list) };
+            let r = if plan.only.is_some() { verify_blobs(repo, &list) } else { verify_pack(repo, f, &list, trees) };
             plan.progress.done(Path::new(&f.id.hex()), f.size);
             (f.id, Some(r))
         })
@@ -207,21 +232,30 @@ thread_local! {
 /// the core's cache while it is hashed, authenticated, decompressed and re-hashed.
 const WINDOW: u64 = 1 << 20;
 
-/// Reads a pack front to back once: every blob is authenticated, decompressed and re-hashed
-/// in place, and the whole file is hashed to compare with its name.
-fn verify_pack(repo: &Repository, f: &PackFile, list: &[(Id, BlobLoc)]) -> PackResult {
+/// Reads a pack front to back once, in one request on object storage: every blob is
+/// authenticated, decompressed and re-hashed in place, and the whole file is hashed to compare
+/// with its name. Tree blobs that open are handed to `trees` for the walk.
+fn verify_pack(repo: &Repository, f: &PackFile, list: &[(Id, BlobLoc)], trees: &TreesRead) -> PackResult {
     let mut r = PackResult::default();
     let name = f.id.hex();
-    let backend = repo.backend();
+    let mut stream = match repo.backend().read_stream(Kind::Pack, &name, 0..f.size) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            r.io_error = Some(e.to_string());
+            None
+        }
+    };
     let mut hasher = blake3::Hasher::new();
     let mut pos = 0u64;
     WINDOW_BUF.with_borrow_mut(|buf| {
         // Reads up to `end` into `buf`, hashing it; false when the file ends first.
         let mut fill = |buf: &mut Vec<u8>, pos: &mut u64, end: u64, r: &mut PackResult| {
             buf.resize((end - *pos) as usize, 0);
-            if let Err(e) = backend.read_at(Kind::Pack, &name, *pos, buf) {
+            let Some(s) = stream.as_mut() else { return false };
+            if let Err(e) = s.fill(buf) {
                 r.io_error = Some(e.to_string());
                 buf.clear();
+                stream = None;
                 return false;
             }
             hasher.update(buf);
@@ -273,7 +307,8 @@ fn verify_pack(repo: &Repository, f: &PackFile, list: &[(Id, BlobLoc)]) -> PackR
                 }
                 r.blobs += 1;
                 let max = (loc.raw_len as usize).min(MAX_PAYLOAD);
-                if let Err(e) = repo.keys().open_in_place(loc.ty, id, &mut buf[start..stop], max, &[], |_| ()) {
+                let keep = |plain: &[u8]| trees.keep(id, loc.ty, plain);
+                if let Err(e) = repo.keys().open_in_place(loc.ty, id, &mut buf[start..stop], max, &[], keep) {
                     r.failures.push((*id, loc.ty, e.to_string()));
                 }
             }

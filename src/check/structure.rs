@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
+use super::data::TreesRead;
 use super::{Coverage, Lost, Problem, Report};
 use crate::backend::{Backend, Kind};
 use crate::crypto::ObjType;
@@ -17,6 +18,8 @@ use crate::id::{BlobIdMap, BlobIdSet, Id};
 use crate::index::{BlobLoc, Index, PackInfo};
 use crate::repo::Repository;
 use crate::repo::packs::{PackFile, list_packs, read_header};
+use crate::spans::SpanReader;
+use crate::trees::Listing;
 
 /// The index's contents, read once.
 pub(super) struct IndexData {
@@ -248,13 +251,44 @@ pub(super) struct Walk {
     pub shape: HashMap<Id, (u64, Vec<Id>)>,
 }
 
-/// Reads every tree reachable from the snapshots, level by level in parallel, each tree once.
-pub(super) fn walk(repo: &Repository, facts: &Facts, snaps: &[(Id, Snapshot)], lost: &mut HashMap<Id, Lost>) -> Walk {
+/// Listings a walk batch plans its reads over: the more, the more share a span.
+const WALK_BATCH: usize = 4096;
+/// Spans a walk batch keeps read.
+const SPAN_CACHE: usize = 32 << 20;
+
+/// Reads every tree reachable from the snapshots, level by level in parallel, each tree once:
+/// from what the data pass kept (`kept`), else through one plan of merged reads per batch
+/// (a listing is a round trip on object storage), else from any other copy that authenticates.
+pub(super) fn walk(
+    repo: &Repository,
+    facts: &Facts,
+    snaps: &[(Id, Snapshot)],
+    kept: &TreesRead,
+    lost: &mut HashMap<Id, Lost>,
+) -> Walk {
     let mut w = Walk::default();
-    let load = |id: &Id| facts.load_tree(repo, id).map(std::sync::Arc::new);
+    let first_loc = |id: &Id| facts.locations(id).into_iter().find(|l| l.ty == ObjType::Tree);
+    let load_batch = |ids: &[Id]| -> Vec<Result<Listing>> {
+        let from_data: Vec<Option<Vec<Node>>> =
+            ids.iter().map(|id| kept.take(id).and_then(|plain| tree::decode(&plain).ok())).collect();
+        let locs: Vec<Option<BlobLoc>> =
+            ids.iter().zip(&from_data).map(|(id, k)| k.is_none().then(|| first_loc(id)).flatten()).collect();
+        let spans = SpanReader::plan(repo, locs.iter().flatten().copied().collect(), SPAN_CACHE);
+        ids.par_iter()
+            .zip(from_data)
+            .zip(&locs)
+            .map(|((id, kept), loc)| {
+                let read = || loc.as_ref().and_then(|l| spans.with_blob(id, l, tree::decode).ok()?.ok());
+                // A copy that fails here is read again below, which names why.
+                let nodes = kept.or_else(read).map_or_else(|| facts.load_tree(repo, id), Ok);
+                nodes.map(std::sync::Arc::new)
+            })
+            .collect()
+    };
     // A listing is a round trip on object storage: the backend's parallel reads, not a core's.
     crate::spans::in_read_pool(repo, || {
-        crate::trees::walk_unique(snaps.iter().map(|(_, s)| s.tree), load, |id, listing| {
+        let roots = snaps.iter().map(|(_, s)| s.tree);
+        crate::trees::walk_unique_batched(BlobIdSet::default(), roots, WALK_BATCH, load_batch, |id, listing| {
             w.trees.insert(id);
             match listing {
                 Ok(nodes) => {

@@ -67,6 +67,11 @@ impl Cache {
         self.dir.as_ref().map(|d| d.join(hex(repo_id)).join("index.redb"))
     }
 
+    /// The tree cache of a repository (see `treecache`), beside its index.
+    pub fn trees_path(&self, repo_id: &[u8; 16]) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(hex(repo_id)).join("trees.redb"))
+    }
+
     /// The key slot that opened this repository last time, tried first (restic's key hint):
     /// every slot tried before it costs a full Argon2 derivation.
     pub fn key_hint(&self, repo_id: &[u8; 16]) -> Option<String> {

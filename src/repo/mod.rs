@@ -5,19 +5,21 @@
 //! brings the cache up to date and gives a [`Repository<Ready>`], which reads blobs. Reading a
 //! blob before the index is caught up does not compile.
 
+mod blob;
 pub mod catchup;
 pub mod condemned;
 pub mod keys;
 pub mod lock;
 pub mod packer;
 pub mod packs;
+pub mod treecache;
 
 use std::sync::Arc;
 
 use crate::backend::{self, Backend, Kind};
 use crate::chunker::Chunker;
 use crate::crypto::keyfile::{self, KdfParams, KeySlot};
-use crate::crypto::{Identity, Keys, MAX_PAYLOAD, ObjType, random_bytes};
+use crate::crypto::{Identity, Keys, ObjType, random_bytes};
 use crate::error::{Error, Result};
 use crate::format::config::{self, Params};
 use crate::format::{snapshot, tree};
@@ -25,17 +27,13 @@ use crate::id::Id;
 use crate::index::{BlobLoc, Index};
 use crate::sys;
 
+use blob::read_sealed_into;
+pub use blob::{open_blob_with, read_blob_with};
 pub use catchup::{Cache, CatchUp};
 pub use lock::LockMode;
 
-/// Per-thread read buffer kept between blobs: room for the largest stored chunk.
-const KEEP_READ_BUF: usize = 9 << 20;
 /// Bound on a snapshot object, checked before it is decrypted.
 const MAX_SNAPSHOT: usize = 16 << 20;
-
-thread_local! {
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 /// Readable snapshots oldest first, and the names of damaged ones with why.
 pub type SnapshotListing = (Vec<(Id, snapshot::Snapshot)>, Vec<(String, Error)>);
@@ -47,6 +45,7 @@ pub struct Opened;
 pub struct Ready {
     index: Index,
     preloaded: crate::trees::Preloaded,
+    trees: treecache::TreeCache,
 }
 
 pub struct Repository<S = Ready> {
@@ -208,7 +207,17 @@ impl Repository<Opened> {
     /// layout, and reads the headers of the packs it does not know yet (format-spec §9).
     pub fn load_index(self, cache: &Cache) -> Result<(Repository<Ready>, CatchUp)> {
         let (index, report) = catchup::load(self.backend.as_ref(), &self.keys, &self.repo_id, cache)?;
-        Ok((self.with_index(index), report))
+        // Only where a listing is a round trip (see `treecache`), and never for `check`'s view.
+        let trees = match cache.trees_path(&self.repo_id) {
+            Some(path) if self.backend.parallel_reads() > 0 && !cache.audit => treecache::TreeCache::open(&path),
+            _ => treecache::TreeCache::off(),
+        };
+        if report.packs_removed > 0 {
+            trees.retain(|id| index.lookup(id).ok().flatten().is_some());
+        }
+        let mut repo = self.with_index(index);
+        repo.state.trees = trees;
+        Ok((repo, report))
     }
 
     /// With an index the caller built itself (`repair index`).
@@ -235,7 +244,7 @@ impl Repository<Opened> {
             damaged_epochs,
             unlocked,
             key_slot,
-            state: Ready { index, preloaded: Default::default() },
+            state: Ready { index, preloaded: Default::default(), trees: treecache::TreeCache::off() },
         }
     }
 }
@@ -460,6 +469,18 @@ impl Repository<Ready> {
         &self.state.preloaded
     }
 
+    /// Tree blobs kept locally (see [`treecache`]).
+    pub fn tree_cache(&self) -> &treecache::TreeCache {
+        &self.state.trees
+    }
+
+    /// A blob's sealed bytes as its pack holds them, unopened.
+    pub fn read_sealed(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; loc.length as usize];
+        read_sealed_into(self.backend.as_ref(), id, loc, &mut buf)?;
+        Ok(buf)
+    }
+
     /// Reads a blob at a known location, authenticates it and re-checks its id.
     pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
         // Through the per-thread buffers, so the only allocation is the one the caller keeps.
@@ -486,47 +507,4 @@ impl Repository<Ready> {
     pub fn load_tree(&self, id: &Id) -> Result<Vec<tree::Node>> {
         crate::trees::load(self, id)
     }
-}
-
-/// Reads one blob through this thread's buffer, authenticates it and re-checks its id.
-/// For readers that have keys and a backend but no index (check, repair).
-pub fn read_blob_with<R>(
-    backend: &dyn Backend,
-    keys: &Keys,
-    id: &Id,
-    loc: &BlobLoc,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Result<R> {
-    READ_BUF.with_borrow_mut(|buf| {
-        buf.resize(loc.length as usize, 0);
-        let mut name = [0u8; 64];
-        backend.read_at(Kind::Pack, loc.pack.hex_into(&mut name), u64::from(loc.offset), buf).map_err(|e| match e {
-            Error::Io { cause, .. } => {
-                Error::io(format!("read {} {} from pack {}", loc.ty.name(), id.short(), loc.pack.short()), cause)
-            }
-            e => e,
-        })?;
-        open_in(keys, id, loc, buf, f)
-    })
-}
-
-/// Opens a blob whose sealed bytes were read already (within a larger read of its pack),
-/// through this thread's buffer as [`read_blob_with`] does.
-pub fn open_blob_with<R>(keys: &Keys, id: &Id, loc: &BlobLoc, sealed: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-    READ_BUF.with_borrow_mut(|buf| {
-        buf.clear();
-        buf.extend_from_slice(sealed);
-        open_in(keys, id, loc, buf, f)
-    })
-}
-
-fn open_in<R>(keys: &Keys, id: &Id, loc: &BlobLoc, buf: &mut Vec<u8>, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-    let r = keys.open_in_place(loc.ty, id, buf, (loc.raw_len as usize).min(MAX_PAYLOAD), &[], f);
-    if buf.capacity() > KEEP_READ_BUF {
-        *buf = Vec::new();
-    }
-    r.map_err(|e| match e {
-        Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in pack {}", loc.pack), detail),
-        e => e,
-    })
 }

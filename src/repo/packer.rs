@@ -234,6 +234,9 @@ fn finish_packs(repo: &Repository, rx: Receiver<PackWriter>, shared: &Shared) ->
         let mut flying = std::collections::VecDeque::new();
         let mut land = |h: std::thread::ScopedJoinHandle<'_, Result<(Id, u64, PackWriter)>>| -> Result<()> {
             let (id, size, mut w) = h.join().unwrap_or_else(|_| Err(Error::Invalid("pack upload panicked".into())))?;
+            // Durable now: its trees may be kept locally (the index decides when they are used).
+            let trees = w.entries.iter().filter(|e| e.ty == ObjType::Tree);
+            repo.tree_cache().put(trees.map(|e| (&e.id, &w.buf[e.offset as usize..][..e.length as usize])));
             batch.push((id, size, std::mem::take(&mut w.entries)));
             shared.give_buffer(w.buf);
             if batch.len() >= INDEX_BATCH_PACKS {

@@ -84,10 +84,18 @@ impl Vfs {
         let prev = file.next.swap(offset.saturating_add(u64::from(size)), Ordering::Relaxed);
         let (data, last) = file.map.read(&self.reader, offset, size as usize)?;
         let sequential = offset == 0 || offset.abs_diff(prev) <= SEQUENTIAL_SLACK;
-        if sequential && last + 1 < file.map.chunk_count() {
+        let count = file.map.chunk_count();
+        // Topped up only once less than half the window is ahead, so chunks go out several at
+        // a time (one ranged read for those that lie together, on object storage) rather than
+        // one each time the reader passes a chunk.
+        let left = || {
+            let handed = file.ahead.load(Ordering::Relaxed).clamp(last + 1, count);
+            (last + 1..handed).map(|i| file.map.chunk_len(i)).sum::<u64>()
+        };
+        if sequential && last + 1 < count && left() <= READ_AHEAD / 2 {
             let mut end = last + 1;
             let mut bytes = 0;
-            while end < file.map.chunk_count() && bytes < READ_AHEAD {
+            while end < count && bytes < READ_AHEAD {
                 bytes += file.map.chunk_len(end);
                 end += 1;
             }

@@ -24,6 +24,8 @@ pub struct Garage {
     pub dir: PathBuf,
     pub configs: Vec<PathBuf>,
     pub s3_ports: Vec<u16>,
+    /// Each node's admin API, for its request counters.
+    admin_ports: Vec<u16>,
     pub key_id: String,
     pub secret: String,
     /// `ID@127.0.0.1:PORT` of each node, for `node connect`.
@@ -102,21 +104,24 @@ impl Garage {
         let mut configs = Vec::new();
         let mut s3_ports = Vec::new();
         let mut rpc_ports = Vec::new();
+        let mut admin_ports = Vec::new();
         for i in 1..=nodes {
-            let (rpc, s3) = (free_port(), free_port());
+            let (rpc, s3, admin) = (free_port(), free_port(), free_port());
             let node = dir.join(format!("node{i}"));
             std::fs::create_dir_all(&node).unwrap();
             let conf = format!(
                 "metadata_dir = \"{n}/meta\"\ndata_dir = \"{n}/data\"\ndb_engine = \"sqlite\"\n\
                  replication_factor = {nodes}\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
                  rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{rpc_secret}\"\n\
-                 [s3_api]\napi_bind_addr = \"127.0.0.1:{s3}\"\ns3_region = \"{REGION}\"\n",
+                 [s3_api]\napi_bind_addr = \"127.0.0.1:{s3}\"\ns3_region = \"{REGION}\"\n\
+                 [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
                 n = node.display()
             );
             let path = dir.join(format!("node{i}.toml"));
             std::fs::write(&path, conf).unwrap();
             configs.push(path);
             s3_ports.push(s3);
+            admin_ports.push(admin);
             rpc_ports.push(rpc);
         }
         // The thread that spawns the servers lives as long as the process (see the module docs).
@@ -145,6 +150,7 @@ impl Garage {
             dir,
             configs,
             s3_ports,
+            admin_ports,
             key_id: String::new(),
             secret: String::new(),
             peers: Vec::new(),
@@ -298,6 +304,24 @@ impl Garage {
             std::thread::sleep(Duration::from_millis(20));
         }
         child
+    }
+
+    /// S3 requests of one kind (`GetObject`, `PutObject`, …) the whole cluster served so far:
+    /// Garage's `api_s3_request_counter` from each node's `/metrics`. Every bucket counts, so a
+    /// test comparing counts must have the cluster to itself.
+    pub fn requests(&self, call: &str) -> u64 {
+        use std::io::{Read, Write};
+        let label = format!("api_endpoint=\"{call}\"");
+        let mut n = 0.0;
+        for port in &self.admin_ports {
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", *port)).unwrap();
+            conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+            let mut page = String::new();
+            conn.read_to_string(&mut page).unwrap();
+            let counters = page.lines().filter(|l| l.starts_with("api_s3_request_counter{") && l.contains(&label));
+            n += counters.filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>();
+        }
+        n as u64
     }
 
     pub fn config(&self, node: usize) -> &Path {
