@@ -144,7 +144,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
 }
 
 /// Copies one live blob into the packer. Nothing damaged is carried over: the copy must open
-/// as what it claims to be; one sealed under an older epoch is re-sealed as it is opened.
+/// as what it claims to be. One sealed under an older epoch is authenticated and re-sealed
+/// without being decompressed ([`crate::crypto::Keys::reseal_in_place`] says why that is enough).
 fn copy_blob(repo: &Repository, p: &packer::Packer, id: &Id, loc: &crate::index::BlobLoc) -> Result<bool> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
