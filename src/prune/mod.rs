@@ -254,6 +254,8 @@ fn delete_packs(backend: &dyn crate::backend::Backend, packs: &[Id]) -> Result<(
             .chunks(per)
             .map(|run| s.spawn(move || run.iter().try_for_each(|p| backend.delete(Kind::Pack, &p.hex()))))
             .collect();
-        workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(Error::Invalid("pack delete panicked".into()))))
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err(Error::Invalid("pack delete panicked".into()))))
     })
 }
