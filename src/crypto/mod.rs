@@ -216,10 +216,10 @@ impl Keys {
         seal_envelope(&key, epoch, ty, id, payload, zstd_level, extra_aad, out)
     }
 
-    /// An envelope sealed under another epoch, opened (authenticated, its id checked) and
-    /// sealed again under the current one with a fresh nonce, its compressed body as it was:
-    /// key rotation re-encrypts without recompressing. `None` when it is sealed under the
-    /// current epoch already (then it is not opened here).
+    /// An envelope sealed under another epoch, authenticated and sealed again under the
+    /// current one with a fresh nonce, its compressed body as it was: key rotation re-encrypts
+    /// without recompressing. `None` when it is sealed under the current epoch already (then it
+    /// is neither opened nor copied here).
     pub fn reseal(
         &self,
         ty: ObjType,
@@ -228,12 +228,21 @@ impl Keys {
         max_len: usize,
         extra_aad: &[u8],
     ) -> Result<Option<Vec<u8>>> {
+        if envelope_epoch(envelope) == Some(self.sealing_key(ty)?.0) {
+            return Ok(None);
+        }
         let mut buf = envelope.to_vec();
         Ok(self.reseal_in_place(ty, id, &mut buf, max_len, extra_aad)?.then_some(buf))
     }
 
     /// [`Keys::reseal`] in the envelope's own buffer (the length does not change); false when
     /// it is under the current epoch already. On an error the buffer holds garbage.
+    ///
+    /// The body is authenticated (type, epoch and id are in the AAD) and its declared size
+    /// bounded by `max_len`, but not decompressed or re-hashed: it is carried over bit for bit,
+    /// so it opens to exactly what it opened to before, and every reader still re-hashes it.
+    /// Only a holder of the key could have sealed content that does not match its id; a
+    /// re-seal neither hides nor worsens that. Decompressing and hashing were most of the cost.
     pub fn reseal_in_place(
         &self,
         ty: ObjType,
@@ -246,7 +255,16 @@ impl Keys {
         if envelope_epoch(envelope) == Some(epoch) {
             return Ok(false);
         }
-        self.open_in_place(ty, id, envelope, max_len, extra_aad, |_| ())?;
+        let bad = |d: &str| damaged(ty, id, d);
+        let body = self.decrypt_in_place(ty, id, envelope, extra_aad)?;
+        let within = match body.split_first() {
+            Some((0, p)) => p.len() <= max_len,
+            Some((1, frame)) => frame_within(frame, max_len).map_err(|_| bad("bad zstd frame"))?,
+            _ => return Err(bad("unknown compression")),
+        };
+        if !within {
+            return Err(bad("payload exceeds its bound"));
+        }
         self.seal_opened_in_place(ty, id, envelope, extra_aad)?;
         Ok(true)
     }
@@ -328,7 +346,24 @@ impl Keys {
         extra_aad: &[u8],
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
-        let bad = |d: &str| Error::corrupt(format!("{} {}", ty.name(), id.short()), d.to_string());
+        let bad = |d: &str| damaged(ty, id, d);
+        let body = self.decrypt_in_place(ty, id, envelope, extra_aad)?;
+        let checked =
+            |p: &[u8]| if self.id(ty, p) == *id { Ok(f(p)) } else { Err(bad("content does not match its id")) };
+        match body.split_first() {
+            Some((0, p)) if p.len() <= max_len => checked(p),
+            Some((0, _)) => Err(bad("payload exceeds its bound")),
+            Some((1, frame)) => {
+                decompress_with(frame, max_len, checked).map_err(|_| bad("bad zstd frame, or larger than its bound"))?
+            }
+            _ => Err(bad("unknown compression")),
+        }
+    }
+
+    /// Authenticates and decrypts an envelope in place; returns its plaintext body
+    /// (compression byte, then the payload or its zstd frame).
+    fn decrypt_in_place<'e>(&self, ty: ObjType, id: &Id, envelope: &'e mut [u8], extra_aad: &[u8]) -> Result<&'e [u8]> {
+        let bad = |d: &str| damaged(ty, id, d);
         if envelope.len() < EPOCH_LEN + NONCE_LEN + TAG_LEN {
             return Err(bad("authentication failed"));
         }
@@ -343,17 +378,24 @@ impl Keys {
         XChaCha20Poly1305::new((&*key).into())
             .decrypt_inout_detached(&nonce, &aad(ty, epoch, id, extra_aad), (&mut *body).into(), &tag)
             .map_err(|_| bad("authentication failed"))?;
-        let checked =
-            |p: &[u8]| if self.id(ty, p) == *id { Ok(f(p)) } else { Err(bad("content does not match its id")) };
-        match body.split_first() {
-            Some((0, p)) if p.len() <= max_len => checked(p),
-            Some((0, _)) => Err(bad("payload exceeds its bound")),
-            Some((1, frame)) => {
-                decompress_with(frame, max_len, checked).map_err(|_| bad("bad zstd frame, or larger than its bound"))?
-            }
-            _ => Err(bad("unknown compression")),
-        }
+        Ok(body)
     }
+}
+
+/// Whether a zstd frame decompresses to at most `max_len` bytes, from its header when that
+/// declares the size (snapfs's writers always do; the decoder refuses a frame whose content
+/// differs from it), else by decompressing it.
+fn frame_within(frame: &[u8], max_len: usize) -> std::io::Result<bool> {
+    use zstd::zstd_safe::{find_frame_compressed_size, get_frame_content_size};
+    let whole = find_frame_compressed_size(frame).is_ok_and(|n| n == frame.len());
+    match get_frame_content_size(frame) {
+        Ok(Some(n)) if whole => Ok(n <= max_len as u64),
+        _ => decompress_with(frame, max_len, |_| true),
+    }
+}
+
+fn damaged(ty: ObjType, id: &Id, detail: &str) -> Error {
+    Error::corrupt(format!("{} {}", ty.name(), id.short()), detail.to_string())
 }
 
 /// The epoch an envelope names, when it is long enough to name one.
@@ -563,5 +605,16 @@ mod tests {
         let mut bad = old.clone();
         bad[40] ^= 1;
         assert!(keys.reseal(ObjType::Data, &id, &bad, text.len(), &[]).is_err(), "damage is not carried over");
+        // The size bound holds without decompressing, compressed (from the frame's header) or not.
+        let mut noise = vec![0u8; 5000];
+        random_bytes(&mut noise).unwrap();
+        keys.add_epoch(2, EpochKey([11; 32]));
+        for payload in [&text[..], &noise[..]] {
+            let env = keys.seal(ObjType::Tree, &id, payload, 3, &[]).unwrap();
+            keys.add_epoch(keys.current_epoch().unwrap() + 1, EpochKey::random().unwrap());
+            let err = keys.reseal(ObjType::Tree, &id, &env, payload.len() - 1, &[]).unwrap_err();
+            assert!(err.to_string().contains("exceeds its bound"), "{err}");
+            assert!(keys.reseal(ObjType::Tree, &id, &env, payload.len(), &[]).unwrap().is_some());
+        }
     }
 }
