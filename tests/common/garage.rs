@@ -246,6 +246,21 @@ impl Garage {
         let name = bucket_name(what);
         self.admin(0, &["bucket", "create", &name]);
         self.admin(0, &["bucket", "allow", "--read", "--write", "--owner", &name, "--key", "snapfs-tests"]);
+        // The grant is made through node 0 and reaches the other nodes a moment later: a test's
+        // first request through another node was AccessDenied (CI saw it). Wait until every
+        // node lets the key in.
+        for node in 0..self.s3_ports.len() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let usable = || {
+                snapfs::backend::S3Backend::with_credentials(&self.url(node, &name), &self.key_id, &self.secret, REGION)
+                    .and_then(|b| b.list(snapfs::backend::Kind::Lock))
+                    .is_ok()
+            };
+            while !usable() {
+                assert!(Instant::now() < deadline, "bucket {name} is not usable through node {node} after 20 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         name
     }
 
