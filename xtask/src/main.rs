@@ -58,7 +58,8 @@ Tasks:
          writes benches/results/copy.md  [--quick] [--rounds N] [--snapfs PATH]
          with --server: backup and restore through snapfs serve on loopback against local
          disk, restic sftp and borg serve --append-only over ssh; writes
-         benches/results/server.md  [--quick] [--rounds N] [--snapfs PATH]
+         benches/results/server.md (restores to /dev/shm unless --restore-on-disk)
+         [--quick] [--rounds N] [--snapfs PATH] [--restore-on-disk]
          with --s3: backup, re-backup, restore, check --read-data on a 3-node Garage
          cluster against restic's s3 backend, with requests/GB; writes
          benches/results/s3.md  [--quick] [--rounds N] [--snapfs PATH]
