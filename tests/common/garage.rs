@@ -306,16 +306,24 @@ impl Garage {
         s
     }
 
-    /// Starts `snapfs backup SRC` and returns once its first pack is in the bucket: a moment
-    /// when it has uploaded something and has more to do (SRC must be tens of MiB).
+    /// Starts `snapfs backup SRC` and returns once its first pack is in the bucket, with the
+    /// backup's uploads slowed to [`SLOW_UPLOAD`] bytes/s through a loopback proxy: a moment
+    /// when it has uploaded something and has seconds of work left, however fast the machine
+    /// (unthrottled, a fast CI runner finished 30 MiB between the first pack and the kill).
     pub fn backup_under_way(&self, s: &super::Snapfs, url: &str, src: &Path) -> Child {
-        let mut cmd = s.command();
+        let node = self.s3_ports.iter().position(|p| url.contains(&format!("127.0.0.1:{p}/"))).expect("a cluster URL");
+        let port = self.s3_ports[node];
+        let slow = super::Snapfs {
+            repo: url.replace(&format!("127.0.0.1:{port}/"), &format!("127.0.0.1:{}/", slow_proxy(port))).into(),
+            ..s.clone()
+        };
+        let mut cmd = slow.command();
         cmd.arg("backup").arg(src).stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = cmd.spawn().unwrap();
         let probe = snapfs::backend::S3Backend::with_credentials(url, &self.key_id, &self.secret, REGION).unwrap();
         let start = Instant::now();
         while probe.list(snapfs::backend::Kind::Pack).unwrap().is_empty() {
-            assert!(start.elapsed() < Duration::from_secs(30), "the backup wrote no pack in 30 s");
+            assert!(start.elapsed() < Duration::from_secs(60), "the backup wrote no pack in 60 s");
             std::thread::sleep(Duration::from_millis(20));
         }
         child
@@ -357,4 +365,49 @@ impl Drop for Garage {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// What [`Garage::backup_under_way`]'s proxy lets through, all connections together.
+pub const SLOW_UPLOAD: u64 = 4 << 20;
+
+/// A loopback proxy to `to` passing requests on at [`SLOW_UPLOAD`] bytes/s in all, and answers
+/// at full speed. It serves until the test process ends.
+fn slow_proxy(to: u16) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::Arc;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // The next instant at which the shared budget allows more bytes through.
+    let next = Arc::new(Mutex::new(Instant::now()));
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut client) = c else { continue };
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", to)) else { continue };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Both);
+            });
+            let next = next.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 << 10];
+                while let Ok(m) = client.read(&mut buf) {
+                    let wait = {
+                        let mut n = next.lock().unwrap();
+                        let at = (*n).max(Instant::now()) + Duration::from_secs_f64(m as f64 / SLOW_UPLOAD as f64);
+                        *n = at;
+                        at.saturating_duration_since(Instant::now())
+                    };
+                    std::thread::sleep(wait);
+                    if m == 0 || server.write_all(&buf[..m]).is_err() {
+                        break;
+                    }
+                }
+                let _ = server.shutdown(std::net::Shutdown::Both);
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
 }

@@ -156,6 +156,7 @@ pub fn have_tool(name: &str) -> bool {
 }
 
 /// One repository plus the way to reach it.
+#[derive(Clone)]
 pub struct Snapfs {
     pub repo: PathBuf,
     /// Given to the binary as `SNAPFS_PASSWORD` when set.
