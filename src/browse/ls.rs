@@ -48,6 +48,11 @@ pub fn ls(
             }
         }
     };
+    if recursive {
+        // A cold client otherwise fetched each listing in its own round trip: 4,368 GETs for
+        // one `ls` of a 24k-file snapshot on object storage.
+        crate::trees::preload(repo, start_tree, crate::trees::PRELOAD_BYTES);
+    }
     let mut stack: Vec<(PathBuf, Listing, usize)> = vec![(start, trees.get(&start_tree)?, 0)];
     while let Some((dir, listing, next)) = stack.last_mut() {
         let Some(node) = listing.get(*next) else {
