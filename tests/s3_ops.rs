@@ -6,13 +6,10 @@ mod common;
 #[allow(unused)]
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::garage;
@@ -167,62 +164,6 @@ fn an_address_that_never_answers_fails_in_seconds_with_one_line() {
     assert!(took < Duration::from_secs(40), "a connect timeout bounds each try: took {took:?}");
 }
 
-/// A loopback proxy to `to` that cuts the connections `cut` picks (by their number, from 0)
-/// after passing `after` bytes of the client's request on.
-fn proxy(to: u16, after: usize, cut: impl Fn(usize) -> bool + Send + Sync + 'static) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let n = Arc::new(AtomicUsize::new(0));
-    let cut = Arc::new(cut);
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut client) = c else { continue };
-            let k = n.fetch_add(1, Ordering::Relaxed);
-            let Ok(mut server) = TcpStream::connect(("127.0.0.1", to)) else { continue };
-            let limit = if cut(k) { Some(after) } else { None };
-            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut s2, &mut c2);
-                let _ = c2.shutdown(std::net::Shutdown::Both);
-            });
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 16 << 10];
-                let mut passed = 0;
-                while let Ok(m) = client.read(&mut buf) {
-                    if m == 0 || server.write_all(&buf[..m]).is_err() {
-                        break;
-                    }
-                    passed += m;
-                    if limit.is_some_and(|a| passed >= a) {
-                        // A reset, not a clean close: the client sees its request fail mid-way.
-                        set_linger_zero(&client);
-                        break;
-                    }
-                }
-                let _ = server.shutdown(std::net::Shutdown::Both);
-                let _ = client.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-    port
-}
-
-/// SO_LINGER 0: the close sends a reset.
-fn set_linger_zero(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: a valid socket and a correctly sized option value.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
-
 #[test]
 fn connections_reset_mid_upload_are_retried_and_a_dead_proxy_fails_cleanly() {
     let Some(g) = garage::cluster() else { return };
@@ -235,12 +176,12 @@ fn connections_reset_mid_upload_are_retried_and_a_dead_proxy_fails_cleanly() {
     tree(&src, 51);
 
     // Every third connection is cut 100 KiB into its request: retries carry the backup through.
-    let flaky = proxy(g.s3_ports[0], 100 << 10, |k| k % 3 == 2);
+    let flaky = garage::proxy(g.s3_ports[0], None, |k| (k % 3 == 2).then_some(100 << 10));
     let s = g.client(&format!("s3:http://127.0.0.1:{flaky}/{bucket}"), &base.join("cache"));
     s.backup([&src]);
 
     // Every connection cut once its request starts: the retries run out, with one clear line.
-    let dead = proxy(g.s3_ports[0], 1, |_| true);
+    let dead = garage::proxy(g.s3_ports[0], None, |_| Some(1));
     let s = g.client(&format!("s3:http://127.0.0.1:{dead}/{bucket}"), &base.join("cache2"));
     let out = s.run(["backup".as_ref(), src.as_os_str()]);
     assert_eq!(out.status.code(), Some(1), "{}", describe("backup through a dead proxy", &out));

@@ -311,10 +311,10 @@ impl Garage {
     /// when it has uploaded something and has seconds of work left, however fast the machine
     /// (unthrottled, a fast CI runner finished 30 MiB between the first pack and the kill).
     pub fn backup_under_way(&self, s: &super::Snapfs, url: &str, src: &Path) -> Child {
-        let node = self.s3_ports.iter().position(|p| url.contains(&format!("127.0.0.1:{p}/"))).expect("a cluster URL");
-        let port = self.s3_ports[node];
+        let host = |port: u16| format!("127.0.0.1:{port}/");
+        let port = *self.s3_ports.iter().find(|p| url.contains(&host(**p))).expect("a cluster URL");
         let slow = super::Snapfs {
-            repo: url.replace(&format!("127.0.0.1:{port}/"), &format!("127.0.0.1:{}/", slow_proxy(port))).into(),
+            repo: url.replace(&host(port), &host(proxy(port, Some(SLOW_UPLOAD), |_| None))).into(),
             ..s.clone()
         };
         let mut cmd = slow.command();
@@ -370,20 +370,23 @@ impl Drop for Garage {
 /// What [`Garage::backup_under_way`]'s proxy lets through, all connections together.
 pub const SLOW_UPLOAD: u64 = 4 << 20;
 
-/// A loopback proxy to `to` passing requests on at [`SLOW_UPLOAD`] bytes/s in all, and answers
-/// at full speed. It serves until the test process ends.
-fn slow_proxy(to: u16) -> u16 {
+/// A loopback proxy to `to`, serving until the test process ends. Requests pass on at `rate`
+/// bytes/s over all connections when given; answers at full speed. Connection k (from 0) is
+/// reset after `cut(k)` bytes of its request when that is `Some`, so the client sees the
+/// request fail mid-way.
+pub fn proxy(to: u16, rate: Option<u64>, cut: impl Fn(usize) -> Option<usize> + Send + Sync + 'static) -> u16 {
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::sync::Arc;
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    // The next instant at which the shared budget allows more bytes through.
+    // The next instant at which the shared rate allows more bytes through.
     let next = Arc::new(Mutex::new(Instant::now()));
     std::thread::spawn(move || {
-        for c in l.incoming() {
+        for (k, c) in l.incoming().enumerate() {
             let Ok(mut client) = c else { continue };
             let Ok(mut server) = TcpStream::connect(("127.0.0.1", to)) else { continue };
+            let limit = cut(k);
             let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut s2, &mut c2);
@@ -392,15 +395,22 @@ fn slow_proxy(to: u16) -> u16 {
             let next = next.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 16 << 10];
+                let mut passed = 0;
                 while let Ok(m) = client.read(&mut buf) {
-                    let wait = {
-                        let mut n = next.lock().unwrap();
-                        let at = (*n).max(Instant::now()) + Duration::from_secs_f64(m as f64 / SLOW_UPLOAD as f64);
-                        *n = at;
-                        at.saturating_duration_since(Instant::now())
-                    };
-                    std::thread::sleep(wait);
+                    if let Some(rate) = rate {
+                        let at = {
+                            let mut n = next.lock().unwrap();
+                            *n = (*n).max(Instant::now()) + Duration::from_secs_f64(m as f64 / rate as f64);
+                            *n
+                        };
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    }
                     if m == 0 || server.write_all(&buf[..m]).is_err() {
+                        break;
+                    }
+                    passed += m;
+                    if limit.is_some_and(|a| passed >= a) {
+                        set_linger_zero(&client);
                         break;
                     }
                 }
@@ -410,4 +420,20 @@ fn slow_proxy(to: u16) -> u16 {
         }
     });
     port
+}
+
+/// SO_LINGER 0: the close sends a reset, not a clean end.
+fn set_linger_zero(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: a valid socket and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
