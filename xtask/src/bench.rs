@@ -157,6 +157,19 @@ pub(crate) fn quick_rounds_binary(args: &[String]) -> Result<(bool, usize, Strin
     Ok((quick, rounds, snapfs))
 }
 
+/// Where a bench's restores go: tmpfs (`/dev/shm/NAME`) unless `--restore-on-disk` or no
+/// tmpfs, and whether that is disk. This machine's journal-less ext4 skips every inode freed
+/// in the last minutes (`recently_deleted`), so a restore to disk after a large deletion
+/// measures the filesystem's history rather than the tools.
+pub(crate) fn restore_root(args: &[String], disk: &Path, name: &str) -> (PathBuf, bool) {
+    let shm = Path::new("/dev/shm");
+    if args.iter().any(|a| a == "--restore-on-disk") || !shm.is_dir() {
+        (disk.to_path_buf(), true)
+    } else {
+        (shm.join(name), false)
+    }
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     check_flags(args, &["--quick", "--limits", "--no-borg"], &["--rounds", "--baseline"])?;
     // `--baseline BIN`: another snapfs build beside this one, same data, same run (to show a

@@ -62,7 +62,8 @@ Tasks:
          [--quick] [--rounds N] [--snapfs PATH] [--restore-on-disk]
          with --s3: backup, re-backup, restore, check --read-data on a 3-node Garage
          cluster against restic's s3 backend, with requests/GB; writes
-         benches/results/s3.md  [--quick] [--rounds N] [--snapfs PATH]
+         benches/results/s3.md (restores to /dev/shm unless --restore-on-disk)
+         [--quick] [--rounds N] [--snapfs PATH] [--restore-on-disk]
 ";
 
 fn main() -> ExitCode {

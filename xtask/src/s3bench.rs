@@ -2,8 +2,8 @@
 //! cluster (replication factor 3, loopback), the same data, alternating tool by tool each
 //! round: initial backup, unchanged re-backup, restore, `check --read-data`. Requests are
 //! counted on the server (Garage's `api_s3_request_counter`, summed over the three nodes), so
-//! both tools are counted the same way. Also: the same snapfs backup and restore on local disk,
-//! and the requests a client with an empty cache makes to catch up on the repository. Writes
+//! both tools are counted the same way. Also: the same snapfs backup and restore on local disk
+//! in the same rotation, and the requests a client with an empty cache makes to catch up on the repository. Writes
 //! `benches/results/s3.md`.
 
 use std::collections::BTreeMap;
@@ -18,8 +18,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::bench::{PASSWORD, Sample, exec, machine, median, prepare_data, sources, tree_size};
 
-const STEPS: [&str; 4] = ["initial backup", "unchanged re-backup", "restore", "check --read-data"];
-const TOOLS: [&str; 2] = ["snapfs", "restic"];
+/// The prune step first backs up only `generated/` (not timed), then forgets all but that
+/// snapshot and prunes: most packs go whole and the mixed ones are repacked.
+const STEPS: [&str; 5] = ["initial backup", "unchanged re-backup", "restore", "check --read-data", "forget + prune"];
+/// `local` is snapfs on local disk, alternating with the others, for the Garage/local ratio.
+const TOOLS: [&str; 3] = ["snapfs", "restic", "local"];
 const REGION: &str = "garage";
 
 /// Three `garage server`s, killed when this is dropped.
@@ -179,7 +182,7 @@ fn total(m: &BTreeMap<String, u64>) -> u64 {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    crate::bench::check_flags(args, &["--s3", "--quick"], &["--rounds", "--snapfs"])?;
+    crate::bench::check_flags(args, &["--s3", "--quick", "--restore-on-disk"], &["--rounds", "--snapfs"])?;
     let (quick, rounds, snapfs) = crate::bench::quick_rounds_binary(args)?;
     let target = crate::target_dir()?;
     let work = target.join("bench-s3");
@@ -192,7 +195,7 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("data: {files} files, {gb:.2} GB");
     let g = Cluster::start(&work.join("garage"))?;
     let d = data.display().to_string();
-    let restore_to = work.join("restore");
+    let (restores, on_disk) = crate::bench::restore_root(args, &work, "snapfs-bench-s3");
     let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let with_env = |mut v: Vec<String>| {
         let mut e = g.env();
@@ -207,30 +210,64 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("round {}/{rounds}", round + 1);
         let mut repos = BTreeMap::new();
         for tool in &order {
-            let bucket = format!("{}-{round}", tool);
-            g.bucket(&bucket)?;
-            let repo = format!("s3:{}/{bucket}", g.endpoint());
+            let repo = if *tool == "local" {
+                work.join(format!("local-{round}")).display().to_string()
+            } else {
+                let bucket = format!("{}-{round}", tool);
+                g.bucket(&bucket)?;
+                format!("s3:{}/{bucket}", g.endpoint())
+            };
             let init = match *tool {
-                "snapfs" => argv(&[&snapfs, "-q", "-r", &repo, "init"]),
-                _ => argv(&["restic", "-q", "-r", &repo, "init"]),
+                "restic" => argv(&["restic", "-q", "-r", &repo, "init"]),
+                _ => argv(&[&snapfs, "-q", "-r", &repo, "init"]),
             };
             exec(&with_env(init), &work)?;
             repos.insert(*tool, repo);
         }
         let _ = fs::remove_dir_all(crate::bench::cache_dir());
         for (step, name) in STEPS.iter().enumerate() {
-            for tool in &order {
+            // The local repository is only the yardstick for the first backup and the restore.
+            for tool in order.iter().filter(|t| **t != "local" || step == 0 || step == 2) {
                 let repo = &repos[tool];
+                let restore_to = restores.join(format!("{round}-{tool}"));
                 let r = restore_to.display().to_string();
                 let cmd = match (*tool, step) {
-                    ("snapfs", 0 | 1) => argv(&[&snapfs, "-q", "-r", repo, "backup", &d]),
-                    ("snapfs", 2) => argv(&[&snapfs, "-q", "-r", repo, "restore", "latest", "--target", &r]),
-                    ("snapfs", _) => argv(&[&snapfs, "-q", "-r", repo, "check", "--read-data"]),
-                    (_, 0 | 1) => argv(&["restic", "-q", "-r", repo, "backup", &d]),
-                    (_, 2) => argv(&["restic", "-q", "-r", repo, "restore", "latest", "--target", &r]),
-                    (_, _) => argv(&["restic", "-q", "-r", repo, "check", "--read-data"]),
+                    ("restic", 0 | 1) => argv(&["restic", "-q", "-r", repo, "backup", &d]),
+                    ("restic", 2) => argv(&["restic", "-q", "-r", repo, "restore", "latest", "--target", &r]),
+                    ("restic", 3) => argv(&["restic", "-q", "-r", repo, "check", "--read-data"]),
+                    ("restic", _) => argv(&[
+                        "restic",
+                        "-q",
+                        "-r",
+                        repo,
+                        "forget",
+                        "--keep-last",
+                        "1",
+                        "--group-by",
+                        "host",
+                        "--prune",
+                    ]),
+                    (_, 0 | 1) => argv(&[&snapfs, "-q", "-r", repo, "backup", &d]),
+                    (_, 2) => argv(&[&snapfs, "-q", "-r", repo, "restore", "latest", "--target", &r]),
+                    (_, 3) => argv(&[&snapfs, "-q", "-r", repo, "check", "--read-data"]),
+                    (_, _) => argv(&[
+                        &snapfs,
+                        "-q",
+                        "-r",
+                        repo,
+                        "forget",
+                        "--keep-last",
+                        "1",
+                        "--group-by",
+                        "host",
+                        "--prune",
+                    ]),
                 };
-                let _ = fs::remove_dir_all(&restore_to);
+                if step == 4 {
+                    let part = data.join("generated").display().to_string();
+                    let bin = if *tool == "restic" { "restic" } else { snapfs.as_str() };
+                    exec(&with_env(argv(&[bin, "-q", "-r", repo, "backup", &part])), &data)?;
+                }
                 crate::run(&mut Command::new("sync"))?;
                 let before = g.requests()?;
                 let s = exec(&with_env(cmd), &data)?;
@@ -242,6 +279,10 @@ pub fn run(args: &[String]) -> Result<()> {
                 );
                 results.entry((tool, step)).or_default().push((s, n));
                 calls.insert((tool, step), used);
+                if step == 2 && !on_disk {
+                    // tmpfs frees at once; on disk every restore stays until the end (see restore_root).
+                    fs::remove_dir_all(&restore_to)?;
+                }
             }
         }
         if round == 0 {
@@ -250,26 +291,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         order.rotate_left(1);
     }
-    let _ = fs::remove_dir_all(&restore_to);
-    // The same snapfs backup and restore on local disk, for the 1.5x the issue asks.
-    let local = work.join("local-repo").display().to_string();
-    exec(&argv(&[&snapfs, "-q", "-r", &local, "init"]), &work)?;
-    let mut local_backup = Vec::new();
-    let mut local_restore = Vec::new();
-    for i in 0..rounds {
-        let _ = fs::remove_dir_all(crate::bench::cache_dir());
-        let mut b = argv(&[&snapfs, "-q", "-r", &local, "backup", &d]);
-        if i > 0 {
-            b.push("--force".into());
-        }
-        local_backup.push(exec(&b, &data)?.wall);
-        let _ = fs::remove_dir_all(&restore_to);
-        crate::run(&mut Command::new("sync"))?;
-        let r = restore_to.display().to_string();
-        local_restore
-            .push(exec(&argv(&[&snapfs, "-q", "-r", &local, "restore", "latest", "--target", &r]), &data)?.wall);
-    }
-    let _ = fs::remove_dir_all(&restore_to);
+    let _ = fs::remove_dir_all(&restores);
 
     let mut out = machine()?;
     out.push_str(&format!(
@@ -293,14 +315,17 @@ pub fn run(args: &[String]) -> Result<()> {
         let (rw, r, rr) = cell("restic");
         out.push_str(&format!("| {name} | {s} | {r} | **{:.1}x** | {sr:.0} | {rr:.0} |\n", rw / sw));
     }
-    let lb = median(&mut local_backup);
-    let lr = median(&mut local_restore);
-    let sb = median(&mut results[&("snapfs", 0)].iter().map(|(s, _)| s.wall).collect::<Vec<_>>());
+    let wall =
+        |tool: &str, step: usize| median(&mut results[&(tool, step)].iter().map(|(s, _)| s.wall).collect::<Vec<_>>());
+    let (lb, lr) = (wall("local", 0), wall("local", 2));
     out.push_str(&format!(
-        "\nsnapfs on local disk, same data: first backup {lb:.2} s (Garage/local **{:.2}x**; the later rounds are \
-         `--force` re-reads into the same repository), restore {lr:.2} s.\n\nMedians of {rounds} rounds; RSS is the \
-         largest of the rounds; requests are counted on the Garage side, all nodes, median of the rounds.\n",
-        sb / lb
+        "\nsnapfs on local disk, same data, alternating with the others, a new repository each round: first backup \
+         {lb:.2} s (Garage/local **{:.2}x**), restore {lr:.2} s (Garage/local **{:.2}x**).\n\nMedians of {rounds} \
+         rounds; restores go {where_to}; RSS is the largest of the rounds; requests are counted on the Garage side, all \
+         nodes, median of the rounds.\n",
+        wall("snapfs", 0) / lb,
+        wall("snapfs", 2) / lr,
+        where_to = if on_disk { "to local disk" } else { "to tmpfs (/dev/shm)" },
     ));
     out.push_str("\nRequests by call in the last round:\n\n| step | snapfs | restic |\n| --- | --- | --- |\n");
     for (step, name) in STEPS.iter().enumerate() {

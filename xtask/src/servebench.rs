@@ -105,9 +105,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let work = target.join("bench-server");
-    let shm = Path::new("/dev/shm");
-    let on_disk = args.iter().any(|a| a == "--restore-on-disk") || !shm.is_dir();
-    let restores = if on_disk { work.clone() } else { shm.join("snapfs-bench-server") };
+    let (restores, on_disk) = crate::bench::restore_root(args, &work, "snapfs-bench-server");
     let (restic_ssh, borg_ssh) = setup_ssh(&work.join("ssh"))?;
     let data = target.join("bench/data");
     prepare_data(&data, quick)?;
