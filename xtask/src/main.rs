@@ -60,8 +60,8 @@ Tasks:
          disk, restic sftp and borg serve --append-only over ssh; writes
          benches/results/server.md (restores to /dev/shm unless --restore-on-disk)
          [--quick] [--rounds N] [--snapfs PATH] [--restore-on-disk]
-         with --s3: backup, re-backup, restore, check --read-data on a 3-node Garage
-         cluster against restic's s3 backend, with requests/GB; writes
+         with --s3: backup, re-backup, restore, check --read-data, forget + prune on a
+         3-node Garage cluster against restic's s3 backend, with requests/GB; writes
          benches/results/s3.md (restores to /dev/shm unless --restore-on-disk)
          [--quick] [--rounds N] [--snapfs PATH] [--restore-on-disk]
 ";

@@ -1,10 +1,10 @@
 //! `cargo xtask bench --s3`: snapfs against restic 0.14's s3 backend on one 3-node Garage
 //! cluster (replication factor 3, loopback), the same data, alternating tool by tool each
-//! round: initial backup, unchanged re-backup, restore, `check --read-data`. Requests are
-//! counted on the server (Garage's `api_s3_request_counter`, summed over the three nodes), so
-//! both tools are counted the same way. Also: the same snapfs backup and restore on local disk
-//! in the same rotation, and the requests a client with an empty cache makes to catch up on the repository. Writes
-//! `benches/results/s3.md`.
+//! round: initial backup, unchanged re-backup, restore, `check --read-data`, forget + prune.
+//! Requests are counted on the server (Garage's `api_s3_request_counter`, summed over the
+//! three nodes), so both tools are counted the same way. Also: the same snapfs backup and
+//! restore on local disk in the same rotation, and the requests a client with an empty cache
+//! makes to catch up on the repository. Writes `benches/results/s3.md`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -231,41 +231,17 @@ pub fn run(args: &[String]) -> Result<()> {
                 let repo = &repos[tool];
                 let restore_to = restores.join(format!("{round}-{tool}"));
                 let r = restore_to.display().to_string();
-                let cmd = match (*tool, step) {
-                    ("restic", 0 | 1) => argv(&["restic", "-q", "-r", repo, "backup", &d]),
-                    ("restic", 2) => argv(&["restic", "-q", "-r", repo, "restore", "latest", "--target", &r]),
-                    ("restic", 3) => argv(&["restic", "-q", "-r", repo, "check", "--read-data"]),
-                    ("restic", _) => argv(&[
-                        "restic",
-                        "-q",
-                        "-r",
-                        repo,
-                        "forget",
-                        "--keep-last",
-                        "1",
-                        "--group-by",
-                        "host",
-                        "--prune",
-                    ]),
-                    (_, 0 | 1) => argv(&[&snapfs, "-q", "-r", repo, "backup", &d]),
-                    (_, 2) => argv(&[&snapfs, "-q", "-r", repo, "restore", "latest", "--target", &r]),
-                    (_, 3) => argv(&[&snapfs, "-q", "-r", repo, "check", "--read-data"]),
-                    (_, _) => argv(&[
-                        &snapfs,
-                        "-q",
-                        "-r",
-                        repo,
-                        "forget",
-                        "--keep-last",
-                        "1",
-                        "--group-by",
-                        "host",
-                        "--prune",
-                    ]),
+                // restic and snapfs take the same arguments for every step.
+                let bin = if *tool == "restic" { "restic" } else { snapfs.as_str() };
+                let args: &[&str] = match step {
+                    0 | 1 => &["backup", &d],
+                    2 => &["restore", "latest", "--target", &r],
+                    3 => &["check", "--read-data"],
+                    _ => &["forget", "--keep-last", "1", "--group-by", "host", "--prune"],
                 };
+                let cmd = argv(&[&[bin, "-q", "-r", repo.as_str()][..], args].concat());
                 if step == 4 {
                     let part = data.join("generated").display().to_string();
-                    let bin = if *tool == "restic" { "restic" } else { snapfs.as_str() };
                     exec(&with_env(argv(&[bin, "-q", "-r", repo, "backup", &part])), &data)?;
                 }
                 crate::run(&mut Command::new("sync"))?;
