@@ -12,15 +12,9 @@ use anyhow::Result;
 use crate::bench::{Sample, cache_dir, exec, machine, median, prepare_data, tree_size};
 
 pub fn run(args: &[String]) -> Result<()> {
-    crate::bench::check_flags(args, &["--rotate", "--quick"], &["--rounds"])?;
-    let quick = args.iter().any(|a| a == "--quick");
-    let rounds = match args.iter().position(|a| a == "--rounds") {
-        Some(i) => args.get(i + 1).ok_or_else(|| anyhow::anyhow!("--rounds needs a number"))?.parse()?,
-        None => 3usize,
-    };
-    crate::run(crate::cargo().args(["build", "--release", "--bin", "snapfs"]))?;
+    crate::bench::check_flags(args, &["--rotate", "--quick"], &["--rounds", "--snapfs"])?;
+    let (quick, rounds, snapfs) = crate::bench::quick_rounds_binary(args)?;
     let target = crate::target_dir()?;
-    let snapfs = target.join("release/snapfs").display().to_string();
     let work = target.join("bench-rotate");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
@@ -44,12 +38,15 @@ pub fn run(args: &[String]) -> Result<()> {
         ("key rotate --rewrite", cmd(&["key", "rotate", "--rewrite"])),
         ("cp -r packs + sync", copy_cmd),
     ];
+    // Twice what a rotation writes, so every step starts with as much freshly freed memory.
+    let recycle = 2 * crate::bench::dir_bytes(&packs)?;
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); steps.len()];
     for round in 0..rounds {
         println!("round {}/{rounds}", round + 1);
         for i in (0..steps.len()).map(|i| (i + round) % steps.len()) {
             let _ = fs::remove_dir_all(&copy);
             crate::run(&mut Command::new("sync"))?;
+            crate::bench::recycle_memory(&work, recycle)?;
             let s = exec(&steps[i].1, &work)?;
             println!("  {:<22} {:>7.2} s  cpu {:>6.2} s  rss {:>5.0} MB", steps[i].0, s.wall, s.cpu, s.rss_mb);
             samples[i].push(s);
