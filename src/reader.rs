@@ -86,15 +86,23 @@ impl ChunkReader {
     /// Loads chunks `range` of `map` into the cache on the rayon pool, so a sequential reader
     /// finds them decompressed when it gets there. Where reads wait on a network, chunks that
     /// lie together in a pack share one ranged read (as restore's spans do): a GET a chunk made
-    /// a sequential read of a file on S3 a round trip per MiB. Failures are left for the real
-    /// read to report.
-    pub fn prefetch(self: &Arc<Self>, map: &Arc<FileMap>, range: Range<usize>) {
+    /// a sequential read of a file on S3 a round trip per MiB. Chunks below `loaded_from` are
+    /// only planned into those reads: the caller is about to load them itself, and a pool
+    /// thread would only wait beside it. Failures are left for the real read to report.
+    pub fn prefetch(self: &Arc<Self>, map: &Arc<FileMap>, range: Range<usize>, loaded_from: usize) {
         let range = range.start.min(map.chunks.len())..range.end.min(map.chunks.len());
-        let wanted: Vec<(Id, BlobLoc)> =
-            map.chunks[range].iter().filter(|(id, _)| !self.is_cached(id)).copied().collect();
+        let wanted: Vec<(usize, (Id, BlobLoc))> = (range.clone())
+            .zip(&map.chunks[range])
+            .filter(|(_, (id, _))| !self.is_cached(id))
+            .map(|(i, c)| (i, *c))
+            .collect();
         if self.repo.backend().parallel_reads() > 0 {
             let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
-            let mut rest = wanted.as_slice();
+            // By place in the pack, not in the file: a backup's workers append a file's chunks
+            // to two or more packs at once, so neighbours in the file alternate between packs.
+            let mut chunks: Vec<(Id, BlobLoc)> = wanted.iter().map(|(_, c)| *c).collect();
+            chunks.sort_by_key(|(_, l)| (l.pack, l.offset));
+            let mut rest = chunks.as_slice();
             while !rest.is_empty() {
                 let (run, tail) = rest.split_at(run_len(rest));
                 rest = tail;
@@ -104,7 +112,7 @@ impl ChunkReader {
                 }
             }
         }
-        for (id, loc) in wanted {
+        for (_, (id, loc)) in wanted.into_iter().filter(|(i, _)| *i >= loaded_from) {
             let me = self.clone();
             rayon::spawn(move || {
                 let _ = me.chunk(&id, &loc);
@@ -208,12 +216,21 @@ impl FileMap {
         self.starts.partition_point(|&s| s <= offset) - 1
     }
 
-    /// The plaintext of `[offset, offset + len)`, cut short at the end of the file. Also returns
-    /// the index of the last chunk touched, for read-ahead.
-    pub fn read(&self, reader: &ChunkReader, offset: u64, len: usize) -> Result<(ReadData, usize)> {
+    /// The first and last chunk that `[offset, offset + len)` touches; past the end, the chunk
+    /// count for both.
+    pub fn chunks_of(&self, offset: u64, len: u32) -> (usize, usize) {
+        let end = self.size().min(offset.saturating_add(u64::from(len)));
+        if offset >= end {
+            return (self.chunks.len(), self.chunks.len());
+        }
+        (self.chunk_at(offset), self.chunk_at(end - 1))
+    }
+
+    /// The plaintext of `[offset, offset + len)`, cut short at the end of the file.
+    pub fn read(&self, reader: &ChunkReader, offset: u64, len: usize) -> Result<ReadData> {
         let end = self.size().min(offset.saturating_add(len as u64));
         if offset >= end {
-            return Ok((ReadData::Owned(Vec::new()), self.chunks.len()));
+            return Ok(ReadData::Owned(Vec::new()));
         }
         let first = self.chunk_at(offset);
         let last = self.chunk_at(end - 1);
@@ -227,14 +244,14 @@ impl FileMap {
         if first == last {
             // The common case: one chunk, no copy.
             let (data, r) = piece(first)?;
-            return Ok((ReadData::Shared(data, r), last));
+            return Ok(ReadData::Shared(data, r));
         }
         let mut out = Vec::with_capacity((end - offset) as usize);
         for i in first..=last {
             let (data, r) = piece(i)?;
             out.extend_from_slice(&data[r]);
         }
-        Ok((ReadData::Owned(out), last))
+        Ok(ReadData::Owned(out))
     }
 }
 

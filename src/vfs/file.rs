@@ -82,12 +82,15 @@ impl Vfs {
             file.ahead.store(0, Ordering::Relaxed);
         }
         let prev = file.next.swap(offset.saturating_add(u64::from(size)), Ordering::Relaxed);
-        let (data, last) = file.map.read(&self.reader, offset, size as usize)?;
         let sequential = offset == 0 || offset.abs_diff(prev) <= SEQUENTIAL_SLACK;
         let count = file.map.chunk_count();
+        let (first, last) = file.map.chunks_of(offset, size);
         // Topped up only once less than half the window is ahead, so chunks go out several at
         // a time (one ranged read for those that lie together, on object storage) rather than
-        // one each time the reader passes a chunk.
+        // one each time the reader passes a chunk. Before this read waits for its own chunks:
+        // the kernel reads ahead on several threads, and one that got past the window while
+        // another still waited would fetch its chunk alone; so a chunk it needs that was not
+        // handed out yet joins the ranged read of those after it.
         let left = || {
             let handed = file.ahead.load(Ordering::Relaxed).clamp(last + 1, count);
             (last + 1..handed).map(|i| file.map.chunk_len(i)).sum::<u64>()
@@ -99,12 +102,12 @@ impl Vfs {
                 bytes += file.map.chunk_len(end);
                 end += 1;
             }
-            let from = file.ahead.fetch_max(end, Ordering::Relaxed).max(last + 1);
+            let from = file.ahead.fetch_max(end, Ordering::Relaxed).max(first);
             if from < end {
-                self.reader.prefetch(&file.map, from..end);
+                self.reader.prefetch(&file.map, from..end, last + 1);
             }
         }
-        Ok(data)
+        Ok(file.map.read(&self.reader, offset, size as usize)?)
     }
 
     /// Notes that file `ino` is being read from its start; when it follows the last such file
