@@ -155,10 +155,25 @@ impl S3Backend {
 
     /// Up to `limit` entries at the top of the prefix (objects or "directories").
     fn root_entries(&self, limit: usize) -> Result<usize> {
-        let entries =
-            self.run(self.op.list_with("").limit(limit)).map_err(|e| self.err(format!("open {}", self.location), e))?;
-        // OpenDAL lists the root itself as a directory entry.
-        Ok(entries.iter().filter(|e| !matches!(e.path(), "" | "/")).count())
+        use futures_core::Stream;
+        // From the first page only: `list_with(..).limit(n)` pages through the whole prefix n
+        // keys a request (five LISTs for every command's open).
+        let count = async {
+            let lister = self.op.lister_with("").limit(limit + 1).await?;
+            let mut lister = std::pin::pin!(lister);
+            let mut n = 0;
+            while n < limit {
+                match std::future::poll_fn(|cx| lister.as_mut().poll_next(cx)).await {
+                    // OpenDAL lists the root itself as a directory entry.
+                    Some(Ok(e)) if matches!(e.path(), "" | "/") => {}
+                    Some(Ok(_)) => n += 1,
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                }
+            }
+            Ok(n)
+        };
+        self.run(count).map_err(|e| self.err(format!("open {}", self.location), e))
     }
 
     /// Waits for one request; OpenDAL's request builders are `IntoFuture`.
