@@ -198,10 +198,10 @@ fn reseal_in_place(repo: &Repository, kind: Kind, ty: ObjType, id: &Id, name: &s
 /// they may hold only the old keys and still write under them.
 fn older_clients(repo: &Repository, since: i64) -> Result<Vec<String>> {
     let own = repo.lock_name();
-    let (locks, _) = lock::list(repo.backend().as_ref())?;
+    let (locks, _) = lock::list(repo.backend().as_ref(), own.as_deref())?;
     Ok(locks
         .into_iter()
-        .filter(|l| Some(&l.name) != own.as_ref() && !l.is_stale())
+        .filter(|l| !l.is_stale())
         .filter(|l| (l.started.as_nanosecond() as i64) <= since.saturating_add(CLOCK_SKEW_NS))
         .map(|l| {
             format!("`{}` (pid {} on {}, since {}) started before the rotation", l.command, l.pid, l.host, l.started)

@@ -102,11 +102,12 @@ impl LockInfo {
     }
 }
 
-/// Every lock object: the parsed ones, and the names of those that are not locks.
-pub fn list(backend: &dyn Backend) -> Result<(Vec<LockInfo>, Vec<String>)> {
+/// Every lock object but `skip` (the caller's own, which needs no round trip to read): the
+/// parsed ones, and the names of those that are not locks.
+pub fn list(backend: &dyn Backend, skip: Option<&str>) -> Result<(Vec<LockInfo>, Vec<String>)> {
     let mut locks = Vec::new();
     let mut junk = Vec::new();
-    for (name, _) in backend.list(Kind::Lock)? {
+    for (name, _) in backend.list(Kind::Lock)?.into_iter().filter(|(n, _)| Some(n.as_str()) != skip) {
         // A lock removed between listing and reading is simply gone.
         let Ok(raw) = backend.read(Kind::Lock, &name) else { continue };
         match std::str::from_utf8(&raw).ok().and_then(|t| LockInfo::parse(&name, t)) {
@@ -120,7 +121,7 @@ pub fn list(backend: &dyn Backend) -> Result<(Vec<LockInfo>, Vec<String>)> {
 /// Removes stale locks and files that are not locks (or every lock with `all`); returns how
 /// many went.
 pub fn remove(backend: &dyn Backend, all: bool) -> Result<usize> {
-    let (locks, junk) = list(backend)?;
+    let (locks, junk) = list(backend, None)?;
     let mut n = 0;
     for name in locks.iter().filter(|l| all || l.is_stale()).map(|l| &l.name).chain(&junk) {
         backend.delete(Kind::Lock, name)?;
@@ -132,12 +133,9 @@ pub fn remove(backend: &dyn Backend, all: bool) -> Result<usize> {
 /// The first live lock that conflicts with ours; stale locks met on the way are removed, so
 /// those of killed processes do not pile up.
 fn conflict(backend: &dyn Backend, mode: LockMode, own: Option<&str>) -> Result<Option<LockInfo>> {
-    let (locks, _) = list(backend)?;
+    let (locks, _) = list(backend, own)?;
     let mut found = None;
     for l in locks {
-        if Some(l.name.as_str()) == own {
-            continue;
-        }
         let clash = match mode {
             LockMode::Exclusive => true,
             LockMode::Prune => l.exclusive || l.prune,
@@ -162,7 +160,7 @@ fn cannot_write(e: &Error) -> bool {
 /// unwinding (a reader: it has nothing in flight to finish). Found by host and pid, so a lock
 /// renamed by a refresh meanwhile is found too.
 pub fn remove_own(backend: &dyn Backend) -> Result<usize> {
-    let (locks, _) = list(backend)?;
+    let (locks, _) = list(backend, None)?;
     let (host, pid) = (sys::hostname(), std::process::id());
     let mine: Vec<LockInfo> = locks.into_iter().filter(|l| l.pid == pid && l.host == host).collect();
     for l in &mine {
@@ -298,10 +296,10 @@ mod tests {
     fn a_held_lock_is_refreshed_and_removed_when_dropped() {
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         let lock = acquire_refreshing(&backend, LockMode::Shared, "test", Duration::from_millis(50)).unwrap().unwrap();
-        let (first, _) = list(backend.as_ref()).unwrap();
+        let (first, _) = list(backend.as_ref(), None).unwrap();
         assert_eq!(first.len(), 1);
         std::thread::sleep(Duration::from_millis(300));
-        let (now, junk) = list(backend.as_ref()).unwrap();
+        let (now, junk) = list(backend.as_ref(), None).unwrap();
         assert!(junk.is_empty());
         assert_eq!(now.len(), 1, "a refresh replaces the lock, it does not add one");
         assert_ne!(now[0].name, first[0].name, "not refreshed");
@@ -309,7 +307,7 @@ mod tests {
         assert_eq!(now[0].started, first[0].started, "a refresh keeps when the holder started");
         assert_eq!(lock.name(), now[0].name);
         drop(lock);
-        assert!(list(backend.as_ref()).unwrap().0.is_empty());
+        assert!(list(backend.as_ref(), None).unwrap().0.is_empty());
     }
 
     #[test]
