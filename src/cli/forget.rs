@@ -160,9 +160,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             outln!("removed {n} snapshot{s}");
         }
     }
-    drop(repo);
     if a.prune && !a.dry_run {
-        return super::prune::run_with(g, &a.prune_args, false, a.json);
+        return super::prune::run_with(g, repo, &a.prune_args, false, a.json);
     }
     Ok(0)
 }

@@ -393,7 +393,12 @@ pub fn open(g: &Global, mode: LockMode, command: &str) -> Result<Repository> {
 }
 
 pub fn open_cached(g: &Global, mode: LockMode, command: &str, cache: &Cache) -> Result<Repository> {
-    let (repo, caught_up) = open_keys(g, mode, command)?.load_index(cache)?;
+    with_index(g, open_keys(g, mode, command)?, cache)
+}
+
+/// An opened repository with its index caught up through `cache`, saying what the catch-up did.
+pub fn with_index(g: &Global, repo: Repository<Opened>, cache: &Cache) -> Result<Repository> {
+    let (repo, caught_up) = repo.load_index(cache)?;
     if let Some(line) = caught_up.summary()
         && !g.quiet
     {

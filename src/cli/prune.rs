@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{Global, human};
 use snapfs::prune::{CopyProgress, PruneOptions, prune};
-use snapfs::repo::LockMode;
+use snapfs::repo::{LockMode, Opened, Repository};
 
 /// The tuning options, shared with `forget --prune`.
 #[derive(clap::Args, Clone)]
@@ -62,10 +62,12 @@ pub fn size(s: &str) -> Result<u64> {
 }
 
 pub fn run(g: &Global, c: Command) -> Result<u8> {
-    run_with(g, &c.args, c.dry_run, c.json)
+    run_with(g, super::open_keys(g, LockMode::Prune, "prune")?, &c.args, c.dry_run, c.json)
 }
 
-pub fn run_with(g: &Global, a: &Tuning, dry_run: bool, json_out: bool) -> Result<u8> {
+/// Prunes `repo`, opened under a prune lock (by `prune`, or by `forget --prune`, which goes on
+/// with its own handle rather than unlocking the keys and taking a lock a second time).
+pub fn run_with(g: &Global, repo: Repository<Opened>, a: &Tuning, dry_run: bool, json_out: bool) -> Result<u8> {
     let progress = std::sync::Arc::new(CopyProgress::default());
     let opts = PruneOptions {
         max_unused: percent(&a.max_unused)?,
@@ -74,7 +76,7 @@ pub fn run_with(g: &Global, a: &Tuning, dry_run: bool, json_out: bool) -> Result
         progress: Some(progress.clone()),
         ..PruneOptions::default()
     };
-    let repo = super::open_cached(g, LockMode::Prune, "prune", &super::cache(g).streaming())?;
+    let repo = super::with_index(g, repo, &super::cache(g).streaming().deferred())?;
     let done = std::sync::atomic::AtomicBool::new(false);
     let out = std::thread::scope(|s| {
         if !g.quiet && !json_out {
