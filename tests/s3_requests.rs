@@ -2,7 +2,7 @@
 //! `api_s3_request_counter`): `check --read-data` reads each pack in one request and no tree
 //! twice; an unchanged re-backup reads its parent's trees from the tree cache; an altered tree
 //! cache is caught on use and heals; a mount reads a file ahead in ranged reads of several
-//! chunks. The counts are the cluster's, so these tests take turns.
+//! chunks; `forget --prune` opens once, lists little and repacks in ranged reads. The counts are the cluster's, so these tests take turns.
 
 mod common;
 #[allow(unused)]
@@ -245,4 +245,47 @@ fn a_mount_reads_a_file_ahead_in_ranged_reads_of_several_chunks() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+#[test]
+fn forget_prune_opens_once_lists_each_kind_a_few_times_and_repacks_in_ranged_reads() {
+    let Some(g) = garage::cluster() else { return };
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempdir();
+    let base = canonical(tmp.path());
+    let url = g.url(0, &g.bucket("prune-requests"));
+    let s = g.client(&url, &base.join("cache"));
+    s.init();
+    // Small files of two trees backed up together share packs; forgetting the snapshot with
+    // both leaves those packs half used, and the repack copies the kept tree's 300 blobs (12 MB).
+    let mut rng = Rng::new(23);
+    for tree in ["kept", "dropped"] {
+        for i in 0..300 {
+            let dir = base.join(format!("src/{tree}/d{}", i % 10));
+            std::fs::create_dir_all(&dir).unwrap();
+            write_random(&dir.join(format!("f{i}")), 40 * KIB, &mut rng);
+        }
+    }
+    s.backup([base.join("src")]);
+    s.backup([base.join("src/kept")]);
+    let b = S3Backend::with_credentials(&url, &g.key_id, &g.secret, "garage").unwrap();
+    let names = || b.list(Kind::Pack).unwrap().into_iter().map(|(n, _)| n).collect::<std::collections::BTreeSet<_>>();
+    let before = names();
+    let lists = g.requests("ListObjectsV2");
+    let n = gets(g, || {
+        s.ok(["forget", "--keep-last", "1", "--group-by", "host", "--prune", "--max-unused", "0"]);
+    });
+    let lists = g.requests("ListObjectsV2") - lists;
+    let after = names();
+    assert!(after.len() <= before.len() && after.iter().any(|p| !before.contains(p)), "half-used packs were repacked");
+    // One open (the root, key slots, epochs, locks), the forget's and the plan's snapshot
+    // listings, one pack and one condemned listing, the locks and snapshots again before the
+    // sweep: 12. Opened twice, with a catch-up on each open and lists read again, it was 30.
+    assert!(lists <= 14, "forget --prune: {lists} LISTs");
+    // A GET a copied blob was 324; ranged reads of up to 4 MiB serve them (20 here).
+    assert!(n <= 30, "forget --prune: {n} GETs for {} packs and 300 blobs to copy", before.len());
+    s.ok(["check", "--read-data"]);
+    let restored = base.join("restored");
+    s.ok(["restore", "latest", "--target", restored.to_str().unwrap()]);
+    assert_same_tree(&base.join("src/kept"), &restored.join(base.join("src/kept").strip_prefix("/").unwrap()));
 }

@@ -46,8 +46,10 @@ impl<'a> Target<'a> {
 
     /// Opened with its index caught up (audited for check, which must not trust the cache).
     pub fn open_ready(&self, mode: LockMode, command: &str, audit: bool) -> Result<Repository, JobError> {
-        // A prune lock is for a prune, which streams the index (`Cache::streaming`).
-        let cache = Cache { audit, streaming: mode == LockMode::Prune, ..self.cache.clone() };
+        // A prune lock is for a prune, which streams the index and catches it up itself
+        // (`Cache::streaming`, `Cache::deferred`).
+        let prune = mode == LockMode::Prune;
+        let cache = Cache { audit, streaming: prune, deferred: prune, ..self.cache.clone() };
         Ok(self.open(mode, command)?.load_index(&cache)?.0)
     }
 

@@ -18,7 +18,9 @@ use crate::backend::Kind;
 use crate::error::{Error, Result};
 use crate::format::condemned::Condemned;
 use crate::id::{BlobIdSet, Id};
+use crate::index::BlobLoc;
 use crate::repo::{Repository, condemned, lock, packer};
+use crate::spans::{CACHE_BYTES, SpanReader};
 
 pub use plan::{Plan, plan};
 pub use spill::Spill;
@@ -83,7 +85,7 @@ pub struct PruneOutcome {
 
 /// Prunes. The caller holds a [`lock::LockMode::Prune`] lock on `repo`.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
-    let (plan, marked, mut to_copy) = plan(repo, opts)?;
+    let (plan, mut marked, mut to_copy) = plan(repo, opts)?;
     let mut out = PruneOutcome::default();
     if opts.dry_run {
         out.plan = plan;
@@ -99,6 +101,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
         if let Some(pr) = &opts.progress {
             pr.total.store(plan.copy_bytes, Ordering::Relaxed);
         }
+        // On object storage, one ranged read for the blobs that lie together: a GET a blob
+        // made the repack of one mixed pack 19 round trips one after another. (Not more
+        // threads, as restore has: each copying thread holds a pack writer of its own.)
+        let network = repo.backend().parallel_reads() > 0;
         let (copied, added) = packer::with_packer(repo, false, |p| {
             let mut copied = 0;
             let mut batch = Vec::with_capacity(COPY_BATCH);
@@ -111,23 +117,23 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
                 if batch.is_empty() {
                     break;
                 }
+                let spans =
+                    network.then(|| SpanReader::plan(repo, batch.iter().map(|(_, l)| *l).collect(), CACHE_BYTES));
                 // In parallel, in runs of neighbouring blobs: a rotation copies everything, and
                 // opening each blob (as `check --read-data` does) is most of its cost.
-                let n: Vec<u64> = batch
-                    .par_chunks(32)
-                    .map(|run| {
-                        let mut n = 0;
-                        for (id, loc) in run {
-                            if copy_blob(repo, p, id, loc)? {
-                                n += 1;
-                            }
-                            if let Some(pr) = &opts.progress {
-                                pr.done.fetch_add(u64::from(loc.length), Ordering::Relaxed);
-                            }
+                let copy_run = |run: &[(Id, BlobLoc)]| -> Result<u64> {
+                    let mut n = 0;
+                    for (id, loc) in run {
+                        if copy_blob(repo, p, spans.as_ref(), id, loc)? {
+                            n += 1;
                         }
-                        Ok(n)
-                    })
-                    .collect::<Result<_>>()?;
+                        if let Some(pr) = &opts.progress {
+                            pr.done.fetch_add(u64::from(loc.length), Ordering::Relaxed);
+                        }
+                    }
+                    Ok(n)
+                };
+                let n: Vec<u64> = batch.par_chunks(32).map(copy_run).collect::<Result<_>>()?;
                 copied += n.iter().sum::<u64>();
             }
             Ok(copied)
@@ -136,7 +142,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
         out.copied_bytes = added.bytes;
         // The copies are durable and indexed: only now may the old packs be condemned.
         let time_ns = jiff::Timestamp::now().as_nanosecond() as i64;
-        condemned::write(repo.backend().as_ref(), repo.keys(), &Condemned { time_ns, packs: condemned_now })?;
+        let list = Condemned { time_ns, packs: condemned_now };
+        let name = condemned::write(repo.backend().as_ref(), repo.keys(), &list)?;
+        marked.lists.push(condemned::Named { name, list });
     }
     out.plan = plan;
     sweep(repo, marked, &mut out)?;
@@ -146,7 +154,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
 /// Copies one live blob into the packer. Nothing damaged is carried over: the copy must open
 /// as what it claims to be. One sealed under an older epoch is authenticated and re-sealed
 /// without being decompressed ([`crate::crypto::Keys::reseal_in_place`] says why that is enough).
-fn copy_blob(repo: &Repository, p: &packer::Packer, id: &Id, loc: &crate::index::BlobLoc) -> Result<bool> {
+fn copy_blob(
+    repo: &Repository,
+    p: &packer::Packer,
+    spans: Option<&SpanReader>,
+    id: &Id,
+    loc: &BlobLoc,
+) -> Result<bool> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -156,7 +170,10 @@ fn copy_blob(repo: &Repository, p: &packer::Packer, id: &Id, loc: &crate::index:
     BUF.with_borrow_mut(|env| {
         // One buffer per thread: a fresh megabyte per blob costs more in page faults than the copy.
         env.resize(loc.length as usize, 0);
-        repo.backend().read_at(Kind::Pack, &loc.pack.hex(), u64::from(loc.offset), env)?;
+        match spans {
+            Some(spans) => spans.with_sealed(id, loc, |sealed| env.copy_from_slice(sealed))?,
+            None => repo.backend().read_at(Kind::Pack, &loc.pack.hex(), u64::from(loc.offset), env)?,
+        }
         let keys = repo.keys();
         let raw_len = loc.raw_len as usize;
         if !keys.reseal_in_place(loc.ty, id, env, raw_len, &[]).map_err(damaged)? {
@@ -174,20 +191,22 @@ pub struct Marked {
     pub used: Spill<32>,
     pub trees: BlobIdSet,
     pub snapshots: HashSet<Id>,
+    /// The condemned-pack lists, as the plan read them and with the one this prune writes:
+    /// only a prune writes lists, and it holds the prune lock, so the sweep needs no new look.
+    pub lists: Vec<condemned::Named>,
 }
 
 /// Deletes the condemned packs no running user can still need, rescuing those that a
 /// snapshot written since the mark references.
 fn sweep(repo: &Repository, mut marked: Marked, out: &mut PruneOutcome) -> Result<()> {
     let backend = repo.backend();
-    let (lists, _) = condemned::load_all(backend.as_ref(), repo.keys())?;
+    let lists = std::mem::take(&mut marked.lists);
     if lists.is_empty() {
         return Ok(());
     }
     let own = repo.lock_name();
-    let (locks, _) = lock::list(backend.as_ref())?;
-    let live: Vec<lock::LockInfo> =
-        locks.into_iter().filter(|l| Some(&l.name) != own.as_ref() && !l.is_stale()).collect();
+    let (locks, _) = lock::list(backend.as_ref(), own.as_deref())?;
+    let live: Vec<lock::LockInfo> = locks.into_iter().filter(|l| !l.is_stale()).collect();
     let sizes: std::collections::HashMap<Id, u64> =
         repo.index().packs()?.into_iter().map(|(id, i)| (id, i.size)).collect();
     let mut sweepable = Vec::new();

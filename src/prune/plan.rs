@@ -8,7 +8,7 @@ use super::{Marked, PruneOptions};
 use crate::error::{Error, Result};
 use crate::id::{BlobIdSet, Id};
 use crate::index::BlobLoc;
-use crate::repo::{Repository, condemned, packs};
+use crate::repo::{Repository, packs};
 
 /// What a prune will do (all of it, on a dry run).
 #[derive(Clone, Debug, Default)]
@@ -47,7 +47,7 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked, Spi
         return Err(refuse(format!("snapshot {name} cannot be read ({e})")));
     }
     // Up to date with the packs now, so a header that cannot be read is one that cannot be read.
-    let caught_up = repo.catch_up()?;
+    let mut caught_up = repo.catch_up()?;
     if let Some((pack, e)) = caught_up.unreadable.first() {
         let n = caught_up.unreadable.len();
         return Err(refuse(format!("{n} pack(s) have headers that cannot be read (pack {}: {e})", pack.short())));
@@ -55,19 +55,25 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<(Plan, Marked, Spi
     let infos: HashMap<Id, crate::index::PackInfo> = repo.index().packs()?.into_iter().collect();
     // Packs that backups running beside this prune write from now on are not in the plan: they
     // hold new blobs, and nothing deletes a pack that is not condemned.
-    let (files, _) = packs::list_packs(repo.backend().as_ref())?;
-    let files: Vec<packs::PackFile> = files.into_iter().filter(|f| infos.contains_key(&f.id)).collect();
+    let files: Vec<packs::PackFile> =
+        std::mem::take(&mut caught_up.listed).into_iter().filter(|f| infos.contains_key(&f.id)).collect();
     let tmp = std::env::temp_dir();
-    let mut marked =
-        Marked { used: Spill::new(opts.mark_memory, &tmp), trees: BlobIdSet::default(), snapshots: HashSet::new() };
+    let mut marked = Marked {
+        used: Spill::new(opts.mark_memory, &tmp),
+        trees: BlobIdSet::default(),
+        snapshots: HashSet::new(),
+        lists: Vec::new(),
+    };
     marked.snapshots.extend(snaps.iter().map(|(id, _)| *id));
     mark_trees(repo, snaps.iter().map(|(_, s)| s.tree).collect(), &mut marked)?;
 
-    let (lists, bad_lists) = condemned::load_all(repo.backend().as_ref(), repo.keys())?;
+    // As the catch-up read them: only a prune writes lists, and this one holds the prune lock.
+    let (lists, bad_lists) = (caught_up.lists, caught_up.bad_lists);
     if let Some((name, e)) = bad_lists.first() {
         return Err(refuse(format!("condemned-pack list {name} cannot be read ({e})")));
     }
     let already: HashSet<Id> = lists.iter().flat_map(|l| l.list.packs.iter().copied()).collect();
+    marked.lists = lists;
 
     let mut p = Plan { already_condemned: already.iter().copied().collect(), ..Default::default() };
     let mut used_in: HashMap<Id, u64> = HashMap::new();

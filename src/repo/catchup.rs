@@ -34,6 +34,10 @@ pub struct Cache {
     /// rotation): a small page cache ([`crate::index::STREAMING_CACHE_SIZE`]), so that its
     /// memory does not grow with the index.
     pub streaming: bool,
+    /// The command catches the index up itself before it reads it (prune does, right after
+    /// listing the snapshots), so opening does not: on object storage that would be a second
+    /// round of listings.
+    pub deferred: bool,
 }
 
 impl Cache {
@@ -59,6 +63,11 @@ impl Cache {
 
     pub fn streaming(mut self) -> Cache {
         self.streaming = true;
+        self
+    }
+
+    pub fn deferred(mut self) -> Cache {
+        self.deferred = true;
         self
     }
 
@@ -117,6 +126,10 @@ pub struct CatchUp {
     pub condemned: u64,
     /// Condemned-pack lists that could not be read.
     pub bad_lists: Vec<(String, Error)>,
+    /// The pack listing and the condemned-pack lists the catch-up went by, for a caller that
+    /// needs them next (prune): on object storage each listing is a round trip.
+    pub listed: Vec<PackFile>,
+    pub lists: Vec<super::condemned::Named>,
 }
 
 impl CatchUp {
@@ -177,7 +190,9 @@ pub fn load(backend: &dyn Backend, keys: &Keys, repo_id: &[u8; 16], cache: &Cach
             }
         },
     };
-    catch_up(&index, backend, keys, !cache.audit, &mut report)?;
+    if !cache.deferred {
+        catch_up(&index, backend, keys, !cache.audit, &mut report)?;
+    }
     // Here, before this process opens a transaction of its own (see compact_if_bloated): what
     // the last backups left bloated is given back as the next command starts.
     index.compact_if_bloated();
@@ -245,6 +260,8 @@ pub fn catch_up(
     index.set_condemned(&condemned)?;
     report.condemned = condemned.len() as u64;
     report.bad_lists = bad;
+    report.listed = files;
+    report.lists = lists;
     report.seconds += started.elapsed().as_secs_f64();
     Ok(())
 }
