@@ -324,7 +324,10 @@ fn cold_client(g: &Cluster, snapfs: &str, repo: &str, work: &Path) -> Result<Str
     let _ = fs::remove_dir_all(&cache);
     let bucket = repo.rsplit('/').next().unwrap_or_default();
     let info = g.admin(0, &["bucket", "info", bucket])?;
-    let objects = info.lines().find(|l| l.trim_start().starts_with("Objects:")).unwrap_or("Objects: ?").trim();
+    let objects = info
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("Objects:"))
+        .map_or_else(|| "?".to_string(), |n| n.trim().to_string());
     let before = g.requests()?;
     let mut v = g.env();
     v.push(format!("SNAPFS_CACHE_DIR={}", cache.display()));
@@ -336,7 +339,7 @@ fn cold_client(g: &Cluster, snapfs: &str, repo: &str, work: &Path) -> Result<Str
     let used = diff(&g.requests()?, &before);
     let _ = fs::remove_dir_all(&cache);
     Ok(format!(
-        "Cold client (empty cache) catching up, `snapfs ls latest /`: {} requests ({}), for a bucket of {}.",
+        "Cold client (empty cache) catching up, `snapfs ls latest /`: {} requests ({}), for a bucket of {} objects.",
         total(&used),
         used.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
         objects
