@@ -227,13 +227,12 @@ impl FileMap {
     }
 
     /// The plaintext of `[offset, offset + len)`, cut short at the end of the file.
-    pub fn read(&self, reader: &ChunkReader, offset: u64, len: usize) -> Result<ReadData> {
-        let end = self.size().min(offset.saturating_add(len as u64));
-        if offset >= end {
+    pub fn read(&self, reader: &ChunkReader, offset: u64, len: u32) -> Result<ReadData> {
+        let (first, last) = self.chunks_of(offset, len);
+        if first == self.chunks.len() {
             return Ok(ReadData::Owned(Vec::new()));
         }
-        let first = self.chunk_at(offset);
-        let last = self.chunk_at(end - 1);
+        let end = self.size().min(offset.saturating_add(u64::from(len)));
         let piece = |i: usize| -> Result<(Chunk, Range<usize>)> {
             let (id, loc) = &self.chunks[i];
             let data = reader.chunk(id, loc)?;

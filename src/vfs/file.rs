@@ -107,7 +107,7 @@ impl Vfs {
                 self.reader.prefetch(&file.map, from..end, last + 1);
             }
         }
-        Ok(file.map.read(&self.reader, offset, size as usize)?)
+        Ok(file.map.read(&self.reader, offset, size)?)
     }
 
     /// Notes that file `ino` is being read from its start; when it follows the last such file
